@@ -1,0 +1,84 @@
+"""Helpers shared by the rules: wildcard values, paths and the final targets."""
+
+
+SEEDS = [str(seed) for seed in config["seeds"]]
+ARCHS = config["models"]["archs"]
+METHODS = config["training"]["methods"]
+ATTACKS = list(config["attacks"])
+SPLITS = ["train", "val", "test"]
+# Methods that need the STD model of their architecture (AMAT takes ξ from it).
+NEEDS_STD_REFERENCE = {"amat"}
+
+
+wildcard_constraints:
+    seed=r"\d+",
+    method=r"[a-z_]+",
+    arch=r"[a-z0-9_]+",
+    attack=r"[a-z0-9]+",
+    split="|".join(SPLITS),
+    size=r"\d+",
+
+
+def image_size(arch):
+    """Input resolution of an architecture (InceptionV3 has its own)."""
+    if arch == "inception_v3":
+        return config["models"]["inception_image_size"]
+    return config["models"]["image_size"]
+
+
+def cache_path(split, arch):
+    """Preprocessed cache of one split at the resolution an architecture needs."""
+    return f"results/data/cache/{split}_{image_size(arch)}px.pt"
+
+
+def model_dir(seed, method, arch):
+    return f"results/models/{seed}/{method}/{arch}"
+
+
+def reference_weights(wildcards):
+    """The STD model AMAT transfers its loss threshold ξ from, when ξ is not fixed."""
+    if wildcards.method in NEEDS_STD_REFERENCE and config["training"]["amat"]["xi"] is None:
+        return f"{model_dir(wildcards.seed, 'std', wildcards.arch)}/weights.pt"
+    return []
+
+
+def gpu_count(wildcards):
+    """GPU tag of model jobs: 0 when the config pins them to the CPU, else 1."""
+    return 0 if config["training"]["device"] == "cpu" else 1
+
+
+def model_metric_files():
+    return expand(
+        "results/metrics/models/{seed}/{method}/{arch}.parquet",
+        seed=SEEDS,
+        method=METHODS,
+        arch=ARCHS,
+    )
+
+
+def present(archs):
+    """The configured archs among `archs`, in config order."""
+    return [arch for arch in ARCHS if arch in archs]
+
+
+GRADCAM_ARCHS = (
+    present(config["report"]["gradcam_archs"])
+    if set(config["report"]["gradcam_methods"]) <= set(METHODS)
+    else []
+)
+CONFUSION_ARCHS = present(config["report"]["confusion_archs"])
+
+
+def final_outputs():
+    """Every table, figure and metrics file the configuration asks for."""
+    targets = [
+        "results/metrics/metrics.parquet",
+        "results/figures/training_curves.png",
+        "results/figures/ablation.png",
+    ]
+    targets += expand("results/tables/{table}.{ext}", table=["table1", "table2"], ext=["csv", "md", "tex"])
+    targets += expand("results/figures/confusion_{arch}.png", arch=CONFUSION_ARCHS)
+    if GRADCAM_ARCHS:
+        targets += expand("results/figures/gradcam_{arch}.png", arch=GRADCAM_ARCHS)
+        targets.append("results/metrics/gradcam.parquet")
+    return targets

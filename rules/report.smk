@@ -1,0 +1,102 @@
+rule gradcam:
+    """Grad-CAM panels of STD, AT and DPAAT on correctly predicted test images (Fig. 4)."""
+    input:
+        weights=lambda w: expand(
+            "results/models/{seed}/{method}/{arch}/weights.pt",
+            seed=SEEDS[0],
+            method=config["report"]["gradcam_methods"],
+            arch=w.arch,
+        ),
+        test=lambda w: cache_path("test", w.arch),
+    output:
+        figure=report(
+            "results/figures/gradcam_{arch}.png",
+            caption="../report/gradcam.rst",
+            category="Figures",
+            subcategory="Fig. 4 Grad-CAM",
+        ),
+        scores="results/metrics/gradcam/{arch}.parquet",
+    params:
+        methods=config["report"]["gradcam_methods"],
+        seed=SEEDS[0],
+        per_class=config["report"]["gradcam_images_per_class"],
+        device=config["training"]["device"],
+    log:
+        "results/logs/gradcam/{arch}.log",
+    benchmark:
+        "results/benchmarks/gradcam/{arch}.tsv"
+    threads: config["training"]["threads"]
+    resources:
+        gpu=gpu_count,
+        mem_mb=8000,
+        runtime=30,
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/gradcam.py"
+
+
+rule gradcam_scores:
+    """Grad-CAM localisation scores of all architectures in one table."""
+    input:
+        scores=expand("results/metrics/gradcam/{arch}.parquet", arch=GRADCAM_ARCHS),
+    output:
+        scores="results/metrics/gradcam.parquet",
+    log:
+        "results/logs/gradcam_scores.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/gradcam_scores.py"
+
+
+rule report:
+    """Tables I and II and Figs. 2, 3 and the training curves from the metrics."""
+    input:
+        metrics="results/metrics/metrics.parquet",
+        histories=expand(
+            "results/models/{seed}/{method}/{arch}/history.parquet",
+            seed=SEEDS,
+            method=METHODS,
+            arch=ARCHS,
+        ),
+        gradcam="results/metrics/gradcam.parquet" if GRADCAM_ARCHS else [],
+    output:
+        table1_csv=report(
+            "results/tables/table1.csv", caption="../report/table1.rst", category="Tables"
+        ),
+        table1_md="results/tables/table1.md",
+        table1_tex="results/tables/table1.tex",
+        table2_csv=report(
+            "results/tables/table2.csv", caption="../report/table2.rst", category="Tables"
+        ),
+        table2_md="results/tables/table2.md",
+        table2_tex="results/tables/table2.tex",
+        confusion=report(
+            expand("results/figures/confusion_{arch}.png", arch=CONFUSION_ARCHS),
+            caption="../report/confusion.rst",
+            category="Figures",
+            subcategory="Fig. 2 confusion matrices",
+        ),
+        ablation=report(
+            "results/figures/ablation.png",
+            caption="../report/ablation.rst",
+            category="Figures",
+            subcategory="Fig. 3 ablation",
+        ),
+        curves=report(
+            "results/figures/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Figures",
+            subcategory="Training",
+        ),
+    params:
+        report=config["report"],
+        evaluation=config["evaluation"],
+        archs=ARCHS,
+    log:
+        "results/logs/report.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/report.py"

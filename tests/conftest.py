@@ -1,0 +1,7 @@
+"""Make the library package `dpaat` (under scripts/) importable from the tests."""
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
