@@ -3,18 +3,27 @@
 One implementation serves every attack: `pgd` takes `eps` as a float or an (N,)
 tensor, so the fixed-eps attacks of the paper and the per-sample eps of AMAT and
 DPAAT share a code path. Inputs live in [0, 1]; models normalise internally.
+`AttackSpec` names the paper's test attacks (FGSM, I-FGSM, PGD) as config values and
+`run_attack` applies one to a whole dataset.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Iterator, Literal
+from dataclasses import dataclass
+from typing import Any, Iterator, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm import tqdm
+
+from dpaat.predict import as_float_images
 
 Norm = Literal["l2", "linf"]
+AttackKind = Literal["fgsm", "ifgsm", "pgd"]
 
 # Guards a division by a gradient or perturbation norm that can be exactly zero.
 _TINY = 1e-12
@@ -31,15 +40,30 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
-def _per_sample(eps: float | Tensor, x: Tensor) -> Tensor:
+def _check_images(x: Tensor, y: Tensor) -> None:
+    """Reject inputs the attacks would silently mangle (the [0, 1] clamp would move them)."""
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a float tensor in [0, 1], got {x.dtype}; convert uint8 images with x.float() / 255")
+    if x.ndim < 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"x must be (N, ...) and y (N,), got x {tuple(x.shape)} and y {tuple(y.shape)}")
+    if x.numel():
+        lo, hi = torch.stack(torch.aminmax(x)).tolist()
+        if lo < 0 or hi > 1:
+            raise ValueError(
+                f"x must lie in [0, 1] (pixel space; models normalise internally), got [{lo:.4g}, {hi:.4g}]; "
+                "pass un-normalised images"
+            )
+
+
+def _per_sample(eps: float | Tensor, x: Tensor, name: str = "eps") -> Tensor:
     """Return eps as an (N, 1, 1, 1) tensor on x's device, broadcastable against x."""
     eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
     if eps_t.ndim == 0:
         eps_t = eps_t.expand(x.shape[0])
     if eps_t.shape != (x.shape[0],):
-        raise ValueError(f"eps must be a float or a tensor of shape ({x.shape[0]},), got {tuple(eps_t.shape)}")
-    if bool((eps_t < 0).any()):
-        raise ValueError("eps must be non-negative")
+        raise ValueError(f"{name} must be a float or a tensor of shape ({x.shape[0]},), got {tuple(eps_t.shape)}")
+    if not bool((torch.isfinite(eps_t) & (eps_t >= 0)).all()):
+        raise ValueError(f"{name} must be finite and non-negative")
     return eps_t.view(-1, *([1] * (x.ndim - 1)))
 
 
@@ -49,7 +73,7 @@ def _flat_norm(t: Tensor) -> Tensor:
 
 
 def project(delta: Tensor, eps: Tensor, norm: Norm) -> Tensor:
-    """Project each sample's perturbation onto its own eps ball."""
+    """Project each sample's perturbation onto its own eps ball (`eps` broadcastable, e.g. (N,1,1,1))."""
     if norm == "linf":
         return torch.maximum(torch.minimum(delta, eps), -eps)
     # min(1, eps/||delta||) is exactly 0 when eps = 0 and never NaN when delta = 0.
@@ -58,7 +82,7 @@ def project(delta: Tensor, eps: Tensor, norm: Norm) -> Tensor:
 
 
 def sample_in_ball(x: Tensor, eps: Tensor, norm: Norm, generator: torch.Generator | None = None) -> Tensor:
-    """Draw a perturbation uniformly in each sample's eps ball."""
+    """Draw a perturbation uniformly in each sample's eps ball (`eps` shaped (N,1,...,1))."""
     if norm == "linf":
         u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return (2 * u - 1) * eps
@@ -96,14 +120,16 @@ def pgd(
     L2: `delta += step * g/||g||`, then `delta *= min(1, eps/||delta||)`.
     Linf: `delta += step * sign(g)`, then clamp to [-eps, eps]. Always x+delta in [0, 1].
     `step_size` may be a tensor like `eps` (e.g. a fraction of each sample's eps).
+    The model runs in eval mode (mode restored after); parameters' .grad is untouched.
     """
-    if norm not in ("l2", "linf"):
+    if norm not in get_args(Norm):
         raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    _check_images(x, y)
     x = x.detach()
     eps_t = _per_sample(eps, x)
-    step_t = _per_sample(step_size, x)
+    step_t = _per_sample(step_size, x, "step_size")
     with eval_mode(model):
         delta = sample_in_ball(x, eps_t, norm, generator) if random_start else torch.zeros_like(x)
         delta = (x + delta).clamp(0, 1) - x
@@ -126,3 +152,106 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor) -> Tens
 def ifgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, steps: int, step_size: float | Tensor) -> Tensor:
     """Iterative FGSM (BIM): `steps` Linf sign steps from x, projected to the eps box."""
     return pgd(model, x, y, eps=eps, steps=steps, step_size=step_size, norm="linf")
+
+
+# The norm each test attack uses unless its config says otherwise (SPEC: FGSM and
+# I-FGSM are Linf by definition, PGD is the L2 training threat model).
+DEFAULT_NORM: Mapping[AttackKind, Norm] = {"fgsm": "linf", "ifgsm": "linf", "pgd": "l2"}
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One test attack of the paper, fully resolved: kind, budget, steps, step size and norm."""
+
+    kind: AttackKind
+    eps: float
+    steps: int
+    step_size: float
+    norm: Norm
+
+    def __post_init__(self) -> None:
+        if self.kind not in DEFAULT_NORM:
+            raise ValueError(f"attack kind must be one of {sorted(DEFAULT_NORM)}, got {self.kind!r}")
+        if self.norm not in get_args(Norm):
+            raise ValueError(f"attack norm must be 'l2' or 'linf', got {self.norm!r}")
+        if not (math.isfinite(self.eps) and self.eps >= 0):
+            raise ValueError(f"attack eps must be finite and >= 0, got {self.eps}")
+        if not (math.isfinite(self.step_size) and self.step_size >= 0):
+            raise ValueError(f"attack step_size must be finite and >= 0, got {self.step_size}")
+        if self.steps < 1:
+            raise ValueError(f"attack steps must be >= 1, got {self.steps}")
+        if self.kind in ("fgsm", "ifgsm") and self.norm != "linf":
+            raise ValueError(f"{self.kind} is a Linf attack; for an L2 attack use kind: pgd with norm: l2")
+        if self.kind == "fgsm" and (self.steps != 1 or self.step_size != self.eps):
+            raise ValueError("fgsm is one step of size eps; drop steps/step_size or use kind: ifgsm")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> AttackSpec:
+        """Build from a config mapping {kind, eps, steps?, step_size?, norm?}, filling SPEC defaults.
+
+        Defaults: steps 1; step_size eps for fgsm, eps/4 for ifgsm, 2.5*eps/steps for pgd;
+        norm linf for fgsm/ifgsm, l2 for pgd.
+        """
+        allowed = {"kind", "eps", "steps", "step_size", "norm"}
+        unknown = set(cfg) - allowed
+        if unknown:
+            raise ValueError(f"unknown attack config keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+        missing = {"kind", "eps"} - set(cfg)
+        if missing:
+            raise ValueError(f"attack config needs {sorted(missing)}, got {dict(cfg)}")
+        kind = cfg["kind"]
+        if kind not in DEFAULT_NORM:
+            raise ValueError(f"attack kind must be one of {sorted(DEFAULT_NORM)}, got {kind!r}")
+        eps = float(cfg["eps"])
+        steps = int(cfg.get("steps", 1))
+        if steps < 1:
+            raise ValueError(f"attack steps must be >= 1, got {steps}")
+        step_size = cfg.get("step_size")
+        if step_size is None:
+            step_size = {"fgsm": eps, "ifgsm": eps / 4, "pgd": 2.5 * eps / steps}[kind]
+        norm = cfg.get("norm") or DEFAULT_NORM[kind]
+        return cls(kind=kind, eps=eps, steps=steps, step_size=float(step_size), norm=norm)
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """Adversarial examples for one batch (no random start: test attacks are deterministic)."""
+        if self.kind == "fgsm":
+            return fgsm(model, x, y, eps=self.eps)
+        if self.kind == "ifgsm":
+            return ifgsm(model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size)
+        return pgd(model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size, norm=self.norm)
+
+
+def attack_specs(cfg: Mapping[str, Mapping[str, Any]]) -> dict[str, AttackSpec]:
+    """Resolve the config's `attacks` section: attack name -> AttackSpec."""
+    return {name: AttackSpec.from_config(entry) for name, entry in cfg.items()}
+
+
+def run_attack(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    spec: AttackSpec,
+    batch_size: int,
+    device: torch.device | str,
+    *,
+    progress: bool = False,
+) -> Tensor:
+    """Attack a dataset batch by batch on `device` (where `model` must already be).
+
+    `x` is uint8 or float in [0, 1], `y` the labels; returns float32 adversarial images
+    (same shape as x) on the CPU.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} images but y has {len(y)} labels")
+    device = torch.device(device)
+    param = next(model.parameters(), None)
+    if param is not None and (param.device.type != device.type or device.index not in (None, param.device.index)):
+        raise ValueError(f"model is on {param.device} but the attack runs on {device}; call model.to({str(device)!r}) first")
+    batches = zip(x.split(batch_size), y.split(batch_size))
+    out = [
+        spec.perturb(model, as_float_images(xb).to(device), yb.to(device)).float().cpu()
+        for xb, yb in tqdm(batches, total=math.ceil(len(x) / batch_size), disable=not progress, desc=spec.kind)
+    ]
+    return torch.cat(out) if out else torch.empty(x.shape, dtype=torch.float32)

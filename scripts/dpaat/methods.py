@@ -1,0 +1,387 @@
+"""Training methods (STD, AT, SAT, AMAT, DPAAT and the ablations D-A, D-B) as loss strategies.
+
+Every method is a `TrainingMethod` whose `loss(model, x, y, index)` turns one
+mini-batch into the loss to minimise; the shared loop in `dpaat.training` does the
+rest. Attacks run in eval mode (`dpaat.attacks.pgd` sees to it); the forward passes
+that feed the loss run in the model's own (train) mode. Clean and adversarial
+batches go through the model separately, so BatchNorm normalises each with its own
+statistics, as in the usual SAT/TRADES implementations. Definitions follow the
+"Training methods" section of SPEC.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dpaat.attacks import eval_mode, pgd
+
+Norm = Literal["l2", "linf"]
+
+# Floor of |ΔL_avg| in DPAAT's γ (SPEC: the mean loss change can be ~0).
+_DELTA_LOSS_FLOOR = 1e-8
+
+
+@dataclass(frozen=True)
+class Adversary:
+    """The training threat model: K-step PGD with a fixed (or per-sample) eps."""
+
+    norm: Norm
+    eps: float
+    steps: int
+    step_size: float
+    random_start: bool = False
+
+    def __post_init__(self) -> None:
+        if self.norm not in ("l2", "linf"):
+            raise ValueError(f"adversary.norm must be 'l2' or 'linf', got {self.norm!r}")
+        if self.eps < 0 or self.steps < 1 or self.step_size <= 0:
+            raise ValueError(
+                f"adversary needs eps >= 0, steps >= 1 and step_size > 0, got eps={self.eps}, "
+                f"steps={self.steps}, step_size={self.step_size}"
+            )
+
+    def attack(
+        self, model: nn.Module, x: Tensor, y: Tensor, eps: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """PGD inside the fixed eps ball, or inside per-sample balls `eps` (an (N,) tensor).
+
+        With per-sample eps the step is scaled by eps_i/eps, so the same number of steps
+        covers each sample's ball as it covers the fixed one (a 2·eps ball is reached,
+        a tiny ball is not overshot and oscillated in).
+        """
+        if eps is None:
+            return pgd(model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size,
+                       norm=self.norm, random_start=self.random_start, generator=generator)
+        step = self.step_size * eps / self.eps if self.eps > 0 else torch.full_like(eps, self.step_size)
+        return pgd(model, x, y, eps=eps, steps=self.steps, step_size=step,
+                   norm=self.norm, random_start=self.random_start, generator=generator)
+
+    def perturbation_norms(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Per-sample ‖x_adv − x‖ in the adversary's norm, shape (N,)."""
+        delta = (x_adv - x).flatten(1)
+        return delta.abs().amax(dim=1) if self.norm == "linf" else delta.norm(p=2, dim=1)
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Hyper-parameters of the training methods (the method part of config `training`)."""
+
+    adversary: Adversary
+    alpha: float
+    beta: float
+    amat_delta_eps_fraction: float
+    amat_eps_max_factor: float
+    amat_xi: float | None
+    dpaat_eps_max_factor: float
+
+    @classmethod
+    def from_mapping(cls, training: Mapping[str, Any]) -> MethodConfig:
+        """Build from the config's `training` mapping (defaults filled by the schema)."""
+        try:
+            adv, amat, dpaat = training["adversary"], training["amat"], training["dpaat"]
+            return cls(
+                adversary=Adversary(
+                    norm=adv["norm"], eps=float(adv["eps"]), steps=int(adv["steps"]),
+                    step_size=float(adv["step_size"]), random_start=bool(adv.get("random_start", False)),
+                ),
+                alpha=float(training["alpha"]),
+                beta=float(training["beta"]),
+                amat_delta_eps_fraction=float(amat["delta_eps_fraction"]),
+                amat_eps_max_factor=float(amat["eps_max_factor"]),
+                amat_xi=None if amat.get("xi") is None else float(amat["xi"]),
+                dpaat_eps_max_factor=float(dpaat["eps_max_factor"]),
+            )
+        except KeyError as err:
+            raise KeyError(
+                f"training config lacks key {err}; validate the config against "
+                "config/schema/config.schema.yaml, which fills every default"
+            ) from None
+
+
+def synchronization_loss(logits_clean: Tensor, logits_adv: Tensor) -> Tensor:
+    """L_syn = Jensen–Shannon divergence (nats) of the two softmaxes, mean over the batch.
+
+    The intent of the paper's Eq. 11 (0 when the predictions agree, at most ln 2);
+    the printed formula is ln 2 − JS, see SPEC.md. Gradients flow through both inputs.
+    """
+    log_p = F.log_softmax(logits_clean.float(), dim=1)
+    log_q = F.log_softmax(logits_adv.float(), dim=1)
+    log_m = torch.logaddexp(log_p, log_q) - math.log(2.0)
+    # kl_div(input=log m, target=log p, log_target) = p·(log p − log m), 0 where p = 0.
+    kl_pm = F.kl_div(log_m, log_p, reduction="none", log_target=True).sum(dim=1)
+    kl_qm = F.kl_div(log_m, log_q, reduction="none", log_target=True).sum(dim=1)
+    return (0.5 * (kl_pm + kl_qm)).mean()
+
+
+def dpaat_epsilons(delta_loss: Tensor, perturbation_norms: Tensor, eps: float, eps_max: float) -> Tensor:
+    """Per-sample eps of DPAAT (Eq. 15 with SPEC's guards): shrink fragile samples, grow stable ones.
+
+    γ_i = eps·min(1, |ΔL_i − ΔL_avg| / max(|ΔL_avg|, 1e-8)); eps_i = ‖δ_i‖ − γ_i when
+    ΔL_i > ΔL_avg, else ‖δ_i‖ + γ_i; clamped to [0, eps_max].
+    """
+    avg = delta_loss.mean()
+    ratio = (delta_loss - avg).abs() / avg.abs().clamp_min(_DELTA_LOSS_FLOOR)
+    gamma = eps * ratio.clamp(max=1.0)
+    eps_i = torch.where(delta_loss > avg, perturbation_norms - gamma, perturbation_norms + gamma)
+    return eps_i.clamp(0.0, eps_max)
+
+
+def amat_update(
+    eps_values: Tensor, adv_loss: Tensor, perturbation_norms: Tensor, xi: float, delta_eps: float, eps_max: float
+) -> Tensor:
+    """AMAT's eps update (Eq. 5): grow by Δε below the loss threshold ξ, else average with ‖δ‖; clamp."""
+    grown = eps_values + delta_eps
+    averaged = 0.5 * (eps_values + perturbation_norms)
+    return torch.where(adv_loss < xi, grown, averaged).clamp(0.0, eps_max)
+
+
+Stats = dict[str, Tensor]
+
+
+class TrainingMethod:
+    """A training objective over one mini-batch; stateful methods also keep state across epochs."""
+
+    name: ClassVar[str]
+    # Whether the method trains against an adversary (its validation loss is then adversarial).
+    adversarial: ClassVar[bool] = True
+
+    def __init__(self, config: MethodConfig) -> None:
+        self.config = config
+        self.adversary = config.adversary
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Stats]:
+        """Loss of the batch (x in [0,1], labels y, dataset positions index) and detached stats.
+
+        stats may hold "eps": the (N,) per-sample eps the batch was attacked with.
+        """
+        raise NotImplementedError
+
+    def prepare(self, num_samples: int, device: torch.device | str) -> None:
+        """Called by the loop before training on `num_samples` images: check and move any state."""
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """State to checkpoint (tensors only, so weights-only loading works)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        """Restore `state_dict()` output."""
+        if state:
+            raise ValueError(f"method {self.name} keeps no state but the checkpoint holds {sorted(state)}")
+
+    def describe(self) -> dict[str, Any]:
+        """The settings this method actually trains with, for the run record."""
+        adv = self.adversary
+        return {"method": self.name, "adversarial": self.adversarial, "norm": adv.norm, "eps": adv.eps,
+                "steps": adv.steps, "step_size": adv.step_size, "random_start": adv.random_start}
+
+    @staticmethod
+    def _clean_and_adv_ce(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per-sample CE on clean and adversarial inputs (train-mode passes) with their logits."""
+        logits_clean = model(x)
+        logits_adv = model(x_adv)
+        ce_clean = F.cross_entropy(logits_clean, y, reduction="none")
+        ce_adv = F.cross_entropy(logits_adv, y, reduction="none")
+        return ce_clean, ce_adv, logits_clean, logits_adv
+
+
+class Standard(TrainingMethod):
+    """STD: CE(f(x), y)."""
+
+    name = "std"
+    adversarial = False
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Stats]:
+        """Clean cross-entropy."""
+        return F.cross_entropy(model(x), y), {}
+
+
+class MadryAT(TrainingMethod):
+    """AT (Madry): CE(f(x_adv), y)."""
+
+    name = "at"
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Stats]:
+        """Adversarial cross-entropy at the fixed eps."""
+        x_adv = self.adversary.attack(model, x, y)
+        return F.cross_entropy(model(x_adv), y), {}
+
+
+class SAT(TrainingMethod):
+    """SAT (Goodfellow): α·CE(f(x_adv), y) + (1−α)·CE(f(x), y)."""
+
+    name = "sat"
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Stats]:
+        """Mix of adversarial and clean CE at the fixed eps."""
+        x_adv = self.adversary.attack(model, x, y)
+        ce_clean, ce_adv, _, _ = self._clean_and_adv_ce(model, x, x_adv, y)
+        alpha = self.config.alpha
+        return alpha * ce_adv.mean() + (1 - alpha) * ce_clean.mean(), {}
+
+    def describe(self) -> dict[str, Any]:
+        """Adds α."""
+        return {**super().describe(), "alpha": self.config.alpha}
+
+
+class SynchronizedSAT(SAT):
+    """D-B (ablation): SAT + β·L_syn at the fixed eps (synchronisation without adaptation)."""
+
+    name = "d_b"
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Stats]:
+        """SAT's loss plus β times the JS divergence of clean and adversarial predictions."""
+        x_adv = self.adversary.attack(model, x, y)
+        ce_clean, ce_adv, logits_clean, logits_adv = self._clean_and_adv_ce(model, x, x_adv, y)
+        alpha, beta = self.config.alpha, self.config.beta
+        loss = alpha * ce_adv.mean() + (1 - alpha) * ce_clean.mean()
+        return loss + beta * synchronization_loss(logits_clean, logits_adv), {}
+
+    def describe(self) -> dict[str, Any]:
+        """Adds β."""
+        return {**super().describe(), "beta": self.config.beta}
+
+
+class AMAT(TrainingMethod):
+    """AMAT: a per-sample eps per training image, updated after each attack on it.
+
+    Loss ½(CE(f(x_adv), y) + CE(f(x), y)). The "adversarial loss" the update compares
+    with ξ is the per-sample CE of the loss's own forward pass on x_adv (no extra pass).
+    """
+
+    name = "amat"
+
+    def __init__(self, config: MethodConfig, *, num_samples: int, xi: float | None = None) -> None:
+        super().__init__(config)
+        xi = config.amat_xi if xi is None else xi
+        if xi is None:
+            raise ValueError(
+                "AMAT needs its loss threshold ξ: set training.amat.xi, or pass xi = mean_clean_loss() "
+                "of the STD model of the same architecture on the validation set"
+            )
+        if not math.isfinite(xi):
+            raise ValueError(f"AMAT's ξ must be a finite number, got {xi}")
+        if num_samples < 1:
+            raise ValueError(f"AMAT needs the training set size (num_samples >= 1), got {num_samples}")
+        self.xi = float(xi)
+        self.delta_eps = config.amat_delta_eps_fraction * self.adversary.eps
+        self.eps_max = config.amat_eps_max_factor * self.adversary.eps
+        # One eps per training image, indexed by dataset position, starting at the fixed eps.
+        self.eps_store = torch.full((num_samples,), self.adversary.eps, dtype=torch.float32)
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Stats]:
+        """Attack each sample in its own ball, update the store, return ½(CE_adv + CE_clean)."""
+        eps_i = self.eps_store[index]
+        x_adv = self.adversary.attack(model, x, y, eps=eps_i)
+        ce_clean, ce_adv, _, _ = self._clean_and_adv_ce(model, x, x_adv, y)
+        norms = self.adversary.perturbation_norms(x_adv, x)
+        self.eps_store[index] = amat_update(eps_i, ce_adv.detach().float(), norms, self.xi, self.delta_eps, self.eps_max)
+        return 0.5 * (ce_adv.mean() + ce_clean.mean()), {"eps": eps_i}
+
+    def prepare(self, num_samples: int, device: torch.device | str) -> None:
+        """Check the store fits the training set; keep it beside the data so indexing needs no transfer."""
+        if num_samples != self.eps_store.numel():
+            raise ValueError(
+                f"AMAT was built for {self.eps_store.numel()} training images but trains on {num_samples}; "
+                "pass num_samples = len(train images) to build_method"
+            )
+        self.eps_store = self.eps_store.to(device)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The eps store (on the CPU)."""
+        return {"eps_store": self.eps_store.detach().cpu().clone()}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        """Restore the eps store; its size must match the training set."""
+        store = state["eps_store"]
+        if store.shape != self.eps_store.shape:
+            raise ValueError(f"AMAT eps store has shape {tuple(store.shape)}, expected {tuple(self.eps_store.shape)}")
+        self.eps_store = store.to(self.eps_store.device, self.eps_store.dtype).clone()
+
+    def describe(self) -> dict[str, Any]:
+        """Adds ξ, Δε and eps_max."""
+        return {**super().describe(), "xi": self.xi, "delta_eps": self.delta_eps, "eps_max": self.eps_max}
+
+
+class DPAAT(TrainingMethod):
+    """DPAAT (Algorithm 1): fixed-eps probe attack, per-sample eps from ΔL, second attack, SAT + β·L_syn.
+
+    ΔL_i is measured in eval mode (as the attack measures loss) on the probe x_adv0, so
+    the probe moves no BatchNorm statistics. The second attack starts cold from x.
+    """
+
+    name = "dpaat"
+
+    def __init__(self, config: MethodConfig) -> None:
+        super().__init__(config)
+        self.eps_max = config.dpaat_eps_max_factor * self.adversary.eps
+
+    @property
+    def beta(self) -> float:
+        """Weight of L_syn."""
+        return self.config.beta
+
+    def epsilons(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """Steps 1-4 of Algorithm 1: the per-sample eps of the batch."""
+        x_adv0 = self.adversary.attack(model, x, y)
+        with torch.no_grad(), eval_mode(model):
+            ce = F.cross_entropy(model(torch.cat([x, x_adv0])), torch.cat([y, y]), reduction="none").float()
+        ce_clean, ce_adv0 = ce.chunk(2)
+        norms = self.adversary.perturbation_norms(x_adv0, x)
+        return dpaat_epsilons(ce_adv0 - ce_clean, norms, self.adversary.eps, self.eps_max)
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Stats]:
+        """α·CE_adv + (1−α)·CE_clean + β·L_syn on the per-sample-eps attack."""
+        eps_i = self.epsilons(model, x, y)
+        x_adv = self.adversary.attack(model, x, y, eps=eps_i)
+        ce_clean, ce_adv, logits_clean, logits_adv = self._clean_and_adv_ce(model, x, x_adv, y)
+        alpha = self.config.alpha
+        loss = alpha * ce_adv.mean() + (1 - alpha) * ce_clean.mean()
+        if self.beta:
+            loss = loss + self.beta * synchronization_loss(logits_clean, logits_adv)
+        return loss, {"eps": eps_i}
+
+    def describe(self) -> dict[str, Any]:
+        """Adds α, β and eps_max."""
+        return {**super().describe(), "alpha": self.config.alpha, "beta": self.beta, "eps_max": self.eps_max}
+
+
+class DPAATAdaptationOnly(DPAAT):
+    """D-A (ablation): DPAAT with β = 0 (perturbation adaptation without synchronisation)."""
+
+    name = "d_a"
+
+    @property
+    def beta(self) -> float:
+        """Always 0."""
+        return 0.0
+
+
+METHODS: dict[str, type[TrainingMethod]] = {
+    cls.name: cls for cls in (Standard, MadryAT, SAT, AMAT, DPAAT, DPAATAdaptationOnly, SynchronizedSAT)
+}
+
+
+def build_method(
+    name: str, config: MethodConfig | Mapping[str, Any], *, num_samples: int | None = None, xi: float | None = None
+) -> TrainingMethod:
+    """Instantiate method `name` (a config name: std, at, sat, amat, dpaat, d_a, d_b).
+
+    `config` is a MethodConfig or the config's `training` mapping. AMAT also needs
+    `num_samples` (training set size) and ξ: the `xi` argument, else training.amat.xi.
+    """
+    if name not in METHODS:
+        raise ValueError(f"unknown training method {name!r}; choose one of {sorted(METHODS)}")
+    if not isinstance(config, MethodConfig):
+        config = MethodConfig.from_mapping(config)
+    if name == AMAT.name:
+        if num_samples is None:
+            raise ValueError("AMAT keeps one eps per training image: pass num_samples = the training set size")
+        return AMAT(config, num_samples=num_samples, xi=xi)
+    return METHODS[name](config)

@@ -1,0 +1,349 @@
+"""Tables I and II of the paper from the metrics table, as CSV, Markdown and LaTeX.
+
+Each cell is the mean over seeds of a group average: for every seed, the metric is
+averaged over the group's architectures, then mean (± sample std when several seeds)
+over seeds. Groups follow the paper (three widely used CNNs, three lightweight CNNs,
+all CNNs) restricted to the architectures present. The best AT-family value of each
+column and group is bold (STD excluded, as in the paper: "best results among AT methods").
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dpaat.io import write_text
+from dpaat.paper_results import (
+    ALL_GROUP,
+    ARCH_GROUPS,
+    ARCH_LABELS,
+    METHODS,
+    TABLE1,
+    TABLE1_ATTACKS,
+    TABLE2,
+    TABLE2_ATTACK,
+    arch_label,
+    attack_label,
+    method_label,
+)
+
+TABLE_NAMES: tuple[str, ...] = ("table1", "table2")
+FORMATS: tuple[str, ...] = ("csv", "md", "tex")
+OUT_KEYS: tuple[str, ...] = tuple(f"{t}_{f}" for t in TABLE_NAMES for f in FORMATS)
+
+
+@dataclass(frozen=True)
+class ArchGroup:
+    """A group of architectures averaged together; `complete` when it is the paper's full group."""
+
+    id: str
+    name: str
+    archs: tuple[str, ...]
+    complete: bool
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: `metric` of the `attack` rows times `scale`; `paper_key` indexes the paper's table."""
+
+    key: str
+    label: str
+    attack: str
+    metric: str
+    scale: float
+    paper_key: str | None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A rendered-ready table: `cells` has one row per (group, method, column)."""
+
+    name: str
+    title: str
+    caption: str
+    columns: tuple[Column, ...]
+    decimals: int
+    cells: pd.DataFrame
+
+
+def arch_groups(archs: Iterable[str]) -> list[ArchGroup]:
+    """The paper's groups restricted to `archs`, then all of them (omitted when it repeats a group)."""
+    present = set(archs)
+    groups = []
+    for gid, full_name, prefix, members in ARCH_GROUPS:
+        here = tuple(a for a in members if a in present)
+        if here:
+            complete = len(here) == len(members)
+            name = full_name if complete else f"{prefix} ({', '.join(map(arch_label, here))})"
+            groups.append(ArchGroup(gid, name, here, complete))
+    known = [a for _, _, _, members in ARCH_GROUPS for a in members]
+    everything = tuple(a for a in known if a in present) + tuple(sorted(present - set(known)))
+    if everything and not any(set(g.archs) == set(everything) for g in groups):
+        complete = set(everything) == set(ARCH_LABELS)
+        gid, full_name, prefix = ALL_GROUP
+        name = full_name if complete else f"{prefix} ({', '.join(map(arch_label, everything))})"
+        groups.append(ArchGroup(gid, name, everything, complete))
+    return groups
+
+
+def _ordered_methods(methods: Iterable[str]) -> list[str]:
+    """Methods in the paper's order, unknown ones after in name order."""
+    present = set(methods)
+    return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
+
+
+def _check_attacks(df: pd.DataFrame, attacks: Sequence[str]) -> None:
+    """Every (seed, method, arch) model must have a row for each attack a table needs."""
+    if df.empty:
+        raise ValueError("the metrics table is empty; run the evaluate and aggregate steps first")
+    models = df[["seed", "method", "arch"]].drop_duplicates()
+    have = set(map(tuple, df[["seed", "method", "arch", "attack"]].to_numpy().tolist()))
+    missing = [(s, m, a, atk) for s, m, a in models.to_numpy().tolist() for atk in attacks if (s, m, a, atk) not in have]
+    if missing:
+        raise ValueError(
+            f"metrics missing for {len(missing)} (seed, method, arch, attack) combinations, e.g. {missing[:5]}; "
+            "evaluate every model under every attack (or drop the attack from the config)"
+        )
+
+
+def _group_cells(df: pd.DataFrame, columns: Sequence[Column], methods: Sequence[str], paper: Mapping) -> pd.DataFrame:
+    """Per (group, method, column): mean and std over seeds of the per-seed group average."""
+    values = pd.concat(
+        [
+            df.loc[df["attack"] == c.attack, ["seed", "method", "arch"]].assign(
+                column=c.key, value=df.loc[df["attack"] == c.attack, c.metric] * c.scale
+            )
+            for c in columns
+        ],
+        ignore_index=True,
+    )
+    records = []
+    for group in arch_groups(df["arch"].unique()):
+        for method in methods:
+            sub = values[(values["method"] == method) & values["arch"].isin(group.archs)]
+            if sub.empty:
+                continue
+            coverage = sub.groupby("seed")["arch"].nunique()
+            if (coverage < len(group.archs)).any():
+                warnings.warn(
+                    f"{method} lacks some of {list(group.archs)} for some seed; its '{group.name}' row is left out",
+                    stacklevel=3,
+                )
+                continue
+            per_seed = sub.groupby(["column", "seed"])["value"].mean()
+            for c in columns:
+                seeds = per_seed.loc[c.key]
+                paper_value = paper.get(group.id, {}).get(method, {}).get(c.paper_key, np.nan)
+                records.append(
+                    {
+                        "group_id": group.id,
+                        "group": group.name,
+                        "archs": ";".join(group.archs),
+                        "method": method,
+                        "column": c.key,
+                        "mean": float(seeds.mean()),
+                        "std": float(seeds.std(ddof=1)) if len(seeds) > 1 else np.nan,
+                        "n_seeds": int(len(seeds)),
+                        "paper": paper_value if group.complete and c.paper_key else np.nan,
+                    }
+                )
+    cells = pd.DataFrame.from_records(records)
+    if cells.empty:
+        raise ValueError("no method covers all architectures of any group; nothing to tabulate")
+    return cells
+
+
+def _mark_best(cells: pd.DataFrame, decimals: int) -> pd.DataFrame:
+    """Bold the best displayed AT-family value per (group, column); ties all bold; needs two candidates."""
+    cells = cells.copy()
+    shown = cells["mean"].round(decimals)
+    at_family = cells["method"] != "std"
+    cells["bold"] = False
+    for _, idx in cells[at_family].groupby(["group_id", "column"]).groups.items():
+        if len(idx) > 1:
+            cells.loc[idx, "bold"] = shown.loc[idx] == shown.loc[idx].max()
+    return cells
+
+
+def _seeds_phrase(cells: pd.DataFrame) -> str:
+    """How the cells were averaged over seeds, for captions."""
+    n = sorted(cells["n_seeds"].unique())
+    if n == [1]:
+        return "one seed"
+    return f"mean ± std over {'/'.join(map(str, n))} seeds"
+
+
+def ordered_attacks(df: pd.DataFrame, attacks: Sequence[str] | None = None) -> list[str]:
+    """Adversarial attack names for Table I: `attacks` as given, else the paper's order then the rest by name."""
+    present = set(df["attack"]) - {"clean"}
+    if attacks is None:
+        return [a for a in TABLE1_ATTACKS if a in present] + sorted(present - set(TABLE1_ATTACKS))
+    unknown = [a for a in attacks if a not in present]
+    if unknown:
+        raise ValueError(f"attacks {unknown} have no metrics; present: {sorted(present)}")
+    return [a for a in attacks if a != "clean"]
+
+
+def table1(df: pd.DataFrame, attacks: Sequence[str] | None = None) -> Table:
+    """Table I: RAcc (%) under each attack and GAcc (%), all methods, per architecture group."""
+    order = ordered_attacks(df, attacks)
+    columns = tuple(
+        Column(f"racc_{a}", attack_label(a), a, "accuracy", 100.0, a if a in TABLE1_ATTACKS else None) for a in order
+    ) + (Column("gacc", "GAcc", "clean", "accuracy", 100.0, "clean"),)
+    _check_attacks(df, [c.attack for c in columns])
+    cells = _mark_best(_group_cells(df, columns, _ordered_methods(df["method"]), TABLE1), decimals=2)
+    caption = (
+        "Robust accuracy RAcc (%) under each test attack and generalisation accuracy GAcc (%) on the clean test "
+        f"set, averaged over the architectures of each group ({_seeds_phrase(cells)}). Best value among AT "
+        "methods (STD excluded) per column and group in bold."
+    )
+    return Table("table1", "Table I", caption, columns, 2, cells)
+
+
+def table2(df: pd.DataFrame, confusion_attack: str) -> Table:
+    """Table II: clean mAP, and mARP, macro precision, recall, F1 under `confusion_attack`, AT-family methods."""
+    if confusion_attack not in set(df["attack"]):
+        raise ValueError(f"confusion attack {confusion_attack!r} has no metrics; present: {sorted(set(df['attack']))}")
+    same_as_paper = confusion_attack == TABLE2_ATTACK
+    columns = (
+        Column("map", "mAP", "clean", "map", 1.0, "map"),
+        Column("marp", "mARP", confusion_attack, "map", 1.0, "marp" if same_as_paper else None),
+        Column("precision", "Precision", confusion_attack, "precision", 1.0, "precision" if same_as_paper else None),
+        Column("recall", "Recall", confusion_attack, "recall", 1.0, "recall" if same_as_paper else None),
+        Column("f1", "F1", confusion_attack, "f1", 1.0, "f1" if same_as_paper else None),
+    )
+    _check_attacks(df, ["clean", confusion_attack])
+    methods = [m for m in _ordered_methods(df["method"]) if m != "std"]
+    if not methods:
+        raise ValueError("Table II lists AT-family methods only, and the metrics hold none besides STD")
+    cells = _mark_best(_group_cells(df, columns, methods, TABLE2), decimals=4)
+    label = attack_label(confusion_attack)
+    caption = (
+        f"mAP on the clean test set; mARP (mAP on adversarial data), macro precision, recall and F1 under {label}; "
+        f"averaged over the architectures of each group ({_seeds_phrase(cells)}). Best value per column and group "
+        "in bold."
+    )
+    return Table("table2", "Table II", caption, columns, 4, cells)
+
+
+def to_csv(table: Table, paper_numbers: bool) -> str:
+    """Machine-readable CSV: one row per (group, method), `<key>`, `<key>_std` [, `<key>_paper`] per column."""
+    index = ["group_id", "group", "archs", "method", "n_seeds"]
+    wide = table.cells.pivot(index=index, columns="column", values=["mean", "std", "paper"])
+    out = pd.DataFrame(index=wide.index)
+    for c in table.columns:
+        out[c.key] = wide[("mean", c.key)]
+        out[f"{c.key}_std"] = wide[("std", c.key)]
+        if paper_numbers:
+            out[f"{c.key}_paper"] = wide[("paper", c.key)]
+    out = out.reset_index()
+    # pivot sorts rows; restore the table's group and method order.
+    order = table.cells[index].drop_duplicates().reset_index(drop=True).reset_index()
+    out = out.merge(order, on=index).sort_values("index").drop(columns="index")
+    return out.to_csv(index=False, float_format="%.6g")
+
+
+def _cell_text(cell: pd.Series, decimals: int, paper_numbers: bool, pm: str) -> tuple[str, str]:
+    """(our value, paper suffix) as display strings."""
+    ours = f"{cell['mean']:.{decimals}f}"
+    if cell["n_seeds"] > 1:
+        ours += f"{pm}{cell['std']:.{decimals}f}"
+    paper = f" / {cell['paper']:.{decimals}f}" if paper_numbers and not np.isnan(cell["paper"]) else ""
+    return ours, paper
+
+
+def _rows(table: Table) -> Iterable[tuple[str, str, dict[str, pd.Series]]]:
+    """(group name, method, {column key: cell}) in table order."""
+    for (_, group, method), cells in table.cells.groupby(["group_id", "group", "method"], sort=False):
+        yield group, method, {row["column"]: row for _, row in cells.iterrows()}
+
+
+def _paper_note(table: Table, paper_numbers: bool) -> str:
+    """Caption sentence explaining 'ours / paper' cells, when there are any."""
+    if paper_numbers and table.cells["paper"].notna().any():
+        return f" Cells with two values read ours / paper (Li et al., {table.title})."
+    return ""
+
+
+def to_markdown(table: Table, paper_numbers: bool) -> str:
+    """Markdown table (bold as **...**) under a caption line."""
+    header = ["CNNs", "Method", *(c.label for c in table.columns)]
+    lines = [
+        f"**{table.title}.** {table.caption}{_paper_note(table, paper_numbers)}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join([":--", ":--"] + ["--:"] * len(table.columns)) + " |",
+    ]
+    previous_group = None
+    for group, method, cells in _rows(table):
+        texts = []
+        for c in table.columns:
+            ours, paper = _cell_text(cells[c.key], table.decimals, paper_numbers, " ± ")
+            texts.append((f"**{ours}**" if cells[c.key]["bold"] else ours) + paper)
+        lines.append("| " + " | ".join([group if group != previous_group else "", method_label(method), *texts]) + " |")
+        previous_group = group
+    return "\n".join(lines) + "\n"
+
+
+_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}"}
+
+
+def _tex(text: str) -> str:
+    """Escape LaTeX special characters; ± becomes math."""
+    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text).replace("±", r"$\pm$")
+
+
+def to_latex(table: Table, paper_numbers: bool) -> str:
+    """A booktabs LaTeX table (\\textbf for the best values) with caption and label."""
+    n_cols = 1 + len(table.columns)
+    lines = [
+        r"\begin{table}[htbp]",
+        r"\centering",
+        rf"\caption{{{_tex(table.caption + _paper_note(table, paper_numbers))}}}",
+        rf"\label{{tab:{table.name}}}",
+        rf"\begin{{tabular}}{{l{'r' * len(table.columns)}}}",
+        r"\toprule",
+        " & ".join(["Method", *(_tex(c.label) for c in table.columns)]) + r" \\",
+    ]
+    previous_group = None
+    for group, method, cells in _rows(table):
+        if group != previous_group:
+            lines += [r"\midrule", rf"\multicolumn{{{n_cols}}}{{l}}{{\textit{{{_tex(group)}}}}} \\"]
+            previous_group = group
+        texts = []
+        for c in table.columns:
+            ours, paper = _cell_text(cells[c.key], table.decimals, paper_numbers, " ± ")
+            texts.append((rf"\textbf{{{_tex(ours)}}}" if cells[c.key]["bold"] else _tex(ours)) + _tex(paper))
+        lines.append(" & ".join([_tex(method_label(method)), *texts]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+_RENDERERS = {"csv": to_csv, "md": to_markdown, "tex": to_latex}
+
+
+def write_tables(
+    metrics_df: pd.DataFrame,
+    out_paths: Mapping[str, str | os.PathLike],
+    *,
+    paper_numbers: bool,
+    confusion_attack: str,
+    attacks: Sequence[str] | None = None,
+) -> None:
+    """Write Tables I and II; `out_paths` maps keys like 'table1_csv' or 'table2_tex' (see OUT_KEYS) to files."""
+    unknown = sorted(set(out_paths) - set(OUT_KEYS))
+    if unknown or not out_paths:
+        raise ValueError(f"out_paths keys must be among {list(OUT_KEYS)}; got unknown {unknown or 'none at all'}")
+    tables = {}
+    if any(k.startswith("table1_") for k in out_paths):
+        tables["table1"] = table1(metrics_df, attacks)
+    if any(k.startswith("table2_") for k in out_paths):
+        tables["table2"] = table2(metrics_df, confusion_attack)
+    for key, path in out_paths.items():
+        name, fmt = key.split("_")
+        write_text(_RENDERERS[fmt](tables[name], paper_numbers), path)

@@ -1,0 +1,37 @@
+"""Stage script: Tables I and II, Figs. 2 and 3 and the training curves from the metrics."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from dpaat.figures import ablation_figure, confusion_figure, training_curves_figure
+from dpaat.metrics import read_metrics
+from dpaat.report import OUT_KEYS, write_tables
+from dpaat.runtime import setup_logging
+
+log = setup_logging(snakemake.log[0])
+report = snakemake.params.report
+attack = snakemake.params.evaluation["confusion_attack"]
+metrics = read_metrics(snakemake.input.metrics)
+
+write_tables(
+    metrics,
+    {key: snakemake.output[key] for key in OUT_KEYS},
+    paper_numbers=report["paper_numbers"],
+    confusion_attack=attack,
+)
+methods = list(dict.fromkeys(metrics["method"]))
+for arch, path in zip([a for a in snakemake.params.archs if a in report["confusion_archs"]], snakemake.output.confusion):
+    confusion_figure(metrics, arch, methods, attack, path)
+ablation_archs = [a for a in snakemake.params.archs if a in report["ablation_archs"]] or list(snakemake.params.archs)
+ablation_figure(metrics, ablation_archs, attack, snakemake.output.ablation)
+
+
+def history_of(path: str) -> pd.DataFrame:
+    """A run's history with its identity taken from results/models/{seed}/{method}/{arch}/."""
+    seed, method, arch = Path(path).parts[-4:-1]
+    return pd.read_parquet(path).assign(seed=int(seed), method=method, arch=arch)
+
+
+training_curves_figure(pd.concat(map(history_of, snakemake.input.histories), ignore_index=True), snakemake.output.curves)
+log.info("tables and figures written for %d metrics rows", len(metrics))

@@ -1,0 +1,249 @@
+"""Attacks: torchattacks as the oracle for the fixed-eps attacks, closed forms for the rest."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchattacks
+import yaml
+from scipy import stats
+from torch import nn
+
+from dpaat.attacks import AttackSpec, attack_specs, fgsm, ifgsm, pgd, run_attack
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_net() -> nn.Module:
+    """A small float64 CNN with BatchNorm whose running statistics are not the defaults."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16, 3),
+    ).double()
+    with torch.no_grad():
+        net.train()(torch.rand(16, 3, 8, 8, dtype=torch.float64))
+    return net.eval()
+
+
+@pytest.fixture
+def net() -> nn.Module:
+    return tiny_net()
+
+
+@pytest.fixture
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in [0, 1] with some pixels exactly on the box bounds, so the [0, 1] clamp matters."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(6, 3, 8, 8, generator=g, dtype=torch.float64)
+    x[:, :, :2] = 0.0
+    x[:, :, -2:] = 1.0
+    y = torch.randint(0, 3, (6,), generator=g)
+    return x, y
+
+
+def l2(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).norm(dim=1)
+
+
+ORACLE_CASES = {
+    "pgd_l2": (
+        lambda m, x, y: pgd(m, x, y, eps=1.0, steps=5, step_size=0.4, norm="l2"),
+        lambda m: torchattacks.PGDL2(m, eps=1.0, alpha=0.4, steps=5, random_start=False),
+    ),
+    "pgd_linf": (
+        lambda m, x, y: pgd(m, x, y, eps=0.05, steps=5, step_size=0.02, norm="linf"),
+        lambda m: torchattacks.PGD(m, eps=0.05, alpha=0.02, steps=5, random_start=False),
+    ),
+    "ifgsm": (
+        lambda m, x, y: ifgsm(m, x, y, eps=0.05, steps=5, step_size=0.02),
+        lambda m: torchattacks.BIM(m, eps=0.05, alpha=0.02, steps=5),
+    ),
+    "fgsm": (
+        lambda m, x, y: fgsm(m, x, y, eps=0.05),
+        lambda m: torchattacks.FGSM(m, eps=0.05),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ORACLE_CASES))
+def test_matches_torchattacks(case, net, data):
+    x, y = data
+    ours_fn, theirs_fn = ORACLE_CASES[case]
+    ours = ours_fn(net, x, y)
+    theirs = theirs_fn(net)(x, y)
+    assert (ours - x).abs().max() > 0.01  # the attack moved the images
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-9)
+
+
+def test_l2_projection_lands_on_the_sphere_like_torchattacks(net, data):
+    """5 steps of 0.12 overshoot eps = 0.3 and are projected back onto the sphere.
+
+    Pixels in [0.4, 0.6] cannot reach the [0, 1] bounds (no coordinate moves more than eps).
+    """
+    x, y = data
+    x = 0.4 + 0.2 * x
+    ours = pgd(net, x, y, eps=0.3, steps=5, step_size=0.12, norm="l2")
+    torch.testing.assert_close(l2(ours - x), torch.full((len(x),), 0.3, dtype=x.dtype), rtol=0, atol=1e-12)
+    theirs = torchattacks.PGDL2(net, eps=0.3, alpha=0.12, steps=5, random_start=False)(x, y)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_per_sample_eps_equals_scalar_attack_sample_by_sample(norm, net, data):
+    x, y = data
+    eps = torch.tensor([0.0, 0.02, 0.05, 0.3, 1.0, 2.0], dtype=torch.float64)
+    step = eps / 3
+    batched = pgd(net, x, y, eps=eps, steps=4, step_size=step, norm=norm)
+    for i in range(len(x)):
+        single = pgd(net, x[i : i + 1], y[i : i + 1], eps=float(eps[i]), steps=4, step_size=float(step[i]), norm=norm)
+        torch.testing.assert_close(batched[i : i + 1], single, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_results_stay_in_their_ball_and_the_box(norm, net, data):
+    x, y = data
+    eps = torch.tensor([0.0, 0.01, 0.1, 0.5, 1.0, 3.0], dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    x_adv = pgd(net, x, y, eps=eps, steps=6, step_size=eps / 2, norm=norm, random_start=True, generator=g)
+    size = l2(x_adv - x) if norm == "l2" else (x_adv - x).flatten(1).abs().amax(dim=1)
+    assert (size <= eps * (1 + 1e-12)).all()
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert not x_adv.isnan().any()
+
+
+@pytest.mark.parametrize("random_start", [False, True])
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_eps_zero_returns_exactly_x(norm, random_start, net, data):
+    x, y = data
+    out = pgd(net, x, y, eps=0.0, steps=3, step_size=0.1, norm=norm, random_start=random_start)
+    assert torch.equal(out, x)
+    assert torch.equal(fgsm(net, x, y, eps=0.0), x)
+
+
+def test_l2_random_start_is_uniform_in_the_ball(net):
+    """For d = 3: P(r <= t*eps) = t^3 and each coordinate of the direction is U(-1, 1) (Archimedes)."""
+    n = 4000
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((n, 3, 1, 1), 0.5, dtype=torch.float64)
+    eps = torch.rand(n, generator=g, dtype=torch.float64) * 0.4 + 0.05  # stays clear of the [0, 1] box
+    y = torch.zeros(n, dtype=torch.long)
+    delta = pgd(net, x, y, eps=eps, steps=0, step_size=0.0, norm="l2", random_start=True, generator=g) - x
+    radius = l2(delta) / eps
+    assert stats.kstest((radius**3).numpy(), "uniform").pvalue > 0.01
+    coordinate = delta.flatten(1)[:, 0] / l2(delta)
+    assert stats.kstest(coordinate.numpy(), "uniform", args=(-1, 2)).pvalue > 0.01
+
+
+def test_random_start_is_reproducible_with_a_generator(net, data):
+    x, y = data
+    runs = [
+        pgd(net, x, y, eps=0.5, steps=2, step_size=0.2, random_start=True, generator=torch.Generator().manual_seed(3))
+        for _ in range(2)
+    ]
+    assert torch.equal(*runs)
+
+
+@pytest.mark.parametrize("start_mode", ["train", "eval"])
+def test_attack_leaves_grads_bn_stats_and_mode_alone(start_mode, net, data):
+    x, y = data
+    net.train(start_mode == "train")
+    marked = dict(net.named_parameters())
+    for i, p in enumerate(marked.values()):
+        p.grad = None if i % 2 else torch.full_like(p, 7.0)
+    grads_before = {k: None if p.grad is None else p.grad.clone() for k, p in marked.items()}
+    buffers_before = {k: b.clone() for k, b in net.named_buffers()}
+
+    pgd(net, x, y, eps=0.5, steps=3, step_size=0.2, norm="l2")
+
+    assert net.training == (start_mode == "train")
+    for k, p in net.named_parameters():
+        if grads_before[k] is None:
+            assert p.grad is None
+        else:
+            assert torch.equal(p.grad, grads_before[k])
+    for k, b in net.named_buffers():
+        assert torch.equal(b, buffers_before[k]), k
+
+
+def test_attacks_are_deterministic_on_the_cpu(net, data):
+    x, y = data
+    assert torch.equal(
+        pgd(net, x, y, eps=0.5, steps=3, step_size=0.2, norm="l2"),
+        pgd(net, x, y, eps=0.5, steps=3, step_size=0.2, norm="l2"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"x": lambda x: x * 2}, r"\[0, 1\]"),
+        ({"x": lambda x: (x * 255).to(torch.uint8)}, "float"),
+        ({"eps": -0.1}, "non-negative"),
+        ({"eps": float("nan")}, "finite"),
+        ({"eps": torch.ones(2)}, "shape"),
+        ({"norm": "l1"}, "norm"),
+    ],
+)
+def test_bad_inputs_give_clear_errors(kwargs, message, net, data):
+    x, y = data
+    x = kwargs.get("x", lambda v: v)(x)
+    with pytest.raises((ValueError, TypeError), match=message):
+        pgd(net, x, y, eps=kwargs.get("eps", 0.1), steps=1, step_size=0.1, norm=kwargs.get("norm", "l2"))
+
+
+def test_spec_defaults_follow_the_spec():
+    eps = 1 / 255
+    assert AttackSpec.from_config({"kind": "fgsm", "eps": eps}) == AttackSpec("fgsm", eps, 1, eps, "linf")
+    assert AttackSpec.from_config({"kind": "ifgsm", "eps": eps, "steps": 10}) == AttackSpec("ifgsm", eps, 10, eps / 4, "linf")
+    # 2.5 * 0.3 / 20 = 0.0375
+    pgd20 = AttackSpec.from_config({"kind": "pgd", "eps": 0.3, "steps": 20, "step_size": None})
+    assert (pgd20.kind, pgd20.eps, pgd20.steps, pgd20.norm) == ("pgd", 0.3, 20, "l2")
+    assert pgd20.step_size == pytest.approx(0.0375)
+    assert AttackSpec.from_config({"kind": "pgd", "eps": 0.1, "steps": 4, "norm": "linf", "step_size": 0.01}).norm == "linf"
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        ({"kind": "cw", "eps": 0.1}, "kind"),
+        ({"kind": "pgd"}, "eps"),
+        ({"kind": "pgd", "eps": 0.1, "stpes": 3}, "unknown"),
+        ({"kind": "ifgsm", "eps": 0.1, "norm": "l2"}, "Linf"),
+        ({"kind": "fgsm", "eps": 0.1, "steps": 3}, "one step"),
+        ({"kind": "pgd", "eps": 0.1, "steps": 0}, "steps"),
+        ({"kind": "pgd", "eps": -1.0}, "eps"),
+    ],
+)
+def test_spec_rejects_bad_config(cfg, message):
+    with pytest.raises(ValueError, match=message):
+        AttackSpec.from_config(cfg)
+
+
+def test_config_attacks_resolve():
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    specs = attack_specs(cfg["attacks"])
+    assert specs.keys() == cfg["attacks"].keys()
+    assert specs["ifgsm20"].norm == "linf" and specs["pgd50"].norm == "l2"
+
+
+@pytest.mark.parametrize("kind", ["fgsm", "ifgsm", "pgd"])
+def test_run_attack_batches_like_one_big_batch(kind, net, data):
+    x, y = data
+    cfg = {"fgsm": {"eps": 0.03}, "ifgsm": {"eps": 0.03, "steps": 3}, "pgd": {"eps": 0.3, "steps": 3}}[kind]
+    spec = AttackSpec.from_config({"kind": kind, **cfg})
+    x8 = (x * 255).round().to(torch.uint8)
+    out = run_attack(net.float(), x8, y, spec, batch_size=4, device="cpu")
+    assert out.dtype == torch.float32 and out.shape == x.shape
+    whole = spec.perturb(net, x8.float() / 255, y)
+    torch.testing.assert_close(out, whole, rtol=0, atol=1e-6)
+
+
+def test_run_attack_refuses_a_model_on_another_device(net, data):
+    x, y = data
+    with pytest.raises(ValueError, match="model.to"):
+        run_attack(net, x, y, AttackSpec.from_config({"kind": "fgsm", "eps": 0.1}), batch_size=2, device="cuda")
