@@ -6,7 +6,7 @@ rule attack:
     output:
         adversarial="results/attacks/{seed}/{method}/{arch}/{attack}.pt",
     params:
-        attack=lambda w: config["attacks"][w.attack],
+        attack=lambda w: ATTACKS[w.attack],
         device=config["training"]["device"],
         batch_size=config["evaluation"]["batch_size"],
     log:

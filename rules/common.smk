@@ -4,7 +4,12 @@
 SEEDS = [str(seed) for seed in config["seeds"]]
 ARCHS = config["models"]["archs"]
 METHODS = config["training"]["methods"]
-ATTACKS = list(config["attacks"])
+ATTACKS = {
+    attack["name"]: {key: value for key, value in attack.items() if key != "name"}
+    for attack in config["attacks"]
+}
+if len(ATTACKS) != len(config["attacks"]):
+    raise ValueError("config attacks: two attacks share a name; give each a unique name")
 SPLITS = ["train", "val", "test"]
 # Methods that need the STD model of their architecture (AMAT takes ξ from it).
 NEEDS_STD_REFERENCE = {"amat"}
@@ -47,18 +52,26 @@ def gpu_count(wildcards):
     return 0 if config["training"]["device"] == "cpu" else 1
 
 
-def model_metric_files():
-    return expand(
-        "results/metrics/models/{seed}/{method}/{arch}.parquet",
-        seed=SEEDS,
-        method=METHODS,
-        arch=ARCHS,
-    )
-
-
 def present(archs):
     """The configured archs among `archs`, in config order."""
     return [arch for arch in ARCHS if arch in archs]
+
+
+# The ablation-only methods are trained only on the ablation figure's archs.
+ABLATION_METHODS = {"d_a", "d_b"}
+ABLATION_ARCHS = present(config["report"]["ablation_archs"]) or ARCHS
+MODELS = [
+    (seed, method, arch)
+    for seed in SEEDS
+    for method in METHODS
+    for arch in ARCHS
+    if method not in ABLATION_METHODS or arch in ABLATION_ARCHS
+]
+
+
+def model_files(pattern):
+    """`pattern` filled with every trained model's seed, method and arch."""
+    return [pattern.format(seed=seed, method=method, arch=arch) for seed, method, arch in MODELS]
 
 
 GRADCAM_ARCHS = (

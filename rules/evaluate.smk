@@ -28,7 +28,7 @@ rule evaluate:
 rule aggregate:
     """All models' metrics in one Parquet table, checked against its schema."""
     input:
-        metrics=model_metric_files(),
+        metrics=model_files("results/metrics/models/{seed}/{method}/{arch}.parquet"),
     output:
         metrics=report(
             "results/metrics/metrics.parquet",

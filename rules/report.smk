@@ -54,12 +54,7 @@ rule report:
     """Tables I and II and Figs. 2, 3 and the training curves from the metrics."""
     input:
         metrics="results/metrics/metrics.parquet",
-        histories=expand(
-            "results/models/{seed}/{method}/{arch}/history.parquet",
-            seed=SEEDS,
-            method=METHODS,
-            arch=ARCHS,
-        ),
+        histories=model_files("results/models/{seed}/{method}/{arch}/history.parquet"),
         gradcam="results/metrics/gradcam.parquet" if GRADCAM_ARCHS else [],
     output:
         table1_csv=report(
@@ -91,9 +86,11 @@ rule report:
             subcategory="Training",
         ),
     params:
-        report=config["report"],
-        evaluation=config["evaluation"],
-        archs=ARCHS,
+        paper_numbers=config["report"]["paper_numbers"],
+        attack=config["evaluation"]["confusion_attack"],
+        confusion_archs=CONFUSION_ARCHS,
+        confusion_methods=[m for m in METHODS if m not in ABLATION_METHODS],
+        ablation_archs=ABLATION_ARCHS,
     log:
         "results/logs/report.log",
     conda:

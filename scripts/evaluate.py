@@ -2,12 +2,10 @@
 
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from dpaat.data import load_cache
-from dpaat.io import write_parquet
-from dpaat.metrics import METRICS_SCHEMA, model_metrics
+from dpaat.metrics import metrics_frame, model_metrics, write_metrics
 from dpaat.predict import predict_logits
 from dpaat.runtime import select_device, setup_logging
 from dpaat.trained import load_trained
@@ -33,4 +31,4 @@ rows = [
 ]
 for row in rows:
     log.info("%s %s %s: accuracy %.4f", w.method, w.arch, row["attack"], row["accuracy"])
-write_parquet(pd.DataFrame(rows), snakemake.output.metrics, schema=METRICS_SCHEMA)
+write_metrics(metrics_frame(rows), snakemake.output.metrics)

@@ -39,6 +39,6 @@ if masks is not None:
     for method, method_cams in cams.items():
         per_image = cam_mask_scores(method_cams, masks)
         scores.append(per_image.assign(method=method, arch=arch, seed=int(snakemake.params.seed), image_id=[test.image_ids[i] for i in picked]))
-columns = ["method", "arch", "seed", "image_id", "energy_in_mask", "pointing_hit"]
+columns = ["method", "arch", "seed", "image_id", "energy_in_mask", "pointing_hit", "mask_fraction"]
 table = pd.concat(scores, ignore_index=True)[columns] if scores else pd.DataFrame(columns=columns)
 write_parquet(table, snakemake.output.scores)

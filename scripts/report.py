@@ -10,21 +10,18 @@ from dpaat.report import OUT_KEYS, write_tables
 from dpaat.runtime import setup_logging
 
 log = setup_logging(snakemake.log[0])
-report = snakemake.params.report
-attack = snakemake.params.evaluation["confusion_attack"]
+attack = snakemake.params.attack
 metrics = read_metrics(snakemake.input.metrics)
 
 write_tables(
     metrics,
     {key: snakemake.output[key] for key in OUT_KEYS},
-    paper_numbers=report["paper_numbers"],
+    paper_numbers=snakemake.params.paper_numbers,
     confusion_attack=attack,
 )
-methods = list(dict.fromkeys(metrics["method"]))
-for arch, path in zip([a for a in snakemake.params.archs if a in report["confusion_archs"]], snakemake.output.confusion):
-    confusion_figure(metrics, arch, methods, attack, path)
-ablation_archs = [a for a in snakemake.params.archs if a in report["ablation_archs"]] or list(snakemake.params.archs)
-ablation_figure(metrics, ablation_archs, attack, snakemake.output.ablation)
+for arch, path in zip(snakemake.params.confusion_archs, snakemake.output.confusion):
+    confusion_figure(metrics, arch, snakemake.params.confusion_methods, attack, path)
+ablation_figure(metrics, snakemake.params.ablation_archs, attack, snakemake.output.ablation)
 
 
 def history_of(path: str) -> pd.DataFrame:

@@ -23,7 +23,9 @@ def _metrics(methods=("std", "at", "dpaat", "d_a"), seeds=(0, 1)) -> pd.DataFram
             for arch in ARCHS:
                 for attack in ("clean", "pgd20"):
                     logits = rng.normal(size=(30, 3)) + 2.0 * np.eye(3)[labels]
-                    rows.append(model_metrics(labels, logits, CLASSES, method=method, arch=arch, seed=seed, attack=attack))
+                    rows.append(
+                        model_metrics(labels, logits, CLASSES, method=method, arch=arch, seed=seed, attack=attack)
+                    )
     return metrics_frame(rows)
 
 

@@ -90,7 +90,9 @@ def test_bad_input_is_a_clear_error(labels, scores, kwargs, message) -> None:
 
 def _frame() -> pd.DataFrame:
     return metrics_frame(
-        model_metrics(LABELS, PROBS, CLASSES, method=method, arch="mobilenet_v2", seed=0, attack=attack, scores_are="probs")
+        model_metrics(
+            LABELS, PROBS, CLASSES, method=method, arch="mobilenet_v2", seed=0, attack=attack, scores_are="probs"
+        )
         for method in ("std", "dpaat")
         for attack in ("clean", "pgd20")
     )

@@ -27,19 +27,15 @@ def built(request) -> tuple[str, Classifier]:
     return request.param, build_model(request.param, NUM_CLASSES).eval()
 
 
-def test_forward_gives_one_logit_per_class(built):
-    arch, model = built
-    out = model(torch.rand(2, 3, size_of(arch), size_of(arch)))
-    assert out.shape == (2, NUM_CLASSES) and out.isfinite().all()
-
-
-def test_imagenet_normalisation_happens_inside(built):
+def test_forward_normalises_inside_and_gives_one_logit_per_class(built):
     arch, model = built
     x = torch.rand(2, 3, size_of(arch), size_of(arch))
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
-        torch.testing.assert_close(model(x), model.backbone((x - mean) / std))
+        out = model(x)
+        torch.testing.assert_close(out, model.backbone((x - mean) / std))
+    assert out.shape == (2, NUM_CLASSES) and out.isfinite().all()
 
 
 def test_head_parameters_are_exactly_the_new_head(built):
@@ -57,18 +53,12 @@ def test_no_in_place_activation_is_left(built):
 
 
 def feature_map_shape(model: Classifier, layer: nn.Module, size: int) -> tuple[int, int]:
-    seen = {}
-    handle = layer.register_forward_hook(lambda _m, _i, out: seen.setdefault("shape", tuple(out.shape[-2:])))
+    shapes = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape[-2:])))
     with torch.no_grad():
         model(torch.zeros(1, 3, size, size))
     handle.remove()
-    return seen["shape"]
-
-
-def test_gradcam_layer_map_is_larger_than_2x2(built):
-    arch, model = built
-    h, w = feature_map_shape(model, model.gradcam_target_layer(size_of(arch)), size_of(arch))
-    assert h > 2 and w > 2
+    return shapes[0]
 
 
 def test_gradcam_layer_is_the_deepest_that_fits():
@@ -79,7 +69,7 @@ def test_gradcam_layer_is_the_deepest_that_fits():
     assert feature_map_shape(model, model.gradcam_target_layer(224), 224) == (7, 7)
 
 
-def test_gradcam_runs_and_sees_untouched_activations(built):
+def test_gradcam_layer_is_larger_than_2x2_and_grad_cam_sees_untouched_activations(built):
     """pytorch-grad-cam keeps the hooked output tensor itself: an in-place op after the layer would alter it."""
     arch, model = built
     size = size_of(arch)
@@ -91,6 +81,7 @@ def test_gradcam_runs_and_sees_untouched_activations(built):
         heat = cam(input_tensor=x, targets=[ClassifierOutputTarget(1), ClassifierOutputTarget(3)])
         torch.testing.assert_close(cam.activations_and_grads.activations[0], clones[0])
     handle.remove()
+    assert min(clones[0].shape[-2:]) > 2
     assert heat.shape == (2, size, size)
     assert (heat >= 0).all() and (heat <= 1).all()
 
@@ -149,8 +140,12 @@ def offline_torch_home(tmp_path, monkeypatch) -> Path:
 
 
 def densenet_old_keys(state: dict) -> dict:
-    """Rename keys the way torchvision's published DenseNet checkpoints spell them ('norm.1', not 'norm1')."""
-    return {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", k): v for k, v in state.items()}
+    """Spell keys as torchvision's published DenseNet checkpoint does: 'norm.1', no num_batches_tracked."""
+    return {
+        re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", k): v
+        for k, v in state.items()
+        if not k.endswith("num_batches_tracked")
+    }
 
 
 FAKE_IMAGENET = {
@@ -181,7 +176,8 @@ def test_pretrained_weights_load_from_the_torch_cache(arch, offline_torch_home):
     for key, value in reference.items():
         if key.startswith(head + ".") or key.startswith("AuxLogits."):
             continue
-        assert torch.equal(loaded[key], value), key
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(loaded[key], value), key
         compared += 1
     assert compared == len(loaded) - 2  # everything but the new head's weight and bias
 

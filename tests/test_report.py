@@ -54,9 +54,7 @@ def _hand_frame() -> pd.DataFrame:
 
 
 def _six_arch_frame(methods=("std", "at", "sat", "amat", "dpaat"), attacks=TABLE1_ATTACKS) -> pd.DataFrame:
-    return pd.DataFrame(
-        [_row(0, m, arch, atk, 0.5) for m in methods for arch in ARCH_LABELS for atk in attacks]
-    )
+    return pd.DataFrame([_row(0, m, arch, atk, 0.5) for m in methods for arch in ARCH_LABELS for atk in attacks])
 
 
 def _cell(table, group_id: str, method: str, column: str) -> pd.Series:
@@ -74,7 +72,11 @@ def test_group_names_follow_the_archs_present() -> None:
         "Lightweight CNNs (MobileNetV2, ShuffleNetV2)",
         "All CNNs (ResNet34, MobileNetV2, ShuffleNetV2)",
     ]
-    assert [g.name for g in arch_groups(ARCH_LABELS)] == ["Three widely used CNNs", "Three lightweight CNNs", "All six CNNs"]
+    assert [g.name for g in arch_groups(ARCH_LABELS)] == [
+        "Three widely used CNNs",
+        "Three lightweight CNNs",
+        "All six CNNs",
+    ]
     assert all(g.complete for g in arch_groups(ARCH_LABELS))
 
 
@@ -227,7 +229,10 @@ def _paper_rows(start: str, end: str) -> list[tuple[str, list[float]]]:
     text = PAPER_TEXT.read_text()
     block = text[text.index(start) :]
     block = block[: block.index(end)]
-    return [(m, [float(v) for v in vals.split()]) for m, vals in re.findall(r"\b(STD|AT|SAT|AMAT|DPAAT)((?: \d+\.\d+)+)", block)]
+    return [
+        (m, [float(v) for v in vals.split()])
+        for m, vals in re.findall(r"\b(STD|AT|SAT|AMAT|DPAAT)((?: \d+\.\d+)+)", block)
+    ]
 
 
 @pytest.mark.skipif(PAPER_TEXT is None, reason="the paper's text (shared/paper/dpaat.txt) is not available")

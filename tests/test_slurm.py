@@ -105,6 +105,17 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
+def submitted_jobs(output: str) -> list[tuple[str, int, str]]:
+    """(rule, gpu resource, SLURM job id) of every job the slurm executor submitted, from its log."""
+    described = {}
+    for match in re.finditer(r"^rule (\w+):\n(.*?)(?=^\S)", output, flags=re.MULTILINE | re.DOTALL):
+        jobid = re.search(r"^\s+jobid: (\d+)$", match[2], flags=re.MULTILINE)
+        gpu = re.search(r"^\s+resources: .*\bgpu=(\d+)", match[2], flags=re.MULTILINE)
+        described[jobid[1]] = (match[1], int(gpu[1]) if gpu else 0)
+    submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", output)
+    return [(*described[jobid], slurm_id) for jobid, slurm_id in submitted]
+
+
 def slurm_job(job_id: str) -> dict[str, str]:
     """slurmctld's record of a job as key=value pairs (finished jobs stay MinJobAge seconds)."""
     result = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=True)
@@ -148,6 +159,9 @@ def test_toy_workflow_runs_through_sbatch_with_a_gpu(slurm: slurm_cluster.SlurmC
     assert re.search(r"gpu[:=]1\b", gpu_request(jobs["square"])), jobs["square"]
     assert not re.search(r"gpu[:=][1-9]", gpu_request(jobs["prepare"]) + gpu_request(jobs["summarise"]))
     if profile == "slurm":
+        assert sorted(submitted_jobs(output)) == sorted(
+            (rule, 1 if rule == "square" else 0, job_id) for rule, job_id in ids.items()
+        )
         for rule, job_id in ids.items():
             assert (workdir / f"results/logs/slurm/rule_{rule}/{job_id}.log").is_file()
     else:
@@ -192,9 +206,10 @@ def test_pipeline_runs_through_the_slurm_profile(slurm: slurm_cluster.SlurmClust
     assert {rule: len(files) for rule, files in logs.items()} == planned, logs
     jobs = {rule: [slurm_job(path.stem) for path in files] for rule, files in logs.items()}
     assert all(job["JobState"] == "COMPLETED" for rule_jobs in jobs.values() for job in rule_jobs)
-    for rule, rule_jobs in jobs.items():
-        for job in rule_jobs:
-            if rule in ("train", "attack", "gradcam"):
-                assert re.search(r"gpu[:=]1\b", gpu_request(job)), (rule, job)
-            else:
-                assert not gpu_request(job), (rule, job)
+    # Each job's GPU request as slurmctld recorded it matches the rule's gpu resource.
+    submitted = submitted_jobs(output)
+    assert len(submitted) == sum(planned.values()), submitted
+    assert any(gpu for _, gpu, _ in submitted), "no job asked for a GPU"
+    for rule, gpu, slurm_id in submitted:
+        request = gpu_request(slurm_job(slurm_id))
+        assert re.search(rf"gpu[:=]{gpu}\b", request) if gpu else not request, (rule, gpu, request)

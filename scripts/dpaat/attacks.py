@@ -187,12 +187,12 @@ class AttackSpec:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> AttackSpec:
-        """Build from a config mapping {kind, eps, steps?, step_size?, norm?}, filling SPEC defaults.
+        """Build from a config entry {kind, eps, steps?, step_size?, norm?, name?}, filling SPEC defaults.
 
         Defaults: steps 1; step_size eps for fgsm, eps/4 for ifgsm, 2.5*eps/steps for pgd;
         norm linf for fgsm/ifgsm, l2 for pgd.
         """
-        allowed = {"kind", "eps", "steps", "step_size", "norm"}
+        allowed = {"name", "kind", "eps", "steps", "step_size", "norm"}  # name is the caller's label
         unknown = set(cfg) - allowed
         if unknown:
             raise ValueError(f"unknown attack config keys {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -219,11 +219,6 @@ class AttackSpec:
         if self.kind == "ifgsm":
             return ifgsm(model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size)
         return pgd(model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size, norm=self.norm)
-
-
-def attack_specs(cfg: Mapping[str, Mapping[str, Any]]) -> dict[str, AttackSpec]:
-    """Resolve the config's `attacks` section: attack name -> AttackSpec."""
-    return {name: AttackSpec.from_config(entry) for name, entry in cfg.items()}
 
 
 def run_attack(

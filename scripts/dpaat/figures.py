@@ -150,7 +150,7 @@ def _phase_ends(runs: pd.DataFrame) -> list[tuple[float, str]]:
 
 
 def training_curves_figure(histories: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Training/validation loss, validation clean/adversarial accuracy and training eps per method, one column per arch."""
+    """Loss, validation clean/adversarial accuracy and training eps per method, one column per arch."""
     _require_columns(histories, HISTORY_COLUMNS, "training histories")
     if histories.empty:
         raise ValueError("training histories are empty; nothing to plot")
@@ -203,5 +203,6 @@ def training_curves_figure(histories: pd.DataFrame, path: str | os.PathLike) -> 
             if show_legend and ax.get_legend() is not None:
                 sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, title=None, frameon=False)
     seeds = f"mean ± std over {histories['seed'].nunique()} seeds" if errorbar else "one seed"
-    fig.suptitle(f"Training curves ({seeds}); eps band = ± per-sample std" if has_eps else f"Training curves ({seeds})")
+    band = "; eps band = ± per-sample std" if has_eps else ""
+    fig.suptitle(f"Training curves ({seeds}){band}")
     save_figure(fig, path)

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from dpaat.attacks import eval_mode
 from dpaat.figures import save_figure
 from dpaat.paper_results import method_label
+from dpaat.predict import predict_logits
 
 
 def _check_images(images: Tensor) -> None:
@@ -44,6 +45,11 @@ def _labels_array(labels: Tensor | np.ndarray | Sequence[int], n: int) -> np.nda
     return y.astype(np.int64)
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    """The device of the model's parameters (CPU for a parameterless model)."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
 def compute_cams(
     model: nn.Module, target_layer: nn.Module, images: Tensor, labels: Tensor | np.ndarray, batch_size: int = 32
 ) -> np.ndarray:
@@ -55,8 +61,10 @@ def compute_cams(
     y = _labels_array(labels, images.shape[0])
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if not any(m is target_layer for m in model.modules()):
+        raise ValueError("target_layer is not a submodule of model; pass a layer of this model instance")
     params = list(model.parameters())
-    device = params[0].device if params else torch.device("cpu")
+    device = _device_of(model)
     saved_grads = [p.grad for p in params]
     cams = []
     with eval_mode(model), torch.enable_grad():
@@ -105,20 +113,6 @@ def cam_mask_scores(cams: np.ndarray | Tensor, masks: np.ndarray | Tensor) -> pd
     )
 
 
-@torch.no_grad()
-def predict(model: nn.Module, images: Tensor, batch_size: int = 64) -> np.ndarray:
-    """Predicted class (argmax of the outputs) of each image, in eval mode."""
-    _check_images(images)
-    params = list(model.parameters())
-    device = params[0].device if params else torch.device("cpu")
-    with eval_mode(model):
-        preds = [
-            model(images[i : i + batch_size].to(device=device, dtype=torch.float32)).argmax(dim=1).cpu()
-            for i in range(0, images.shape[0], batch_size)
-        ]
-    return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
-
-
 def select_correct(
     model: nn.Module | Sequence[nn.Module],
     images: Tensor,
@@ -136,10 +130,11 @@ def select_correct(
     models = [model] if isinstance(model, nn.Module) else list(model)
     if not models:
         raise ValueError("select_correct needs at least one model")
+    _check_images(images)
     y = _labels_array(labels, images.shape[0])
     correct = np.ones(len(y), dtype=bool)
     for m in models:
-        correct &= predict(m, images, batch_size) == y
+        correct &= predict_logits(m, images, batch_size=batch_size, device=_device_of(m)).argmax(dim=1).numpy() == y
     rng = np.random.default_rng(seed)
     picks = [np.sort(rng.permutation(np.flatnonzero(correct & (y == c)))[:per_class]) for c in np.unique(y)]
     return np.concatenate(picks).astype(np.int64) if picks else np.zeros(0, dtype=np.int64)
@@ -164,7 +159,9 @@ def gradcam_panel(
         raise ValueError("cams_by_method is empty; pass at least one method's CAMs")
     for method, cams in cams_by_method.items():
         if np.shape(cams) != (images.shape[0], *images.shape[2:]):
-            raise ValueError(f"CAMs of {method!r} have shape {np.shape(cams)}, expected {(images.shape[0], *images.shape[2:])}")
+            raise ValueError(
+                f"CAMs of {method!r} have shape {np.shape(cams)}, expected {(images.shape[0], *images.shape[2:])}"
+            )
     if y.size and y.max() >= len(class_names):
         raise ValueError(f"label {y.max()} has no name among class_names {list(class_names)}")
     rows = [(c, int(np.flatnonzero(y == c)[0])) for c in range(len(class_names)) if (y == c).any()]
@@ -194,7 +191,8 @@ def gradcam_panel(
             if col == 0:
                 ax.set_ylabel(class_names[c], fontsize=11)
             if method is not None and scores:
-                ax.set_xlabel(f"in lesion: {scores[method]['energy_in_mask'].iloc[i]:.0%}", fontsize=8)
+                energy = scores[method]["energy_in_mask"].iloc[i]
+                ax.set_xlabel("zero CAM" if np.isnan(energy) else f"CAM energy in lesion: {energy:.0%}", fontsize=8)
     outline = "; white line = lesion mask" if mask_arr is not None else ""
     fig.suptitle(f"{title}\n(red = strong positive contribution to the true class{outline})", fontsize=10)
     save_figure(fig, path)

@@ -57,9 +57,7 @@ def _as_numpy(a: ArrayLike) -> np.ndarray:
     return np.asarray(a)
 
 
-def softmax_scores(
-    scores: ArrayLike, n_classes: int, scores_are: Literal["logits", "probs"] = "logits"
-) -> np.ndarray:
+def softmax_scores(scores: ArrayLike, n_classes: int, scores_are: Literal["logits", "probs"] = "logits") -> np.ndarray:
     """Softmax probabilities (N, C) from logits, or validated probabilities passed through."""
     s = _as_numpy(scores).astype(np.float64)
     if s.ndim != 2 or s.shape[1] != n_classes:
@@ -165,7 +163,9 @@ def validate_metrics(df: pd.DataFrame) -> pa.Table:
     dup = df.duplicated(list(KEY_COLUMNS), keep=False)
     if dup.any():
         keys = df.loc[dup, list(KEY_COLUMNS)].drop_duplicates().to_dict("records")
-        raise ValueError(f"metrics frame has duplicate rows for {keys[:5]}; each (seed, method, arch, attack) must appear once")
+        raise ValueError(
+            f"metrics frame has duplicate rows for {keys[:5]}; each (seed, method, arch, attack) must appear once"
+        )
     return table
 
 

@@ -26,7 +26,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # torchvision's DenseNet checkpoints predate the ban on '.' in module names: their
 # keys read 'denselayer1.norm.1.weight' where the module is 'denselayer1.norm1'.
-_DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 
 
 @dataclass(frozen=True)
@@ -235,7 +235,10 @@ def build_model(arch: str, num_classes: int, *, pretrained: bool = False) -> Cla
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     spec = _spec(arch)
-    backbone = spec.builder(weights=None, **spec.builder_kwargs)
+    kwargs = dict(spec.builder_kwargs)
+    if pretrained and "init_weights" in kwargs:
+        kwargs["init_weights"] = False  # the checkpoint overwrites every weight; InceptionV3's init is slow
+    backbone = spec.builder(weights=None, **kwargs)
     if pretrained:
         _load_imagenet_weights(arch, backbone)
     _replace_head(backbone, spec.head, num_classes)

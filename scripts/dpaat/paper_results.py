@@ -34,7 +34,12 @@ ARCH_LABELS: dict[str, str] = {
 # The paper's architecture groups: (id, name when complete, name prefix when partial, archs).
 ARCH_GROUPS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("widely", "Three widely used CNNs", "Widely used CNNs", ("resnet34", "inception_v3", "densenet121")),
-    ("lightweight", "Three lightweight CNNs", "Lightweight CNNs", ("mobilenet_v2", "shufflenet_v2_x1_0", "squeezenet1_1")),
+    (
+        "lightweight",
+        "Three lightweight CNNs",
+        "Lightweight CNNs",
+        ("mobilenet_v2", "shufflenet_v2_x1_0", "squeezenet1_1"),
+    ),
 )
 ALL_GROUP: tuple[str, str, str] = ("all", "All six CNNs", "All CNNs")
 
@@ -57,49 +62,67 @@ def _rows(columns: tuple[str, ...], text: str) -> dict[str, dict[str, float]]:
 
 # Table I: RAcc (%) under FGSM, 10-IFGSM, 20-IFGSM, 20-PGD, 50-PGD, then GAcc (%).
 TABLE1: dict[str, dict[str, dict[str, float]]] = {
-    "widely": _rows(TABLE1_ATTACKS, """
+    "widely": _rows(
+        TABLE1_ATTACKS,
+        """
         STD   59.04  1.06  0.04 12.00 11.60 75.81
         AT    69.12 59.84 53.95 63.14 63.14 70.41
         SAT   70.19 56.32 45.87 60.19 60.19 71.66
         AMAT  69.83 56.58 48.55 61.58 61.58 71.45
         DPAAT 71.00 60.82 54.00 65.46 65.46 71.93
-    """),
-    "lightweight": _rows(TABLE1_ATTACKS, """
+    """,
+    ),
+    "lightweight": _rows(
+        TABLE1_ATTACKS,
+        """
         STD   51.27  3.66  0.76 12.56 12.71 70.77
         AT    66.93 55.91 49.18 61.35 61.35 67.83
         SAT   66.57 51.67 44.76 58.23 58.23 68.72
         AMAT  66.73 54.93 47.88 60.42 60.42 68.01
         DPAAT 68.63 59.79 54.84 63.81 63.81 69.48
-    """),
-    "all": _rows(TABLE1_ATTACKS, """
+    """,
+    ),
+    "all": _rows(
+        TABLE1_ATTACKS,
+        """
         STD   55.15  2.36  0.41 12.34 12.20 73.96
         AT    68.03 56.56 51.56 62.25 62.25 69.12
         SAT   68.38 54.00 44.09 59.80 59.80 70.19
         AMAT  68.28 55.75 48.22 61.71 61.84 69.73
         DPAAT 69.81 60.31 54.42 64.70 64.70 70.71
-    """),
+    """,
+    ),
 }
 
 # Table II: mAP, mARP, precision, recall, F1 (fractions, not %).
 TABLE2: dict[str, dict[str, dict[str, float]]] = {
-    "widely": _rows(TABLE2_COLUMNS, """
+    "widely": _rows(
+        TABLE2_COLUMNS,
+        """
         AT    0.6000 0.6267 0.7109 0.7096 0.7092
         SAT   0.6600 0.5833 0.7195 0.7197 0.7162
         AMAT  0.5633 0.4867 0.7178 0.7152 0.7130
         DPAAT 0.8133 0.7633 0.7304 0.7310 0.7270
-    """),
-    "lightweight": _rows(TABLE2_COLUMNS, """
+    """,
+    ),
+    "lightweight": _rows(
+        TABLE2_COLUMNS,
+        """
         AT    0.7500 0.7267 0.6911 0.6890 0.6891
         SAT   0.8100 0.7600 0.7011 0.7008 0.7001
         AMAT  0.7167 0.6733 0.6958 0.6902 0.6900
         DPAAT 0.8500 0.8333 0.7082 0.7080 0.7049
-    """),
-    "all": _rows(TABLE2_COLUMNS, """
+    """,
+    ),
+    "all": _rows(
+        TABLE2_COLUMNS,
+        """
         AT    0.6750 0.6150 0.7010 0.6993 0.6992
         SAT   0.7350 0.6717 0.7103 0.7103 0.7082
         AMAT  0.6400 0.5800 0.7068 0.7027 0.7015
         DPAAT 0.8317 0.8150 0.7193 0.7195 0.7160
-    """),
+    """,
+    ),
 }
 
 _ATTACK_NAME = re.compile(r"^(fgsm|ifgsm|pgd)(\d*)$")

@@ -103,7 +103,9 @@ def _check_attacks(df: pd.DataFrame, attacks: Sequence[str]) -> None:
         raise ValueError("the metrics table is empty; run the evaluate and aggregate steps first")
     models = df[["seed", "method", "arch"]].drop_duplicates()
     have = set(map(tuple, df[["seed", "method", "arch", "attack"]].to_numpy().tolist()))
-    missing = [(s, m, a, atk) for s, m, a in models.to_numpy().tolist() for atk in attacks if (s, m, a, atk) not in have]
+    missing = [
+        (s, m, a, atk) for s, m, a in models.to_numpy().tolist() for atk in attacks if (s, m, a, atk) not in have
+    ]
     if missing:
         raise ValueError(
             f"metrics missing for {len(missing)} (seed, method, arch, attack) combinations, e.g. {missing[:5]}; "
@@ -111,17 +113,15 @@ def _check_attacks(df: pd.DataFrame, attacks: Sequence[str]) -> None:
         )
 
 
+def _column_values(df: pd.DataFrame, column: Column) -> pd.DataFrame:
+    """seed, method, arch, column, value: one column's value for every model."""
+    rows = df[df["attack"] == column.attack]
+    return rows[["seed", "method", "arch"]].assign(column=column.key, value=rows[column.metric] * column.scale)
+
+
 def _group_cells(df: pd.DataFrame, columns: Sequence[Column], methods: Sequence[str], paper: Mapping) -> pd.DataFrame:
     """Per (group, method, column): mean and std over seeds of the per-seed group average."""
-    values = pd.concat(
-        [
-            df.loc[df["attack"] == c.attack, ["seed", "method", "arch"]].assign(
-                column=c.key, value=df.loc[df["attack"] == c.attack, c.metric] * c.scale
-            )
-            for c in columns
-        ],
-        ignore_index=True,
-    )
+    values = pd.concat([_column_values(df, c) for c in columns], ignore_index=True)
     records = []
     for group in arch_groups(df["arch"].unique()):
         for method in methods:
@@ -194,7 +194,9 @@ def table1(df: pd.DataFrame, attacks: Sequence[str] | None = None) -> Table:
     order = ordered_attacks(df, attacks)
     columns = tuple(
         Column(f"racc_{a}", attack_label(a), a, "accuracy", 100.0, a if a in TABLE1_ATTACKS else None) for a in order
-    ) + (Column("gacc", "GAcc", "clean", "accuracy", 100.0, "clean"),)
+    ) + (
+        Column("gacc", "GAcc", "clean", "accuracy", 100.0, "clean"),
+    )
     _check_attacks(df, [c.attack for c in columns])
     cells = _mark_best(_group_cells(df, columns, _ordered_methods(df["method"]), TABLE1), decimals=2)
     caption = (
@@ -290,7 +292,16 @@ def to_markdown(table: Table, paper_numbers: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}"}
+_TEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+}
 
 
 def _tex(text: str) -> str:

@@ -1,0 +1,12 @@
+"""The data stage: acquire HAM10000-format files, extract and index them, split, cache tensors.
+
+Modules: `ham10000` (facts about the distribution), `download` (resumable verified
+HTTP), `acquire` (the three sources and the manifest), `dermoscopy` and `synthetic`
+(the generated twin), `extract` (the one extract-and-index path), `split`, `cache`,
+`stage` (how the Snakemake scripts run these).
+"""
+
+from .cache import CachedSplit, load_cache
+from .errors import DataError
+
+__all__ = ["CachedSplit", "DataError", "load_cache"]

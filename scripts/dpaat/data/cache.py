@@ -1,0 +1,130 @@
+"""One split as fixed-size uint8 tensors: built once from the images, loaded in one read.
+
+Resizing: the whole 600x450 image is squashed (not cropped) to S x S. JPEG's DCT-domain
+downscale (PIL `draft`) first decodes at the smallest power-of-two reduction that stays
+at least 2S on each side, then a LANCZOS resize (antialiased) brings it to S x S. Masks
+are resized with NEAREST and kept binary 0/255.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .. import io as atomic
+from .errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CachedSplit:
+    """A split's images uint8 (N,3,S,S), labels int64 (N,), ids, class names, masks uint8 (N,S,S) 0/255 or None."""
+
+    images: Tensor
+    labels: Tensor
+    image_ids: list[str]
+    classes: list[str]
+    masks: Tensor | None
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
+def build_cache(
+    splits: pd.DataFrame,
+    index: pd.DataFrame,
+    split: str,
+    size: int,
+    classes: Sequence[str],
+    *,
+    workers: int = 2,
+) -> CachedSplit:
+    """Load, resize and stack the images (and masks) of one split, in the order of `splits`."""
+    rows = splits[splits["split"] == split]
+    if rows.empty:
+        raise DataError(f"split {split!r} has no image in the splits table (it has {sorted(splits['split'].unique())})")
+    unknown = sorted(set(rows["dx"]) - set(classes))
+    if unknown:
+        raise DataError(f"the splits hold classes {unknown} that data.classes {list(classes)} lacks: rerun the split step")
+    rows = rows.merge(index[["image_id", "image_path", "mask_path"]], on="image_id", how="left", validate="one_to_one")
+    lost = rows.loc[rows["image_path"].isna(), "image_id"].tolist()
+    if lost:
+        raise DataError(f"{len(lost)} images of the splits are not in the index, e.g. {lost[:5]}: rerun the split step")
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        images = np.stack(list(pool.map(lambda p: load_image(p, size), rows["image_path"])))
+        has_mask = rows["mask_path"].notna()
+        masks = None
+        if has_mask.all():
+            masks = torch.from_numpy(np.stack(list(pool.map(lambda p: load_mask(p, size), rows["mask_path"]))))
+        elif has_mask.any():
+            log.warning("only %d of %d %s images have a lesion mask: caching no masks", has_mask.sum(), len(rows), split)
+    labels = rows["dx"].map(list(classes).index).to_numpy(dtype=np.int64)
+    return CachedSplit(
+        images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+        labels=torch.from_numpy(labels),
+        image_ids=rows["image_id"].tolist(),
+        classes=list(classes),
+        masks=masks,
+    )
+
+
+def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
+    """An image squashed to size x size RGB uint8 (H, W, 3), antialiased."""
+    with Image.open(path) as image:
+        image.draft("RGB", (2 * size, 2 * size))
+        return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.LANCZOS))
+
+
+def load_mask(path: str | os.PathLike, size: int) -> np.ndarray:
+    """A lesion mask resized to size x size with NEAREST, binary 0/255 uint8 (H, W)."""
+    with Image.open(path) as mask:
+        small = np.asarray(mask.convert("L").resize((size, size), Image.Resampling.NEAREST))
+    return np.where(small >= 128, 255, 0).astype(np.uint8)
+
+
+def write_cache(cache: CachedSplit, path: str | os.PathLike) -> None:
+    """Save a split atomically as the contract's plain dict (loadable with weights_only=True)."""
+    atomic.save_torch(
+        {
+            "images": cache.images,
+            "labels": cache.labels,
+            "image_ids": cache.image_ids,
+            "classes": cache.classes,
+            "masks": cache.masks,
+        },
+        path,
+    )
+
+
+def load_cache(path: str | os.PathLike) -> CachedSplit:
+    """Load a split cache written by `write_cache`, checking its shapes and dtypes."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataError(f"no data cache at {path}: build it with snakemake {path}") from None
+    try:
+        cache = CachedSplit(**obj)
+    except TypeError as err:
+        raise DataError(f"{path} is not a data cache ({err}): rebuild it with snakemake --forcerun cache") from None
+    n = len(cache.image_ids)
+    problems = []
+    if cache.images.dtype != torch.uint8 or cache.images.ndim != 4 or cache.images.shape[:2] != (n, 3):
+        problems.append(f"images {cache.images.dtype} {tuple(cache.images.shape)}")
+    if cache.labels.dtype != torch.int64 or cache.labels.shape != (n,):
+        problems.append(f"labels {cache.labels.dtype} {tuple(cache.labels.shape)}")
+    if cache.masks is not None and (cache.masks.dtype != torch.uint8 or cache.masks.shape != (n, *cache.images.shape[2:])):
+        problems.append(f"masks {cache.masks.dtype} {tuple(cache.masks.shape)}")
+    if problems:
+        raise DataError(f"{path} has malformed entries ({'; '.join(problems)}) for {n} image ids: rebuild it")
+    return cache

@@ -1,0 +1,92 @@
+"""The whole workflow on a tiny config: every target, idempotence, lint, and the paper's DAG."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+PARTS = ["workflow", "rules", "scripts", "config", "envs", "report", "profiles", "tests/configs"]
+
+
+def copy_repo(dest: Path) -> Path:
+    """A copy of the workflow's sources, so its results/ stay out of the checkout."""
+    for part in PARTS:
+        shutil.copytree(REPO / part, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def snakemake(cwd: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    workdir = copy_repo(tmp_path_factory.mktemp("workflow"))
+    run = snakemake(workdir, "--cores", "2", "--resources", "gpu=1", "--configfile", "tests/configs/tiny.yaml")
+    assert run.returncode == 0, run.stderr[-6000:]
+    return workdir, run
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_every_target(tiny_run):
+    workdir, _ = tiny_run
+    results = workdir / "results"
+    metrics = pd.read_parquet(results / "metrics/metrics.parquet")
+    # std, at, amat, dpaat on one arch, each clean + two attacks
+    assert len(metrics) == 4 * 3
+    assert set(metrics["attack"]) == {"clean", "fgsm", "pgd3"}
+    assert metrics["accuracy"].between(0, 1).all()
+    for table in ("table1", "table2"):
+        for ext in ("csv", "md", "tex"):
+            assert (results / f"tables/{table}.{ext}").stat().st_size > 0
+    assert "DPAAT" in (results / "tables/table1.md").read_text()
+    for figure in ("confusion_mobilenet_v2", "ablation", "training_curves", "gradcam_mobilenet_v2"):
+        with Image.open(results / f"figures/{figure}.png") as image:
+            assert image.format == "PNG" and min(image.size) >= 300
+    scores = pd.read_parquet(results / "metrics/gradcam.parquet")
+    assert set(scores["method"]) == {"std", "at", "dpaat"}
+    assert scores["energy_in_mask"].between(0, 1).all()
+    splits = pd.read_parquet(results / "data/splits.parquet")
+    assert splits.groupby("lesion_id")["split"].nunique().max() == 1
+
+
+@pytest.mark.slow
+def test_second_run_has_nothing_to_do(tiny_run):
+    workdir, _ = tiny_run
+    again = snakemake(workdir, "--cores", "2", "--configfile", "tests/configs/tiny.yaml")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_html_report(tiny_run):
+    workdir, _ = tiny_run
+    run = snakemake(workdir, "--configfile", "tests/configs/tiny.yaml", "--report", "results/report.html")
+    assert run.returncode == 0, run.stderr[-3000:]
+    html = (workdir / "results/report.html").read_text(errors="replace")
+    assert "ablation.png" in html and "table1.csv" in html
+
+
+def test_lint_is_silent():
+    run = snakemake(REPO, "--lint", timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Lints for" not in run.stdout + run.stderr
+
+
+def test_paper_config_lists_the_full_dag():
+    run = snakemake(REPO, "-n", "--configfile", "config/paper.yaml", timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout
+    # 3 seeds x (5 methods x 6 archs + 2 ablation methods x 2 archs) = 102 trainings
+    job_counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if line.strip().startswith(("train ", "attack ", "evaluate "))}
+    assert job_counts["train"] == 3 * (5 * 6 + 2 * 2)
+    assert job_counts["attack"] == 5 * job_counts["train"]
+    assert job_counts["evaluate"] == job_counts["train"]
