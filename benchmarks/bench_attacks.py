@@ -74,6 +74,7 @@ def main() -> None:
           f"threads: {torch.get_num_threads()}, torch {torch.__version__}, torchattacks {torchattacks.__version__}")
     print(f"model: {args.arch}, batch: {args.batch}, image size: {args.image_size}, steps: {args.steps}, "
           f"eps: {args.eps} (L2), repeats: {args.repeats}")
+    # Not 0 on an untrained net: torchattacks adds 1e-10 to a gradient norm that is itself ~1e-10 there.
     print(f"max |ours - theirs|: {max_diff:.2e}")
     for name, t in times.items():
         print(f"{name:20s} median {median[name] * 1000:8.1f} ms  (runs: {', '.join(f'{v * 1000:.0f}' for v in t)})")

@@ -124,9 +124,9 @@ SelectTypeParameters=CR_Core_Memory
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-# Finished jobs stay visible to squeue this long; the executor's squeue status
-# check needs at least 3x its first status interval.
-MinJobAge=300
+# Finished jobs stay visible to squeue and scontrol this long: the tests read them after a
+# run, and the executor's squeue status check needs at least 3x its first poll interval.
+MinJobAge=3600
 ReturnToService=2
 # Schedule on the CPUs/memory declared below, not the detected hardware, so rules
 # asking for more threads than this small machine has can still be placed.

@@ -93,6 +93,25 @@ def test_l2_projection_lands_on_the_sphere_like_torchattacks(net, data):
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-9)
 
 
+def test_l2_step_has_its_full_length_even_for_a_tiny_gradient(net, data):
+    """An untrained net's input gradient can be ~1e-10; the step must still be step_size long."""
+    x, y = data
+    x = 0.4 + 0.2 * x
+    with torch.no_grad():
+        net[-1].weight.mul_(1e-15)
+    out = pgd(net, x, y, eps=1.0, steps=1, step_size=0.05, norm="l2")
+    torch.testing.assert_close(l2(out - x), torch.full((len(x),), 0.05, dtype=x.dtype), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_zero_gradient_leaves_x_unchanged(norm, net, data):
+    x, y = data
+    with torch.no_grad():
+        net[-1].weight.zero_()
+    out = pgd(net, x, y, eps=0.5, steps=2, step_size=0.1, norm=norm)
+    assert torch.equal(out, x)
+
+
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_per_sample_eps_equals_scalar_attack_sample_by_sample(norm, net, data):
     x, y = data

@@ -13,14 +13,17 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import slurm_cluster
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 # What a copy of the pipeline needs to run; its results/ then lands in the copy.
 PIPELINE_PARTS = ("workflow", "rules", "scripts", "config", "envs", "profiles", "report", "tests/configs")
+TINY_CONFIG = "tests/configs/tiny.yaml"
 # Faster polling than the profiles' cluster defaults, for seconds-long test jobs.
 FAST_POLLING = {
     "workstation": [],
@@ -134,6 +137,13 @@ def toy_workflow(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def pipeline_copy(tmp_path: Path) -> Path:
+    """A copy of the pipeline's sources in tmp_path, so its results/ stay out of the repository."""
+    for part in PIPELINE_PARTS:
+        shutil.copytree(REPO / part, tmp_path / part)
+    return tmp_path
+
+
 def job_ids(workdir: Path) -> dict[str, str]:
     """The SLURM job id each toy rule recorded in its output."""
     outputs = {"prepare": "numbers", "square": "squares", "summarise": "summary"}
@@ -144,6 +154,21 @@ def job_ids(workdir: Path) -> dict[str, str]:
     return ids
 
 
+@pytest.mark.parametrize("profile", ["workstation", "slurm", "cluster-generic"])
+def test_profile_plans_the_toy_workflow(tmp_path: Path, profile: str):
+    output, _ = run_snakemake(toy_workflow(tmp_path), profile, "--dry-run", timeout=120)
+    assert job_counts(output) == {"prepare": 1, "square": 1, "summarise": 1}, output
+
+
+@pytest.mark.slow
+def test_workstation_profile_runs_the_toy_workflow(tmp_path: Path):
+    workdir = toy_workflow(tmp_path)
+    run_snakemake(workdir, "workstation", timeout=120)
+    assert (workdir / "results/summary.txt").read_text().splitlines()[1] == str(sum(i * i for i in range(1, 6)))
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
 @pytest.mark.parametrize("profile", ["slurm", "cluster-generic"])
 def test_toy_workflow_runs_through_sbatch_with_a_gpu(slurm: slurm_cluster.SlurmCluster, tmp_path: Path, profile: str):
     workdir = toy_workflow(tmp_path)
@@ -169,47 +194,35 @@ def test_toy_workflow_runs_through_sbatch_with_a_gpu(slurm: slurm_cluster.SlurmC
             assert (workdir / f"results/logs/cluster/{rule}-{job_id}.log").is_file()
 
 
-@pytest.mark.parametrize("profile", ["workstation", "slurm", "cluster-generic"])
-def test_profile_plans_the_toy_workflow(tmp_path: Path, profile: str):
-    output, _ = run_snakemake(toy_workflow(tmp_path), profile, "--dry-run", timeout=120)
-    assert job_counts(output) == {"prepare": 1, "square": 1, "summarise": 1}, output
-
-
-def test_workstation_profile_runs_the_toy_workflow(tmp_path: Path):
-    workdir = toy_workflow(tmp_path)
-    run_snakemake(workdir, "workstation", timeout=120)
-    assert (workdir / "results/summary.txt").read_text().splitlines()[1] == str(sum(i * i for i in range(1, 6)))
-
-
-def pipeline_copy(tmp_path: Path) -> Path:
-    """A copy of the pipeline's sources in tmp_path, so its results/ stay out of the repository."""
-    for part in PIPELINE_PARTS:
-        shutil.copytree(REPO / part, tmp_path / part)
-    return tmp_path
-
-
-def test_pipeline_runs_through_the_slurm_profile(slurm: slurm_cluster.SlurmCluster, tmp_path: Path):
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_data_stage_and_training_run_through_the_slurm_profile(slurm: slurm_cluster.SlurmCluster, tmp_path: Path):
     workdir = pipeline_copy(tmp_path)
+    tiny = yaml.safe_load((workdir / TINY_CONFIG).read_text())
+    # The data stage and one training job: the whole DAG takes several minutes on two cores.
+    target = f"results/models/{tiny['seeds'][0]}/{tiny['training']['methods'][0]}/{tiny['models']['archs'][0]}/run.json"
     # The tiny config pins jobs to the CPU (gpu=0); "auto" makes the model jobs ask for
     # a GPU as on a real cluster while still running on the CPU when none is visible.
     (workdir / "gpu.yaml").write_text("training:\n  device: auto\n")
-    configs = ["--configfile", "tests/configs/tiny.yaml", "gpu.yaml"]
-    output, seconds = run_snakemake(workdir, "slurm", *configs, "--jobs", "2", timeout=600)
-    print(f"tiny pipeline through profiles/slurm: {seconds:.1f} s")
+    configs = ["--configfile", TINY_CONFIG, "gpu.yaml"]
+    output, seconds = run_snakemake(workdir, "slurm", *configs, "--jobs", "2", target, timeout=600)
+    print(f"data stage + one training job through profiles/slurm: {seconds:.1f} s")
 
+    check, _ = run_snakemake(workdir, "workstation", *configs, "--dry-run", target, timeout=120)
+    assert "Nothing to be done" in check, f"{target} missing or stale after the SLURM run:\n{check}"
     planned = job_counts(output)
-    assert planned.get("train", 0) >= 1, planned
-    check, _ = run_snakemake(workdir, "workstation", *configs, "--dry-run", timeout=120)
-    assert "Nothing to be done" in check, f"targets missing or stale after the SLURM run:\n{check}"
+    local = Counter(re.findall(r"^localrule (\w+):$", output, flags=re.MULTILINE))
+    remote = {rule: n - local[rule] for rule, n in planned.items() if n > local[rule]}
+    assert {"cache", "train"} <= remote.keys(), planned
     # The profile keeps one SLURM log per job, named after its SLURM job id.
     logs = {rule: sorted((workdir / "results/logs/slurm" / f"rule_{rule}").rglob("*.log")) for rule in planned}
-    assert {rule: len(files) for rule, files in logs.items()} == planned, logs
-    jobs = {rule: [slurm_job(path.stem) for path in files] for rule, files in logs.items()}
-    assert all(job["JobState"] == "COMPLETED" for rule_jobs in jobs.values() for job in rule_jobs)
-    # Each job's GPU request as slurmctld recorded it matches the rule's gpu resource.
+    assert {rule: len(files) for rule, files in logs.items() if files} == remote, logs
     submitted = submitted_jobs(output)
-    assert len(submitted) == sum(planned.values()), submitted
-    assert any(gpu for _, gpu, _ in submitted), "no job asked for a GPU"
+    assert sorted(slurm_id for *_, slurm_id in submitted) == sorted(p.stem for files in logs.values() for p in files)
+    # Each job's GPU request, as slurmctld recorded it, matches its rule's gpu resource.
+    assert any(gpu for _, gpu, _ in submitted), f"no job asked for a GPU: {submitted}"
     for rule, gpu, slurm_id in submitted:
-        request = gpu_request(slurm_job(slurm_id))
+        job = slurm_job(slurm_id)
+        assert job["JobState"] == "COMPLETED", (rule, job)
+        request = gpu_request(job)
         assert re.search(rf"gpu[:=]{gpu}\b", request) if gpu else not request, (rule, gpu, request)

@@ -25,10 +25,6 @@ from dpaat.predict import as_float_images
 Norm = Literal["l2", "linf"]
 AttackKind = Literal["fgsm", "ifgsm", "pgd"]
 
-# Guards a division by a gradient or perturbation norm that can be exactly zero.
-_TINY = 1e-12
-
-
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put `model` in eval mode (BatchNorm statistics frozen) and restore its mode after."""
@@ -72,12 +68,22 @@ def _flat_norm(t: Tensor) -> Tensor:
     return t.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (t.ndim - 1)))
 
 
+def _safe_norm(t: Tensor) -> Tensor:
+    """Per-sample L2 norm with exact zeros replaced by 1, so t / norm is t's unit vector or 0.
+
+    No additive epsilon: input gradients of an untrained net can be ~1e-10, where an
+    epsilon such as torchattacks' 1e-10 would silently shorten the step.
+    """
+    norm = _flat_norm(t)
+    return torch.where(norm > 0, norm, torch.ones_like(norm))
+
+
 def project(delta: Tensor, eps: Tensor, norm: Norm) -> Tensor:
     """Project each sample's perturbation onto its own eps ball (`eps` broadcastable, e.g. (N,1,1,1))."""
     if norm == "linf":
         return torch.maximum(torch.minimum(delta, eps), -eps)
     # min(1, eps/||delta||) is exactly 0 when eps = 0 and never NaN when delta = 0.
-    factor = torch.clamp(eps / _flat_norm(delta).clamp_min(_TINY), max=1.0)
+    factor = torch.clamp(eps / _safe_norm(delta), max=1.0)
     return delta * factor
 
 
@@ -88,7 +94,7 @@ def sample_in_ball(x: Tensor, eps: Tensor, norm: Norm, generator: torch.Generato
         return (2 * u - 1) * eps
     # Uniform in the L2 ball: a uniform direction times radius eps * U^(1/d).
     direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    direction = direction / _flat_norm(direction).clamp_min(_TINY)
+    direction = direction / _safe_norm(direction)
     d = x[0].numel()
     u = torch.rand((x.shape[0],), generator=generator, device=x.device, dtype=x.dtype)
     radius = eps * u.pow(1.0 / d).view_as(eps)
@@ -130,18 +136,17 @@ def pgd(
     x = x.detach()
     eps_t = _per_sample(eps, x)
     step_t = _per_sample(step_size, x, "step_size")
+    x_adv = (x + sample_in_ball(x, eps_t, norm, generator)).clamp_(0, 1) if random_start else x.clone()
     with eval_mode(model):
-        delta = sample_in_ball(x, eps_t, norm, generator) if random_start else torch.zeros_like(x)
-        delta = (x + delta).clamp(0, 1) - x
         for _ in range(steps):
-            grad = input_gradient(model, x + delta, y)
+            grad = input_gradient(model, x_adv, y)
             if norm == "linf":
-                delta = delta + step_t * grad.sign()
+                delta = torch.addcmul(x_adv - x, grad.sign(), step_t)
             else:
-                delta = delta + step_t * grad / _flat_norm(grad).clamp_min(_TINY)
-            delta = project(delta, eps_t, norm)
-            delta = (x + delta).clamp(0, 1) - x
-    return (x + delta).detach()
+                # The per-sample scale step/||g|| is an (N,1,1,1) tensor: one fused pass over the images.
+                delta = torch.addcmul(x_adv - x, grad, step_t / _safe_norm(grad))
+            x_adv = (x + project(delta, eps_t, norm)).clamp_(0, 1)
+    return x_adv
 
 
 def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor) -> Tensor:

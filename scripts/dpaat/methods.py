@@ -111,8 +111,10 @@ def synchronization_loss(logits_clean: Tensor, logits_adv: Tensor) -> Tensor:
     The intent of the paper's Eq. 11 (0 when the predictions agree, at most ln 2);
     the printed formula is ln 2 − JS, see SPEC.md. Gradients flow through both inputs.
     """
-    log_p = F.log_softmax(logits_clean.float(), dim=1)
-    log_q = F.log_softmax(logits_adv.float(), dim=1)
+    # At least float32 (bf16 logits under autocast), float64 kept.
+    dtype = torch.promote_types(logits_clean.dtype, torch.float32)
+    log_p = F.log_softmax(logits_clean.to(dtype), dim=1)
+    log_q = F.log_softmax(logits_adv.to(dtype), dim=1)
     log_m = torch.logaddexp(log_p, log_q) - math.log(2.0)
     # kl_div(input=log m, target=log p, log_target) = p·(log p − log m), 0 where p = 0.
     kl_pm = F.kl_div(log_m, log_p, reduction="none", log_target=True).sum(dim=1)

@@ -51,8 +51,9 @@ def acquire(
     """Acquire the files `settings["source"]` names, write the manifest and return it.
 
     settings: `source` plus what that source needs - synthetic: `synthetic` (seed, images,
-    images_per_archive); ham10000: `base_url`, `masks_datafile_id` (None: no masks);
-    local: `local_dir`. `files` and `download_options` (see `download`) serve tests.
+    images_per_archive); ham10000: `base_url`, `download_masks`, `masks_datafile_id`;
+    local: `local_dir`. They are recorded in the manifest. `files` (the published files
+    and their md5s) and `download_options` (see `download`) are for tests.
     """
     source = settings.get("source")
     if source not in SOURCES:
@@ -66,19 +67,32 @@ def acquire(
         records = [file_record(path, _role(path.name)) for path in paths]
     elif source == "ham10000":
         remote = list(files)
-        if settings.get("masks_datafile_id") is not None:
+        if settings.get("download_masks"):
+            if settings.get("masks_datafile_id") is None:
+                raise DataError(
+                    "data.download_masks is true but data.masks_datafile_id is not set: look up the id of "
+                    f"{MASKS_NAME} on the dataset page (doi:10.7910/DVN/DBW86T) and set it"
+                )
             remote.append(masks_file(settings["masks_datafile_id"]))
         records = download_files(remote, settings["base_url"], target, **download_options)
     else:
         if not settings.get("local_dir"):
-            raise DataError("data.source is local but data.local_dir is not set: point it at the folder with the HAM10000 files")
+            raise DataError(
+                "data.source is local but data.local_dir is not set: point it at the folder with the HAM10000 files"
+            )
         records = find_local(settings["local_dir"], files=files)
-    manifest = {"source": source, "settings": dict(settings), "files": _relative_to(records, Path(manifest_path).parent)}
+    manifest = {
+        "source": source,
+        "settings": dict(settings),
+        "files": _relative_to(records, Path(manifest_path).parent),
+    }
     atomic.write_json(manifest, manifest_path)
     return manifest
 
 
-def download_files(files: Iterable[RemoteFile], base_url: str, target: str | os.PathLike, **options: Any) -> list[dict[str, Any]]:
+def download_files(
+    files: Iterable[RemoteFile], base_url: str, target: str | os.PathLike, **options: Any
+) -> list[dict[str, Any]]:
     """Download each file to `target` (resuming, verified) and return its manifest records."""
     records = []
     for remote in files:
@@ -110,7 +124,9 @@ def find_local(local_dir: str | os.PathLike, *, files: Sequence[RemoteFile] = HA
         missing.append(" and ".join(n for n in zip_names if n not in named) + " (or the unzipped ISIC_*.jpg images)")
     if METADATA_NAME not in named:
         other = [p.name for p in found if p.name.lower().startswith("ham10000_metadata")]
-        hint = f" (found {other}: Dataverse's re-export; download the original csv with ?format=original)" if other else ""
+        hint = (
+            f" (found {other}: Dataverse's re-export; download the original csv with ?format=original)" if other else ""
+        )
         missing.append(METADATA_NAME + hint)
     if missing:
         shown = ", ".join(str(p.relative_to(root)) for p in found[:10]) or "nothing"
@@ -144,7 +160,14 @@ def file_record(path: Path, role: Role, known_md5: str | None = None) -> dict[st
 
 def _record(path: Path, role: Role, md5: str, *, known: bool) -> dict[str, Any]:
     kind = "zip" if path.suffix.lower() == ".zip" else "csv"
-    return {"role": role, "kind": kind, "path": str(path), "bytes": path.stat().st_size, "md5": md5, "md5_published": known}
+    return {
+        "role": role,
+        "kind": kind,
+        "path": str(path),
+        "bytes": path.stat().st_size,
+        "md5": md5,
+        "md5_published": known,
+    }
 
 
 def _folder_record(folder: Path, role: Role, pattern: re.Pattern[str]) -> dict[str, Any]:
@@ -158,7 +181,9 @@ def _by_name(found: Sequence[Path], names: Iterable[str]) -> dict[str, Path]:
     for name in names:
         hits = [p for p in found if p.name == name]
         if len(hits) > 1:
-            raise DataError(f"{name} found {len(hits)} times ({', '.join(map(str, hits))}): keep one copy in data.local_dir")
+            raise DataError(
+                f"{name} found {len(hits)} times ({', '.join(map(str, hits))}): keep one copy in data.local_dir"
+            )
         if hits:
             named[name] = hits[0]
     return named

@@ -55,7 +55,9 @@ def build_cache(
         raise DataError(f"split {split!r} has no image in the splits table (it has {sorted(splits['split'].unique())})")
     unknown = sorted(set(rows["dx"]) - set(classes))
     if unknown:
-        raise DataError(f"the splits hold classes {unknown} that data.classes {list(classes)} lacks: rerun the split step")
+        raise DataError(
+            f"the splits hold classes {unknown} that data.classes {list(classes)} lacks: rerun the split step"
+        )
     rows = rows.merge(index[["image_id", "image_path", "mask_path"]], on="image_id", how="left", validate="one_to_one")
     lost = rows.loc[rows["image_path"].isna(), "image_id"].tolist()
     if lost:
@@ -68,8 +70,10 @@ def build_cache(
         if has_mask.all():
             masks = torch.from_numpy(np.stack(list(pool.map(lambda p: load_mask(p, size), rows["mask_path"]))))
         elif has_mask.any():
-            log.warning("only %d of %d %s images have a lesion mask: caching no masks", has_mask.sum(), len(rows), split)
-    labels = rows["dx"].map(list(classes).index).to_numpy(dtype=np.int64)
+            log.warning(
+                "only %d of %d %s images have a lesion mask: caching no masks", has_mask.sum(), len(rows), split
+            )
+    labels = np.array(rows["dx"].map(list(classes).index), dtype=np.int64)
     return CachedSplit(
         images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
         labels=torch.from_numpy(labels),
@@ -123,7 +127,9 @@ def load_cache(path: str | os.PathLike) -> CachedSplit:
         problems.append(f"images {cache.images.dtype} {tuple(cache.images.shape)}")
     if cache.labels.dtype != torch.int64 or cache.labels.shape != (n,):
         problems.append(f"labels {cache.labels.dtype} {tuple(cache.labels.shape)}")
-    if cache.masks is not None and (cache.masks.dtype != torch.uint8 or cache.masks.shape != (n, *cache.images.shape[2:])):
+    if cache.masks is not None and (
+        cache.masks.dtype != torch.uint8 or cache.masks.shape != (n, *cache.images.shape[2:])
+    ):
         problems.append(f"masks {cache.masks.dtype} {tuple(cache.masks.shape)}")
     if problems:
         raise DataError(f"{path} has malformed entries ({'; '.join(problems)}) for {n} image ids: rebuild it")

@@ -55,7 +55,6 @@ class Lesion:
     """One lesion's appearance in its own frame (border near the unit circle)."""
 
     dx: str
-    look: str  # the class whose prior drew the appearance (dx unless a mimic)
     radius: float  # border radius as a fraction of the image's short side
     border: np.ndarray  # (2, _HARMONICS) cos/sin amplitudes of the radius, harmonic k = index + 1
     edge: float  # border softness in lesion radii
@@ -90,10 +89,8 @@ class View:
 
 def draw_lesion(dx: str, rng: np.random.Generator) -> Lesion:
     """Draw one lesion of class `dx` from its prior (with a small chance of another class's look)."""
-    look = dx
-    if rng.random() < MIMIC_RATE:
-        look = str(rng.choice(_MIMICS[dx]))
-    return _PRIORS[look](dx, look, rng)
+    look = str(rng.choice(_MIMICS[dx])) if rng.random() < MIMIC_RATE else dx
+    return _PRIORS[look](dx, rng)
 
 
 def draw_view(rng: np.random.Generator, first: bool) -> View:
@@ -151,7 +148,9 @@ def _grid(w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
     return xs, ys
 
 
-def _lesion_frame(view: View, box: tuple[slice, slice], w: int, h: int, px_per_radius: float) -> tuple[np.ndarray, np.ndarray]:
+def _lesion_frame(
+    view: View, box: tuple[slice, slice], w: int, h: int, px_per_radius: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Lesion-frame coordinates (u, v) of the pixels in `box`."""
     xs, ys = (g[box] for g in _grid(w, h))
     dx = (xs - np.float32(view.centre[0] * w)) / np.float32(px_per_radius)
@@ -190,11 +189,15 @@ def _lesion_colour(lesion: Lesion, u: np.ndarray, v: np.ndarray, r: np.ndarray) 
     """Pigment colour (h, w, 3) of the lesion at lesion-frame coordinates; r is rho / border."""
     ou, ov = lesion.centre_offset
     du, dv = u - ou, v - ov
-    radial = (np.clip(np.sqrt(du * du + dv * dv) / np.float32(1.1), 0, 1) ** 1.5)[..., None]
-    colour = lesion.centre + (lesion.body - lesion.centre) * radial
-    for patch_colour, waves, coverage in lesion.patches:
+    radial = np.clip(np.sqrt(du * du + dv * dv) / np.float32(1.1), 0, 1) ** 1.5
+    # Each patch blends the colour so far towards its own: keep the blend as one weight map
+    # per colour and mix the colours in a single (pixels x colours) @ (colours x RGB) product.
+    weights = [1 - radial, radial]
+    for _, waves, coverage in lesion.patches:
         weight = _sigmoid((_waves(waves, u, v) + np.float32(coverage)) * 6) * (r < 1.05)
-        colour += (patch_colour - colour) * weight[..., None]
+        weights = [w * (1 - weight) for w in weights] + [weight]
+    palette = np.stack([lesion.centre, lesion.body, *(c for c, _, _ in lesion.patches)]).astype(np.float32)
+    colour = np.stack(weights, axis=-1) @ palette
     shade = np.ones_like(u)
     if lesion.network:
         warp = lesion.network_warp * (np.sin(3.1 * u + 1.7 * v) + np.cos(2.3 * v - 2.9 * u))
@@ -211,7 +214,14 @@ def _lesion_colour(lesion: Lesion, u: np.ndarray, v: np.ndarray, r: np.ndarray) 
     return colour * shade[..., None]
 
 
-def _draw_structures(image: Image.Image, lesion: Lesion, view: View, px_per_radius: float, size: tuple[int, int], rng: np.random.Generator) -> None:
+def _draw_structures(
+    image: Image.Image,
+    lesion: Lesion,
+    view: View,
+    px_per_radius: float,
+    size: tuple[int, int],
+    rng: np.random.Generator,
+) -> None:
     """Draw dots, vessels and hairs on the full-resolution image in place."""
     draw = ImageDraw.Draw(image)
     gain = view.gain
@@ -238,7 +248,11 @@ def _draw_structures(image: Image.Image, lesion: Lesion, view: View, px_per_radi
         angles = heading + bend * steps
         points = start + np.cumsum(np.hstack([np.cos(angles), np.sin(angles)]) * length / 16, axis=0)
         shade = rng.uniform(0.05, 0.25)
-        draw.line([tuple(p) for p in points], fill=_rgb(np.array([shade, shade * 0.8, shade * 0.7])), width=int(rng.integers(1, 4)))
+        draw.line(
+            [tuple(p) for p in points],
+            fill=_rgb(np.array([shade, shade * 0.8, shade * 0.7])),
+            width=int(rng.integers(1, 4)),
+        )
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -297,13 +311,21 @@ def _field(rng: np.random.Generator, waves: int, freq: float) -> np.ndarray:
     return np.stack([f * np.cos(angle), f * np.sin(angle), rng.uniform(0, 2 * np.pi, waves)], axis=1).astype(np.float32)
 
 
-def _dots(rng: np.random.Generator, n: int, radius: tuple[float, float], colour: tuple[float, float, float], reach: float = 0.75) -> Dots:
+def _dots(
+    rng: np.random.Generator,
+    n: int,
+    radius: tuple[float, float],
+    colour: tuple[float, float, float],
+    reach: float = 0.75,
+) -> Dots:
     r = reach * np.sqrt(rng.uniform(0, 1, n))
     a = rng.uniform(0, 2 * np.pi, n)
     return Dots(np.stack([r * np.cos(a), r * np.sin(a)], axis=1), rng.uniform(*radius, n), colour)
 
 
-def _jitter(rng: np.random.Generator, colour: tuple[float, float, float], lightness: float, spread: float = 0.05) -> np.ndarray:
+def _jitter(
+    rng: np.random.Generator, colour: tuple[float, float, float], lightness: float, spread: float = 0.05
+) -> np.ndarray:
     return np.clip(np.asarray(colour) * lightness * np.exp(rng.normal(0, spread, 3)), 0, 1).astype(np.float32)
 
 
@@ -312,7 +334,7 @@ def _skin(rng: np.random.Generator) -> np.ndarray:
     return np.clip(tone * np.exp(rng.normal(0, 0.04, 3)), 0, 1).astype(np.float32)
 
 
-def _base(dx: str, look: str, rng: np.random.Generator, **fields) -> Lesion:
+def _base(dx: str, rng: np.random.Generator, **fields: object) -> Lesion:
     """A lesion with neutral defaults for every structure a prior does not set."""
     defaults = dict(
         edge_wobble=0.2,
@@ -329,21 +351,27 @@ def _base(dx: str, look: str, rng: np.random.Generator, **fields) -> Lesion:
         skin=_skin(rng),
     )
     defaults.update(fields)
-    return Lesion(dx=dx, look=look, **defaults)
+    return Lesion(dx=dx, **defaults)
 
 
-def _mel(dx: str, look: str, rng: np.random.Generator) -> Lesion:
+def _mel(dx: str, rng: np.random.Generator) -> Lesion:
     light = float(np.exp(rng.normal(-0.05, 0.2)))
     patches = [(_jitter(rng, (0.10, 0.07, 0.06), 1.0), _field(rng, 4, 3.0), rng.uniform(-0.6, 0.4))]
     if rng.random() < 0.6:  # blue-white veil
         patches.append((_jitter(rng, (0.56, 0.60, 0.70), 1.0), _field(rng, 3, 2.5), rng.uniform(-1.2, -0.4)))
     if rng.random() < 0.35:  # regression / pink areas
-        patches.append((_jitter(rng, (0.80, 0.55, 0.55), 1.0), _field(rng, 3, 3.5), rng.uniform(-1.0, -0.3)))
+        patches.append((_jitter(rng, (0.80, 0.55, 0.55), 1.0), _field(rng, 3, 3.5), rng.uniform(-1.2, -0.5)))
     dots = (_dots(rng, int(rng.integers(0, 12)), (0.02, 0.05), (0.12, 0.08, 0.08), reach=1.0),)
     return _base(
-        dx, look, rng,
+        dx,
+        rng,
         radius=float(rng.uniform(0.22, 0.38)),
-        border=_border(rng, asymmetry=rng.uniform(0.06, 0.16), irregularity=rng.uniform(0.02, 0.05), elongation=rng.normal(0, 0.08)),
+        border=_border(
+            rng,
+            asymmetry=rng.uniform(0.06, 0.16),
+            irregularity=rng.uniform(0.015, 0.04),
+            elongation=rng.normal(0, 0.08),
+        ),
         edge=float(rng.uniform(0.02, 0.12)),
         edge_wobble=float(rng.uniform(0.3, 0.9)),
         body=_jitter(rng, (0.45, 0.28, 0.19), light, 0.08),
@@ -357,10 +385,11 @@ def _mel(dx: str, look: str, rng: np.random.Generator) -> Lesion:
     )
 
 
-def _nv(dx: str, look: str, rng: np.random.Generator) -> Lesion:
-    light = float(np.exp(rng.normal(0, 0.2)))
+def _nv(dx: str, rng: np.random.Generator) -> Lesion:
+    light = float(np.exp(rng.normal(0, 0.15)))
     return _base(
-        dx, look, rng,
+        dx,
+        rng,
         radius=float(rng.uniform(0.16, 0.30)),
         border=_border(rng, asymmetry=0.03, irregularity=0.008, elongation=rng.normal(0, 0.06)),
         edge=float(rng.uniform(0.06, 0.16)),
@@ -373,13 +402,19 @@ def _nv(dx: str, look: str, rng: np.random.Generator) -> Lesion:
     )
 
 
-def _bkl(dx: str, look: str, rng: np.random.Generator) -> Lesion:
-    light = float(np.exp(rng.normal(0.0, 0.18)))
+def _bkl(dx: str, rng: np.random.Generator) -> Lesion:
+    light = float(np.exp(rng.normal(0.08, 0.15)))
     waxy = _jitter(rng, (0.70, 0.55, 0.38), light)
     return _base(
-        dx, look, rng,
+        dx,
+        rng,
         radius=float(rng.uniform(0.18, 0.34)),
-        border=_border(rng, asymmetry=rng.uniform(0.03, 0.08), irregularity=rng.uniform(0.01, 0.025), elongation=rng.normal(0.1, 0.06)),
+        border=_border(
+            rng,
+            asymmetry=rng.uniform(0.03, 0.08),
+            irregularity=rng.uniform(0.01, 0.025),
+            elongation=rng.normal(0.1, 0.06),
+        ),
         edge=float(rng.uniform(0.008, 0.03)),
         opacity=0.98,
         body=waxy,
@@ -393,11 +428,12 @@ def _bkl(dx: str, look: str, rng: np.random.Generator) -> Lesion:
     )
 
 
-def _bcc(dx: str, look: str, rng: np.random.Generator) -> Lesion:
+def _bcc(dx: str, rng: np.random.Generator) -> Lesion:
     starts = rng.uniform(-0.7, 0.7, (int(rng.integers(3, 9)), 2))
     vessels = np.stack([starts, starts + rng.normal(0, 0.35, starts.shape)], axis=1).astype(np.float32)
     return _base(
-        dx, look, rng,
+        dx,
+        rng,
         radius=float(rng.uniform(0.18, 0.32)),
         border=_border(rng, asymmetry=0.07, irregularity=0.02, elongation=0.0),
         edge=float(rng.uniform(0.05, 0.15)),
@@ -409,9 +445,10 @@ def _bcc(dx: str, look: str, rng: np.random.Generator) -> Lesion:
     )
 
 
-def _akiec(dx: str, look: str, rng: np.random.Generator) -> Lesion:
+def _akiec(dx: str, rng: np.random.Generator) -> Lesion:
     return _base(
-        dx, look, rng,
+        dx,
+        rng,
         radius=float(rng.uniform(0.2, 0.35)),
         border=_border(rng, asymmetry=0.08, irregularity=0.03, elongation=0.05),
         edge=float(rng.uniform(0.05, 0.15)),
@@ -422,9 +459,10 @@ def _akiec(dx: str, look: str, rng: np.random.Generator) -> Lesion:
     )
 
 
-def _df(dx: str, look: str, rng: np.random.Generator) -> Lesion:
+def _df(dx: str, rng: np.random.Generator) -> Lesion:
     return _base(
-        dx, look, rng,
+        dx,
+        rng,
         radius=float(rng.uniform(0.14, 0.24)),
         border=_border(rng, asymmetry=0.03, irregularity=0.01, elongation=0.05),
         edge=float(rng.uniform(0.1, 0.2)),
@@ -435,9 +473,10 @@ def _df(dx: str, look: str, rng: np.random.Generator) -> Lesion:
     )
 
 
-def _vasc(dx: str, look: str, rng: np.random.Generator) -> Lesion:
+def _vasc(dx: str, rng: np.random.Generator) -> Lesion:
     return _base(
-        dx, look, rng,
+        dx,
+        rng,
         radius=float(rng.uniform(0.14, 0.26)),
         border=_border(rng, asymmetry=0.04, irregularity=0.015, elongation=0.05),
         edge=float(rng.uniform(0.02, 0.06)),

@@ -85,8 +85,8 @@ def download(
             failures = 0 if _size(part) > before else failures + 1
             if failures > retries:
                 raise DataError(
-                    f"downloading {name} from {url} failed {failures} times in a row ({err}); "
-                    f"the partial file {part} is kept: rerun to resume"
+                    f"downloading {name} from {url} failed {failures} times in a row ({err}): "
+                    "check the connection and data.base_url, then rerun (a partial download resumes)"
                 ) from None
             wait = backoff * 2 ** max(failures - 1, 0)
             log.warning("%s: %s; resuming from byte %d in %.1f s", name, err, _size(part), wait)

@@ -74,10 +74,12 @@ def build_index(
     if extra:
         log.warning("%d images have no metadata row and are left out of the index", extra)
     index = metadata.assign(image_path=metadata["image_id"].map(images), mask_path=metadata["image_id"].map(masks))
-    index = index.sort_values("image_id", kind="stable").reset_index(drop=True)
+    index = index[INDEX_SCHEMA.names].sort_values("image_id", kind="stable").reset_index(drop=True)
     log.info(
         "indexed %d images (%d with masks) of %d lesions",
-        len(index), index["mask_path"].notna().sum(), index["lesion_id"].nunique(),
+        len(index),
+        index["mask_path"].notna().sum(),
+        index["lesion_id"].nunique(),
     )
     return index
 
@@ -147,14 +149,20 @@ def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
     for column in ("lesion_id", "image_id", "dx"):
         blank = metadata[column].str.strip() == ""
         if blank.any():
-            raise DataError(f"{path.name} has {int(blank.sum())} rows without {column} (first at row {int(blank.idxmax()) + 2})")
+            raise DataError(
+                f"{path.name} has {int(blank.sum())} rows without {column} (first at row {int(blank.idxmax()) + 2})"
+            )
     duplicated = metadata["image_id"][metadata["image_id"].duplicated()]
     if len(duplicated):
-        raise DataError(f"{path.name} lists {len(duplicated)} image ids twice, e.g. {sorted(set(duplicated))[:_EXAMPLES]}")
+        raise DataError(
+            f"{path.name} lists {len(duplicated)} image ids twice, e.g. {sorted(set(duplicated))[:_EXAMPLES]}"
+        )
     age = pd.to_numeric(metadata["age"], errors="coerce")
     bad_age = metadata["age"].ne("") & age.isna()
     if bad_age.any():
-        raise DataError(f"{path.name} has non-numeric ages, e.g. {metadata['age'][bad_age].unique()[:_EXAMPLES].tolist()}")
+        raise DataError(
+            f"{path.name} has non-numeric ages, e.g. {metadata['age'][bad_age].unique()[:_EXAMPLES].tolist()}"
+        )
     return metadata.assign(age=age.astype("float64"))
 
 
@@ -169,7 +177,9 @@ def _verified_files(manifest_path: str | os.PathLike) -> dict[str, list[tuple[st
     for record in records:
         path = manifest_path.parent / record["path"]
         if not path.exists():
-            raise DataError(f"{path}, listed in {manifest_path}, is missing: rerun the acquire step (snakemake --forcerun acquire)")
+            raise DataError(
+                f"{path}, listed in {manifest_path}, is missing: rerun the acquire step (snakemake --forcerun acquire)"
+            )
         if record["kind"] != "folder":
             md5 = md5_file(path)
             if md5 != record["md5"]:

@@ -45,6 +45,8 @@ _VIEWS = np.array([1, 2, 3, 4, 5, 6])
 _VIEW_P = np.array([0.79, 0.13, 0.045, 0.02, 0.01, 0.005])
 _JPEG = dict(format="JPEG", quality=90, subsampling="4:2:0", optimize=False, progressive=False)
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: same seed, same archive bytes
+# Per-lesion patient metadata, roughly as distributed in HAM10000: how each diagnosis was
+# confirmed, age (mean, sd) and body site (relative frequency).
 _DX_TYPE = {
     "mel": {"histo": 0.97, "consensus": 0.02, "confocal": 0.01},
     "nv": {"follow_up": 0.55, "histo": 0.35, "consensus": 0.08, "confocal": 0.02},
@@ -54,10 +56,31 @@ _DX_TYPE = {
     "df": {"consensus": 0.6, "histo": 0.4},
     "vasc": {"consensus": 0.5, "histo": 0.5},
 }
-_AGE = {"mel": (62, 14), "nv": (45, 16), "bkl": (62, 13), "bcc": (66, 12), "akiec": (67, 11), "df": (50, 15), "vasc": (50, 20)}
+_AGE = {
+    "mel": (62, 14),
+    "nv": (45, 16),
+    "bkl": (62, 13),
+    "bcc": (66, 12),
+    "akiec": (67, 11),
+    "df": (50, 15),
+    "vasc": (50, 20),
+}
 _SITES = {
-    "back": 22, "lower extremity": 21, "trunk": 14, "upper extremity": 11, "abdomen": 10, "face": 7,
-    "chest": 4, "foot": 3, "unknown": 2, "neck": 2, "scalp": 1.3, "hand": 0.9, "ear": 0.6, "genital": 0.5, "acral": 0.1,
+    "back": 22,
+    "lower extremity": 21,
+    "trunk": 14,
+    "upper extremity": 11,
+    "abdomen": 10,
+    "face": 7,
+    "chest": 4,
+    "foot": 3,
+    "unknown": 2,
+    "neck": 2,
+    "scalp": 1.3,
+    "hand": 0.9,
+    "ear": 0.6,
+    "genital": 0.5,
+    "acral": 0.1,
 }
 
 
@@ -71,7 +94,7 @@ def generate(
 ) -> list[Path]:
     """Write HAM10000-format image zips, metadata csv and mask zip to `out_dir`; return their paths."""
     started = time.perf_counter()
-    metadata, lesions, views = _plan(images, seed)
+    metadata, lesions, views = plan(images, seed)
     out_dir = Path(out_dir)
     order = np.argsort(metadata["image_id"].to_numpy(), kind="stable")
     n_parts = math.ceil(len(order) / images_per_archive)
@@ -90,13 +113,16 @@ def generate(
     atomic.write_text(metadata.to_csv(index=False), out_dir / METADATA_NAME)
     log.info(
         "generated %d synthetic images of %d lesions (%s) in %.1f s",
-        len(metadata), metadata["lesion_id"].nunique(), metadata["dx"].value_counts().to_dict(), time.perf_counter() - started,
+        len(metadata),
+        metadata["lesion_id"].nunique(),
+        metadata["dx"].value_counts().to_dict(),
+        time.perf_counter() - started,
     )
     return [*parts, out_dir / METADATA_NAME, out_dir / MASKS_NAME]
 
 
-def _plan(images: Mapping[str, int], seed: int) -> tuple[pd.DataFrame, list[Lesion], list[View]]:
-    """Metadata rows (HAM10000 order: by dx, then lesion) and each row's lesion and view."""
+def plan(images: Mapping[str, int], seed: int) -> tuple[pd.DataFrame, list[Lesion], list[View]]:
+    """Metadata rows (HAM10000 order: by dx, then lesion) and each row's lesion and view, unrendered."""
     unknown = sorted(set(images) - set(DX_CODES))
     if unknown:
         raise DataError(f"data.synthetic.images has unknown dx codes {unknown}: use only {list(DX_CODES)}")
@@ -121,7 +147,14 @@ def _plan(images: Mapping[str, int], seed: int) -> tuple[pd.DataFrame, list[Lesi
         lesion = draw_lesion(dx, lesion_rng)
         patient = _patient(dx, lesion_rng)
         for view in range(n_views):
-            rows.append({"lesion_id": f"HAM_{number:07d}", "image_id": image_id(int(image_numbers[len(rows)])), "dx": dx, **patient})
+            rows.append(
+                {
+                    "lesion_id": f"HAM_{number:07d}",
+                    "image_id": image_id(int(image_numbers[len(rows)])),
+                    "dx": dx,
+                    **patient,
+                }
+            )
             lesions.append(lesion)
             views.append(draw_view(lesion_rng, first=view == 0))
     metadata = pd.DataFrame(rows, columns=list(METADATA_COLUMNS))

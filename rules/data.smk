@@ -1,0 +1,97 @@
+# Data stage: acquire -> index -> split -> cache (file contracts in notes/CONTRACTS.md).
+
+
+# What determines the acquired files of each data.source: a change reruns acquire and all after it.
+ACQUIRE_SETTINGS = {
+    "synthetic": ["source", "synthetic"],
+    "ham10000": ["source", "base_url", "download_masks", "masks_datafile_id"],
+    "local": ["source", "local_dir"],
+}
+
+
+rule acquire:
+    """Download, find (data.local_dir) or generate the raw HAM10000-format files; the manifest lists them."""
+    output:
+        manifest="results/data/raw/manifest.json",
+    log:
+        "results/logs/data/acquire.log",
+    benchmark:
+        "results/benchmarks/data/acquire.tsv"
+    localrule: True
+    conda:
+        "../envs/data.yaml"
+    params:
+        settings={
+            key: config["data"][key]
+            for key in ACQUIRE_SETTINGS[config["data"]["source"]]
+        },
+    script:
+        "../scripts/acquire.py"
+
+
+rule index:
+    """Extract and check every image (and mask) the manifest lists; join them with the metadata."""
+    input:
+        manifest=rules.acquire.output.manifest,
+    output:
+        index="results/data/index.parquet",
+        images=directory("results/data/images"),
+        masks=directory("results/data/masks"),
+    log:
+        "results/logs/data/index.log",
+    benchmark:
+        "results/benchmarks/data/index.tsv"
+    conda:
+        "../envs/data.yaml"
+    params:
+        max_unreadable=config["data"]["max_unreadable"],
+    script:
+        "../scripts/index.py"
+
+
+rule split:
+    """Lesion-grouped, stratified train/val/test split with exact per-class counts."""
+    input:
+        index=rules.index.output.index,
+    output:
+        splits="results/data/splits.parquet",
+    log:
+        "results/logs/data/split.log",
+    benchmark:
+        "results/benchmarks/data/split.tsv"
+    conda:
+        "../envs/data.yaml"
+    params:
+        classes=config["data"]["classes"],
+        train_per_class=config["data"]["train_per_class"],
+        test_per_class=config["data"]["test_per_class"],
+        val_fraction=config["data"]["val_fraction"],
+        group_by_lesion=config["data"]["group_by_lesion"],
+        seed=config["data"]["split_seed"],
+    script:
+        "../scripts/split.py"
+
+
+rule cache:
+    """One split's images (and masks) resized to size x size, as uint8 tensors."""
+    input:
+        splits=rules.split.output.splits,
+        index=rules.index.output.index,
+        images=rules.index.output.images,
+        masks=rules.index.output.masks,
+    output:
+        cache="results/data/cache/{split}_{size}px.pt",
+    log:
+        "results/logs/data/cache/{split}_{size}px.log",
+    benchmark:
+        "results/benchmarks/data/cache/{split}_{size}px.tsv"
+    wildcard_constraints:
+        split="train|val|test",
+        size=r"\d+",
+    conda:
+        "../envs/data.yaml"
+    threads: 2
+    params:
+        classes=config["data"]["classes"],
+    script:
+        "../scripts/cache.py"

@@ -1,0 +1,316 @@
+"""The training methods: L_syn, DPAAT's and AMAT's eps rules, and each method's loss."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from scipy.spatial.distance import jensenshannon
+from torch import nn
+
+from dpaat.attacks import pgd
+from dpaat.methods import (
+    METHODS,
+    Adversary,
+    MethodConfig,
+    TrainingMethod,
+    amat_update,
+    build_method,
+    dpaat_epsilons,
+    synchronization_loss,
+)
+
+SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema" / "config.schema.yaml"
+EPS = 0.3
+
+
+def training_mapping(**overrides) -> dict:
+    """A complete `training` mapping as the schema would fill it, with a 3-step adversary."""
+    mapping = {
+        "alpha": 0.5,
+        "beta": 1.0,
+        "adversary": {"norm": "l2", "eps": EPS, "steps": 3, "step_size": 0.15, "random_start": False},
+        "amat": {"delta_eps_fraction": 0.1, "eps_max_factor": 2.0, "xi": None},
+        "dpaat": {"eps_max_factor": 2.0},
+    }
+    mapping.update(overrides)
+    return mapping
+
+
+class TinyNet(nn.Module):
+    """Normalises inside, no BatchNorm or dropout: train and eval mode compute the same function."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1))
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 6 * 6, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv((x - self.mean) / self.std)).flatten(1))
+
+
+@pytest.fixture
+def batch() -> tuple[TinyNet, torch.Tensor, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = TinyNet()
+    x = torch.rand(6, 3, 6, 6)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    return model, x, y, torch.arange(6)
+
+
+# ---------------------------------------------------------------- synchronization loss
+
+
+def test_synchronization_loss_matches_scipy_jensen_shannon():
+    torch.manual_seed(1)
+    a, b = torch.randn(5, 4, dtype=torch.float64), 3 * torch.randn(5, 4, dtype=torch.float64)
+    p, q = F.softmax(a, 1).numpy(), F.softmax(b, 1).numpy()
+    # scipy returns the JS *distance* sqrt(JS); with base e its square is JS in nats.
+    expected = np.mean([jensenshannon(p[i], q[i], base=math.e) ** 2 for i in range(5)])
+    assert synchronization_loss(a, b).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_synchronization_loss_hand_worked_two_class_cases():
+    half = torch.tensor([[0.0, 0.0]])
+    certain_first = torch.tensor([[0.0, -200.0]])
+    certain_second = torch.tensor([[-200.0, 0.0]])
+    # p = (1/2, 1/2), q = (1, 0): m = (3/4, 1/4), JS = ½·½ln(4/3) + ½·ln(4/3) = ¾ ln(4/3).
+    assert synchronization_loss(half, certain_first).item() == pytest.approx(0.75 * math.log(4 / 3), rel=1e-6)
+    # Disjoint supports reach the bound ln 2; equal predictions give 0.
+    assert synchronization_loss(certain_first, certain_second).item() == pytest.approx(math.log(2), rel=1e-6)
+    assert synchronization_loss(half, half).item() == 0.0
+
+
+def test_synchronization_loss_is_zero_for_equal_and_bounded_by_ln2():
+    torch.manual_seed(2)
+    a = 10 * torch.randn(64, 5)
+    assert synchronization_loss(a, a.clone()).item() == pytest.approx(0.0, abs=1e-7)
+    per_sample = torch.stack([synchronization_loss(a[i : i + 1], -a[i : i + 1]) for i in range(64)])
+    assert bool((per_sample <= math.log(2) + 1e-6).all()) and bool((per_sample > 0).all())
+
+
+def test_synchronization_loss_grows_as_distributions_part():
+    values = [synchronization_loss(torch.tensor([[0.0, t]]), torch.tensor([[0.0, -t]])).item() for t in (0, 0.5, 1, 2, 4, 8)]
+    assert values[0] == 0.0
+    assert all(later > earlier for earlier, later in zip(values, values[1:]))
+    assert values[-1] < math.log(2)
+
+
+def test_synchronization_loss_gradients_flow_through_both_branches():
+    torch.manual_seed(3)
+    a = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(synchronization_loss, (a, b))
+    synchronization_loss(a, b).backward()
+    assert a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------- DPAAT's eps rule (Eq. 15)
+
+
+def test_dpaat_epsilons_hand_worked_batch():
+    # ΔL = [1, 3, 2]: avg 2; |ΔL−avg|/avg = [0.5, 0.5, 0] → γ = [0.15, 0.15, 0].
+    # Sample 0 is stable (grow), 1 fragile (shrink), 2 at the mean (stable, γ = 0).
+    eps_i = dpaat_epsilons(torch.tensor([1.0, 3.0, 2.0]), torch.tensor([0.3, 0.3, 0.25]), eps=0.3, eps_max=0.6)
+    assert torch.allclose(eps_i, torch.tensor([0.45, 0.15, 0.25]))
+
+
+def test_dpaat_epsilons_mean_change_near_zero_caps_gamma_at_eps():
+    # ΔL_avg = 0: the paper divides by 0; the cap makes γ = eps exactly.
+    eps_i = dpaat_epsilons(torch.tensor([-1.0, 1.0]), torch.tensor([0.3, 0.3]), eps=0.3, eps_max=0.6)
+    assert torch.allclose(eps_i, torch.tensor([0.6, 0.0]))
+    assert torch.isfinite(eps_i).all()
+
+
+def test_dpaat_epsilons_negative_mean_change_uses_its_magnitude():
+    # ΔL = [-3, -1]: avg -2, |avg| = 2 → γ = 0.3·0.5 = 0.15; -1 > -2 is the fragile one.
+    eps_i = dpaat_epsilons(torch.tensor([-3.0, -1.0]), torch.tensor([0.2, 0.2]), eps=0.3, eps_max=0.6)
+    assert torch.allclose(eps_i, torch.tensor([0.35, 0.05]))
+
+
+def test_dpaat_epsilons_clamps_to_zero_and_eps_max():
+    # ΔL = [0, 0, 3]: avg 1; γ = 0.3·min(1, [1, 1, 2]) = 0.3 for all.
+    eps_i = dpaat_epsilons(torch.tensor([0.0, 0.0, 3.0]), torch.tensor([0.5, 0.1, 0.1]), eps=0.3, eps_max=0.6)
+    assert torch.allclose(eps_i, torch.tensor([0.6, 0.4, 0.0]))  # 0.8 → 0.6, 0.4, -0.2 → 0
+
+
+def test_dpaat_epsilons_equal_changes_keep_the_perturbation_norms():
+    norms = torch.tensor([0.3, 0.2, 0.1])
+    assert torch.equal(dpaat_epsilons(torch.full((3,), 0.7), norms, eps=0.3, eps_max=0.6), norms)
+
+
+# ---------------------------------------------------------------- AMAT's eps rule (Eq. 5)
+
+
+def test_amat_update_hand_worked_samples():
+    eps = torch.tensor([0.30, 0.30, 0.58, 0.10, 0.40])
+    adv_loss = torch.tensor([0.1, 0.9, 0.1, 0.9, 0.5])  # ξ = 0.5: the last is not below it
+    norms = torch.tensor([0.30, 0.20, 0.58, 0.00, 0.30])
+    new = amat_update(eps, adv_loss, norms, xi=0.5, delta_eps=0.03, eps_max=0.6)
+    # grow 0.30+0.03; average (0.30+0.20)/2; grow 0.61 → clamp 0.6; average 0.05; average 0.35.
+    assert torch.allclose(new, torch.tensor([0.33, 0.25, 0.60, 0.05, 0.35]))
+
+
+def test_amat_step_updates_only_the_attacked_samples(batch):
+    model, x, y, _ = batch
+    method = build_method("amat", training_mapping(), num_samples=10, xi=0.8)
+    index = torch.tensor([7, 2, 9, 0, 4, 5])
+    method.eps_store[index] = torch.tensor([0.3, 0.1, 0.5, 0.6, 0.0, 0.2])
+    before = method.eps_store.clone()
+    _, stats = method.loss(model, x, y, index)
+    assert torch.equal(stats["eps"], before[index])
+    # Reference: the same attack and CE, then Eq. 5 by hand.
+    steps = 0.15 * before[index] / EPS
+    x_adv = pgd(model, x, y, eps=before[index], steps=3, step_size=steps)
+    ce_adv = F.cross_entropy(model(x_adv), y, reduction="none")
+    norms = (x_adv - x).flatten(1).norm(dim=1)
+    expected = torch.where(ce_adv < 0.8, before[index] + 0.03, (before[index] + norms) / 2).clamp(0, 0.6)
+    assert torch.allclose(method.eps_store[index], expected, atol=1e-6)
+    untouched = torch.tensor([1, 3, 6, 8])
+    assert torch.equal(method.eps_store[untouched], before[untouched])
+
+
+def test_amat_store_starts_at_eps_and_round_trips(batch):
+    method = build_method("amat", training_mapping(), num_samples=10, xi=0.8)
+    assert torch.equal(method.eps_store, torch.full((10,), EPS))
+    method.eps_store[3] = 0.55
+    other = build_method("amat", training_mapping(), num_samples=10, xi=0.8)
+    other.load_state_dict(method.state_dict())
+    assert torch.equal(other.eps_store, method.eps_store)
+    with pytest.raises(ValueError, match="shape"):
+        build_method("amat", training_mapping(), num_samples=4, xi=0.8).load_state_dict(method.state_dict())
+    with pytest.raises(ValueError, match="num_samples"):
+        method.prepare(11, "cpu")
+
+
+def test_amat_xi_comes_from_the_argument_else_the_config_else_errors():
+    with pytest.raises(ValueError, match="ξ"):
+        build_method("amat", training_mapping(), num_samples=4)
+    fixed = training_mapping(amat={"delta_eps_fraction": 0.1, "eps_max_factor": 2.0, "xi": 0.25})
+    assert build_method("amat", fixed, num_samples=4).xi == 0.25
+    assert build_method("amat", fixed, num_samples=4, xi=0.7).xi == 0.7
+    with pytest.raises(ValueError, match="num_samples"):
+        build_method("amat", fixed)
+
+
+# ---------------------------------------------------------------- each method's loss
+
+
+def ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
+def fixed_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return pgd(model, x, y, eps=EPS, steps=3, step_size=0.15)
+
+
+def test_std_at_sat_and_d_b_losses_follow_their_definitions(batch):
+    model, x, y, index = batch
+    cfg = training_mapping(alpha=0.3, beta=2.0)
+    x_adv = fixed_pgd(model, x, y)
+    expected = {
+        "std": ce(model, x, y),
+        "at": ce(model, x_adv, y),
+        "sat": 0.3 * ce(model, x_adv, y) + 0.7 * ce(model, x, y),
+        "d_b": 0.3 * ce(model, x_adv, y) + 0.7 * ce(model, x, y) + 2.0 * synchronization_loss(model(x), model(x_adv)),
+    }
+    for name, reference in expected.items():
+        loss, stats = build_method(name, cfg).loss(model, x, y, index)
+        assert loss.item() == pytest.approx(reference.item(), rel=1e-5), name
+        assert stats == {}
+
+
+def test_dpaat_loss_follows_algorithm_1(batch):
+    model, x, y, index = batch
+    cfg = training_mapping(alpha=0.6, beta=1.5)
+    x_adv0 = fixed_pgd(model, x, y)
+    delta_loss = F.cross_entropy(model(x_adv0), y, reduction="none") - F.cross_entropy(model(x), y, reduction="none")
+    eps_i = dpaat_epsilons(delta_loss, (x_adv0 - x).flatten(1).norm(dim=1), eps=EPS, eps_max=2 * EPS)
+    x_adv = pgd(model, x, y, eps=eps_i, steps=3, step_size=0.15 * eps_i / EPS)
+    adapted = 0.6 * ce(model, x_adv, y) + 0.4 * ce(model, x, y)
+    sync = synchronization_loss(model(x), model(x_adv))
+
+    loss, stats = build_method("dpaat", cfg).loss(model, x, y, index)
+    assert torch.allclose(stats["eps"], eps_i, atol=1e-6)
+    assert loss.item() == pytest.approx((adapted + 1.5 * sync).item(), rel=1e-5)
+    # D-A is DPAAT without L_syn whatever β says.
+    loss_a, stats_a = build_method("d_a", cfg).loss(model, x, y, index)
+    assert torch.allclose(stats_a["eps"], eps_i, atol=1e-6)
+    assert loss_a.item() == pytest.approx(adapted.item(), rel=1e-5)
+
+
+def test_dpaat_adapts_eps_per_sample_not_uniformly(batch):
+    model, x, y, index = batch
+    _, stats = build_method("dpaat", training_mapping()).loss(model, x, y, index)
+    assert stats["eps"].shape == (6,)
+    assert float(stats["eps"].std()) > 0
+    assert bool(((stats["eps"] >= 0) & (stats["eps"] <= 2 * EPS)).all())
+
+
+def test_methods_leave_parameter_gradients_to_the_caller(batch):
+    model, x, y, index = batch
+    for name in METHODS:
+        method = build_method(name, training_mapping(), num_samples=6, xi=0.5)
+        loss, _ = method.loss(model, x, y, index)
+        assert all(p.grad is None for p in model.parameters()), name
+        loss.backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters()), name
+        model.zero_grad(set_to_none=True)
+
+
+# ---------------------------------------------------------------- adversary with per-sample eps
+
+
+def test_per_sample_attack_scales_the_step_with_eps(batch):
+    model, x, y, _ = batch
+    adversary = Adversary(norm="l2", eps=EPS, steps=3, step_size=0.15)
+    assert torch.equal(adversary.attack(model, x, y, eps=torch.full((6,), EPS)), adversary.attack(model, x, y))
+    eps_i = torch.tensor([0.0, 0.1, 0.3, 0.45, 0.6, 0.2])
+    x_adv = adversary.attack(model, x, y, eps=eps_i)
+    assert torch.equal(x_adv[0], x[0])
+    assert bool((adversary.perturbation_norms(x_adv, x) <= eps_i + 1e-5).all())
+
+
+def test_perturbation_norms_in_each_threat_model():
+    x = torch.zeros(2, 3, 2, 2)
+    x_adv = x.clone()
+    x_adv[0, 0, 0, 0], x_adv[0, 1, 1, 1] = 0.3, -0.4  # L2 0.5, Linf 0.4
+    x_adv[1, 2, 0, 1] = 0.1
+    assert torch.allclose(Adversary("l2", 0.3, 1, 0.1).perturbation_norms(x_adv, x), torch.tensor([0.5, 0.1]))
+    assert torch.allclose(Adversary("linf", 0.3, 1, 0.1).perturbation_norms(x_adv, x), torch.tensor([0.4, 0.1]))
+
+
+# ---------------------------------------------------------------- registry and config
+
+
+def test_registry_covers_exactly_the_configurable_methods():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    names = schema["properties"]["training"]["properties"]["methods"]["items"]["enum"]
+    assert set(METHODS) == set(names)
+    assert all(issubclass(cls, TrainingMethod) and cls.name == key for key, cls in METHODS.items())
+    assert [name for name, cls in METHODS.items() if not cls.adversarial] == ["std"]
+
+
+def test_build_method_rejects_unknown_names_and_incomplete_configs():
+    with pytest.raises(ValueError, match="unknown training method 'pgd'"):
+        build_method("pgd", training_mapping())
+    incomplete = training_mapping()
+    del incomplete["adversary"]
+    with pytest.raises(KeyError, match="adversary"):
+        build_method("at", incomplete)
+    with pytest.raises(ValueError, match="norm"):
+        MethodConfig.from_mapping(training_mapping(adversary={"norm": "l1", "eps": 0.3, "steps": 1, "step_size": 0.1}))
+
+
+def test_describe_records_the_settings_used():
+    described = build_method("amat", training_mapping(), num_samples=3, xi=0.42).describe()
+    assert described["method"] == "amat" and described["xi"] == 0.42
+    assert described["delta_eps"] == pytest.approx(0.1 * EPS) and described["eps_max"] == pytest.approx(2 * EPS)
+    assert build_method("d_a", training_mapping(beta=1.0)).describe()["beta"] == 0.0
