@@ -22,15 +22,18 @@ from dpaat.attacks import pgd  # noqa: E402
 from dpaat.models import ARCHITECTURES, build_model  # noqa: E402
 
 
-def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> float:
-    """Wall seconds of one call, with the GPU queue drained before and after."""
+def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[float, float]:
+    """Wall and process-CPU seconds of one call, with the GPU queue drained before and after.
+
+    CPU time is the steadier measure on a shared CPU, where other jobs stretch wall time.
+    """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main() -> None:
@@ -64,21 +67,33 @@ def main() -> None:
         return theirs_attack(x, y)
 
     max_diff = (ours() - theirs()).abs().max().item()  # also the warm-up run of each
-    times: dict[str, list[float]] = {"dpaat.pgd": [], "torchattacks.PGDL2": []}
+    runs: dict[str, list[tuple[float, float]]] = {"dpaat.pgd": [], "torchattacks.PGDL2": []}
     for _ in range(args.repeats):  # interleaved so that load drifts hit both alike
-        times["dpaat.pgd"].append(timed(ours, device))
-        times["torchattacks.PGDL2"].append(timed(theirs, device))
-    median = {name: statistics.median(t) for name, t in times.items()}
+        runs["dpaat.pgd"].append(timed(ours, device))
+        runs["torchattacks.PGDL2"].append(timed(theirs, device))
+    wall = {name: statistics.median(w for w, _ in r) for name, r in runs.items()}
+    cpu = {name: statistics.median(c for _, c in r) for name, r in runs.items()}
 
-    print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
-          f"threads: {torch.get_num_threads()}, torch {torch.__version__}, torchattacks {torchattacks.__version__}")
-    print(f"model: {args.arch}, batch: {args.batch}, image size: {args.image_size}, steps: {args.steps}, "
-          f"eps: {args.eps} (L2), repeats: {args.repeats}")
+    print(
+        f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
+        f"threads: {torch.get_num_threads()}, torch {torch.__version__}, torchattacks {torchattacks.__version__}"
+    )
+    print(
+        f"model: {args.arch}, batch: {args.batch}, image size: {args.image_size}, steps: {args.steps}, "
+        f"eps: {args.eps} (L2), repeats: {args.repeats}"
+    )
     # Not 0 on an untrained net: torchattacks adds 1e-10 to a gradient norm that is itself ~1e-10 there.
     print(f"max |ours - theirs|: {max_diff:.2e}")
-    for name, t in times.items():
-        print(f"{name:20s} median {median[name] * 1000:8.1f} ms  (runs: {', '.join(f'{v * 1000:.0f}' for v in t)})")
-    print(f"ratio ours/theirs: {median['dpaat.pgd'] / median['torchattacks.PGDL2']:.3f}")
+    for name, r in runs.items():
+        print(
+            f"{name:20s} median wall {wall[name] * 1000:8.1f} ms, cpu {cpu[name] * 1000:8.1f} ms"
+            f"  (wall runs: {', '.join(f'{w * 1000:.0f}' for w, _ in r)})"
+        )
+    ours_name, theirs_name = runs
+    print(
+        f"ratio ours/theirs: wall {wall[ours_name] / wall[theirs_name]:.3f}, "
+        f"cpu {cpu[ours_name] / cpu[theirs_name]:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -100,7 +100,8 @@ def main() -> None:
     print(f"{'method':<7} {'s/step':>8} {'x STD':>7} {'ideal':>7}  formula")
     for name in methods:
         formula, ideal = IDEAL[name]
-        print(f"{name:<7} {median[name]:>8.4f} {median[name] / median['std']:>7.2f} {ideal(args.steps):>7.2f}  {formula}")
+        ratio = median[name] / median["std"]
+        print(f"{name:<7} {median[name]:>8.4f} {ratio:>7.2f} {ideal(args.steps):>7.2f}  {formula}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ MUNGE_KEY = Path("/etc/munge/munge.key")
 MUNGE_SOCKET_DIR = Path("/run/munge")
 MARKER = "# written by tests/slurm_cluster.py; removed when its cluster stops"
 PARTITION = "debug"
-DAEMONS = ("munged", "mungekey", "munge", "unmunge", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel")
+BINARIES = ("munged", "mungekey", "munge", "unmunge", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel")
 # slurmctld and slurmd listen on these; a daemon already there would answer our clients.
 PORTS = (6817, 6818)
 
@@ -68,7 +69,7 @@ def unavailable_reason() -> str | None:
     """Why a cluster cannot be started here, or None when it can."""
     if os.geteuid() != 0:
         return "starting SLURM daemons needs root (run the tests as root, as CI does)"
-    missing = [name for name in DAEMONS if shutil.which(name) is None]
+    missing = [name for name in BINARIES if shutil.which(name) is None]
     if missing:
         return f"SLURM/munge binaries missing ({', '.join(missing)}); run .ci/install_slurm.sh as root"
     for name in ("slurm.conf", "gres.conf"):
@@ -168,7 +169,7 @@ def _node_state() -> str:
     return result.stdout.strip() if result.returncode == 0 else ""
 
 
-def _wait(ready, timeout: float, what: str, cluster: SlurmCluster) -> None:
+def _wait(ready: Callable[[], bool], timeout: float, what: str, cluster: SlurmCluster) -> None:
     """Poll `ready()` until true; on timeout stop the cluster and raise with the daemon logs."""
     deadline = time.monotonic() + timeout
     while not ready():

@@ -218,12 +218,17 @@ def test_bad_inputs_give_clear_errors(kwargs, message, net, data):
 def test_spec_defaults_follow_the_spec():
     eps = 1 / 255
     assert AttackSpec.from_config({"kind": "fgsm", "eps": eps}) == AttackSpec("fgsm", eps, 1, eps, "linf")
-    assert AttackSpec.from_config({"kind": "ifgsm", "eps": eps, "steps": 10}) == AttackSpec("ifgsm", eps, 10, eps / 4, "linf")
+    assert AttackSpec.from_config({"kind": "ifgsm", "eps": eps, "steps": 10}) == AttackSpec(
+        "ifgsm", eps, 10, eps / 4, "linf"
+    )
     # 2.5 * 0.3 / 20 = 0.0375
     pgd20 = AttackSpec.from_config({"kind": "pgd", "eps": 0.3, "steps": 20, "step_size": None})
     assert (pgd20.kind, pgd20.eps, pgd20.steps, pgd20.norm) == ("pgd", 0.3, 20, "l2")
     assert pgd20.step_size == pytest.approx(0.0375)
-    assert AttackSpec.from_config({"kind": "pgd", "eps": 0.1, "steps": 4, "norm": "linf", "step_size": 0.01}).norm == "linf"
+    assert (
+        AttackSpec.from_config({"kind": "pgd", "eps": 0.1, "steps": 4, "norm": "linf", "step_size": 0.01}).norm
+        == "linf"
+    )
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,9 @@ def test_synchronization_loss_is_zero_for_equal_and_bounded_by_ln2():
 
 
 def test_synchronization_loss_grows_as_distributions_part():
-    values = [synchronization_loss(torch.tensor([[0.0, t]]), torch.tensor([[0.0, -t]])).item() for t in (0, 0.5, 1, 2, 4, 8)]
+    values = [
+        synchronization_loss(torch.tensor([[0.0, t]]), torch.tensor([[0.0, -t]])).item() for t in (0, 0.5, 1, 2, 4, 8)
+    ]
     assert values[0] == 0.0
     assert all(later > earlier for earlier, later in zip(values, values[1:]))
     assert values[-1] < math.log(2)

@@ -25,6 +25,7 @@ from dpaat.predict import as_float_images
 Norm = Literal["l2", "linf"]
 AttackKind = Literal["fgsm", "ifgsm", "pgd"]
 
+
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put `model` in eval mode (BatchNorm statistics frozen) and restore its mode after."""
@@ -53,7 +54,8 @@ def _check_images(x: Tensor, y: Tensor) -> None:
 
 def _per_sample(eps: float | Tensor, x: Tensor, name: str = "eps") -> Tensor:
     """Return eps as an (N, 1, 1, 1) tensor on x's device, broadcastable against x."""
-    eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
+    # Detached: a per-sample eps computed from losses (DPAAT) must not pull the attack into the graph.
+    eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device).detach()
     if eps_t.ndim == 0:
         eps_t = eps_t.expand(x.shape[0])
     if eps_t.shape != (x.shape[0],):
@@ -154,7 +156,9 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor) -> Tens
     return pgd(model, x, y, eps=eps, steps=1, step_size=eps, norm="linf")
 
 
-def ifgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, steps: int, step_size: float | Tensor) -> Tensor:
+def ifgsm(
+    model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor, steps: int, step_size: float | Tensor
+) -> Tensor:
     """Iterative FGSM (BIM): `steps` Linf sign steps from x, projected to the eps box."""
     return pgd(model, x, y, eps=eps, steps=steps, step_size=step_size, norm="linf")
 
@@ -248,7 +252,9 @@ def run_attack(
     device = torch.device(device)
     param = next(model.parameters(), None)
     if param is not None and (param.device.type != device.type or device.index not in (None, param.device.index)):
-        raise ValueError(f"model is on {param.device} but the attack runs on {device}; call model.to({str(device)!r}) first")
+        raise ValueError(
+            f"model is on {param.device} but the attack runs on {device}; call model.to({str(device)!r}) first"
+        )
     batches = zip(x.split(batch_size), y.split(batch_size))
     out = [
         spec.perturb(model, as_float_images(xb).to(device), yb.to(device)).float().cpu()

@@ -184,7 +184,9 @@ class TrainingMethod:
                 "steps": adv.steps, "step_size": adv.step_size, "random_start": adv.random_start}
 
     @staticmethod
-    def _clean_and_adv_ce(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _clean_and_adv_ce(
+        model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Per-sample CE on clean and adversarial inputs (train-mode passes) with their logits."""
         logits_clean = model(x)
         logits_adv = model(x_adv)
@@ -283,7 +285,8 @@ class AMAT(TrainingMethod):
         x_adv = self.adversary.attack(model, x, y, eps=eps_i)
         ce_clean, ce_adv, _, _ = self._clean_and_adv_ce(model, x, x_adv, y)
         norms = self.adversary.perturbation_norms(x_adv, x)
-        self.eps_store[index] = amat_update(eps_i, ce_adv.detach().float(), norms, self.xi, self.delta_eps, self.eps_max)
+        adv_loss = ce_adv.detach().float()
+        self.eps_store[index] = amat_update(eps_i, adv_loss, norms, self.xi, self.delta_eps, self.eps_max)
         return 0.5 * (ce_adv.mean() + ce_clean.mean()), {"eps": eps_i}
 
     def prepare(self, num_samples: int, device: torch.device | str) -> None:

@@ -26,7 +26,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # torchvision's DenseNet checkpoints predate the ban on '.' in module names: their
 # keys read 'denselayer1.norm.1.weight' where the module is 'denselayer1.norm1'.
-_DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+_DENSENET_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+)
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,9 @@ class ArchSpec:
 # `features`/`norm5` are excluded: its forward applies F.relu(inplace=True) to them.
 ARCHITECTURES: Mapping[str, ArchSpec] = MappingProxyType(
     {
-        "resnet34": ArchSpec(tvm.resnet34, tvm.ResNet34_Weights.IMAGENET1K_V1, "fc", ("layer1", "layer2", "layer3", "layer4")),
+        "resnet34": ArchSpec(
+            tvm.resnet34, tvm.ResNet34_Weights.IMAGENET1K_V1, "fc", ("layer1", "layer2", "layer3", "layer4")
+        ),
         "inception_v3": ArchSpec(
             tvm.inception_v3,
             tvm.Inception_V3_Weights.IMAGENET1K_V1,
@@ -180,7 +184,9 @@ class Classifier(nn.Module):
                 h.remove()
         fitting = [name for name in names if min(sizes[name]) >= 3]
         if not fitting:
-            raise ValueError(f"{self.arch} at {image_size} px has no Grad-CAM layer with a map of at least 3x3; use larger images")
+            raise ValueError(
+                f"{self.arch} at {image_size} px has no Grad-CAM layer with a map of at least 3x3; use larger images"
+            )
         return fitting[-1]
 
 

@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -196,7 +196,9 @@ def _check_split(name: str, images: Tensor, labels: Tensor) -> None:
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"{name} must be a uint8 tensor (N, 3, S, S), got {images.dtype} {tuple(images.shape)}")
     if labels.dtype != torch.int64 or labels.shape != (images.shape[0],):
-        raise ValueError(f"{name} labels must be int64 of shape ({images.shape[0]},), got {labels.dtype} {tuple(labels.shape)}")
+        raise ValueError(
+            f"{name} labels must be int64 of shape ({images.shape[0]},), got {labels.dtype} {tuple(labels.shape)}"
+        )
     if len(images) == 0:
         raise ValueError(f"{name} is empty")
     if bool((labels < 0).any()):
@@ -235,7 +237,9 @@ def _load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any unreadable file is untrusted, whatever the reason
-        logger.warning("ignoring unreadable checkpoint %s (%s: %s); training from scratch", path, type(err).__name__, err)
+        logger.warning(
+            "ignoring unreadable checkpoint %s (%s: %s); training from scratch", path, type(err).__name__, err
+        )
         return None
     if not isinstance(blob, dict) or blob.get("fingerprint") != fingerprint:
         logger.warning(
@@ -246,10 +250,35 @@ def _load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
     return blob
 
 
-def _cpu_state(module_or_state: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Detached CPU copy of a state dict."""
-    state = module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
-    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+def _cpu_state(module: nn.Module) -> dict[str, Tensor]:
+    """Detached CPU copy of a module's state dict."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+@dataclass
+class _RunState:
+    """The loop's bookkeeping: epochs done, history and early-stopping state (checkpointed as plain data)."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    best_state: dict[str, Tensor] | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+
+    def record(self, row: dict[str, Any], model: nn.Module, patience: int) -> None:
+        """Append an epoch; in the full phase, track the best weights and the patience count."""
+        self.epoch = row["epoch"]
+        self.history.append(row)
+        if row["phase"] != "full":
+            return
+        if row["val_loss"] < self.best_val_loss:
+            self.best_val_loss, self.best_epoch, self.bad_epochs = row["val_loss"], row["epoch"], 0
+            self.best_state = _cpu_state(model)
+        else:
+            self.bad_epochs += 1
+        self.stopped_early = self.bad_epochs >= patience
 
 
 def _rng_state(shuffle: torch.Generator, device: torch.device) -> dict[str, Tensor]:
@@ -368,26 +397,22 @@ def train(
     shuffle = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
 
-    history: list[dict[str, Any]] = []
-    start, best_val_loss, best_epoch, bad_epochs, stopped_early = 0, math.inf, 0, 0, False
-    best_state: dict[str, Tensor] | None = None
+    run_state = _RunState()
     optimizer_state, optimizer_phase = None, None
     if blob is not None:
         model.load_state_dict(blob["model"])
         method.load_state_dict(blob["method"])
         _set_rng_state(blob["rng"], shuffle, device)
-        history = list(blob["history"])
-        start, bad_epochs, stopped_early = int(blob["epoch"]), int(blob["bad_epochs"]), bool(blob["stopped_early"])
-        best_val_loss, best_epoch, best_state = float(blob["best_val_loss"]), int(blob["best_epoch"]), blob["best_model"]
+        run_state = _RunState(**blob["run_state"])
         optimizer_state, optimizer_phase = blob["optimizer"], blob["optimizer_phase"]
-        logger.info("resuming %s from %s after epoch %d", method.name, path, start)
-    resumed_from = start
-    end = start if stopped_early else config.total_epochs
+        logger.info("resuming %s from %s after epoch %d", method.name, path, run_state.epoch)
+    resumed_from = run_state.epoch
+    end = resumed_from if run_state.stopped_early else config.total_epochs
 
     optimizer, phase = None, None
-    bar = tqdm(total=config.total_epochs, initial=start, disable=not progress, desc=method.name, unit="epoch")
+    bar = tqdm(total=config.total_epochs, initial=resumed_from, disable=not progress, desc=method.name, unit="epoch")
     try:
-        for epoch in range(start, end):
+        for epoch in range(resumed_from, end):
             if _phase(epoch, config) != phase:
                 phase = _phase(epoch, config)
                 optimizer = _optimizer_for(phase, trainable, head, config.lr)
@@ -413,25 +438,16 @@ def train(
                 "eps_std": float(eps_used.std(correction=0)) if eps_used is not None else math.nan,
                 "seconds": time.perf_counter() - started,
             }
-            history.append(row)
-            if phase == "full":
-                if row["val_loss"] < best_val_loss:
-                    best_val_loss, best_epoch, bad_epochs = row["val_loss"], epoch + 1, 0
-                    best_state = _cpu_state(model)
-                else:
-                    bad_epochs += 1
-                stopped_early = bad_epochs >= config.patience
-            finished = stopped_early or epoch + 1 == config.total_epochs
-            if finished and best_state is not None:
-                model.load_state_dict(best_state)
+            run_state.record(row, model, config.patience)
+            finished = run_state.stopped_early or epoch + 1 == config.total_epochs
+            if finished and run_state.best_state is not None:
+                model.load_state_dict(run_state.best_state)
             if path is not None:
                 save_torch(
                     {
-                        "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1,
+                        "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "run_state": vars(run_state),
                         "model": _cpu_state(model), "optimizer": optimizer.state_dict(), "optimizer_phase": phase,
-                        "method": method.state_dict(), "rng": _rng_state(shuffle, device), "history": history,
-                        "best_val_loss": best_val_loss, "best_epoch": best_epoch, "best_model": best_state,
-                        "bad_epochs": bad_epochs, "stopped_early": stopped_early,
+                        "method": method.state_dict(), "rng": _rng_state(shuffle, device),
                     },
                     path,
                 )
@@ -444,7 +460,7 @@ def train(
             bar.update()
             if callback is not None:
                 callback(row)
-            if finished:
+            if run_state.stopped_early:
                 break
     finally:
         bar.close()
@@ -452,10 +468,10 @@ def train(
             p.requires_grad_(True)
 
     return TrainResult(
-        history=pd.DataFrame(history, columns=HISTORY_SCHEMA.names).astype({"epoch": "int64"}),
-        best_epoch=best_epoch,
-        best_val_loss=best_val_loss,
-        stopped_early=stopped_early,
+        history=pd.DataFrame(run_state.history, columns=HISTORY_SCHEMA.names).astype({"epoch": "int64"}),
+        best_epoch=run_state.best_epoch,
+        best_val_loss=run_state.best_val_loss,
+        stopped_early=run_state.stopped_early,
         resumed_from_epoch=resumed_from,
         method=method.describe(),
         device=str(device),

@@ -35,7 +35,6 @@ HAM10000_FILES: tuple[RemoteFile, ...] = (
     RemoteFile("HAM10000_images_part_2.zip", 3172584, "images", 1403566547, "da43d6cc50f6613013be07e8986b384b"),
     RemoteFile(METADATA_NAME, 4338392, "metadata", 690218, "8f85fb1aa29d80a2797247e434deb79d", "?format=original"),
 )
-KNOWN_MD5 = {f.name: f.md5 for f in HAM10000_FILES}
 
 METADATA_COLUMNS = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization")
 DX_CODES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
