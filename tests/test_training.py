@@ -77,13 +77,13 @@ RANDOM_START = {"norm": "l2", "eps": 0.3, "steps": 2, "step_size": 0.15, "random
 VAL = tiny_data(9, seed=2)
 
 
-def run(method: str = "std", mapping: dict | None = None, model: nn.Module | None = None, **kwargs):
-    """Train a fresh tiny model (or `model`) with `method`; returns (model, result)."""
+def run(method: str = "std", mapping: dict | None = None, model: nn.Module | None = None, val=VAL, **kwargs):
+    """Train a fresh tiny model (or `model`) with `method` on TRAIN and `val`; returns (model, result)."""
     mapping = mapping or training_mapping()
     model = model if model is not None else make_model()
     built = build_method(method, mapping, num_samples=len(TRAIN[0]))
     kwargs.setdefault("head_parameters", model.head.parameters())
-    result = train(model, built, TrainConfig.from_mapping(mapping), *TRAIN, *VAL, seed=0, progress=False, **kwargs)
+    result = train(model, built, TrainConfig.from_mapping(mapping), *TRAIN, *val, seed=0, progress=False, **kwargs)
     return model, result
 
 
@@ -325,11 +325,14 @@ def test_a_checkpoint_of_another_run_is_ignored(tmp_path, caplog, change):
     assert_same_state(model.state_dict(), fresh_model.state_dict())
 
 
-def test_a_checkpoint_is_not_resumed_with_other_data_or_initial_weights(tmp_path, caplog):
+@pytest.mark.parametrize("other", [{"model": "reinitialised"}, {"val": "regenerated"}])
+def test_a_checkpoint_is_not_resumed_with_other_data_or_initial_weights(tmp_path, caplog, other):
     checkpoint = tmp_path / "ckpt.pt"
-    run("std", training_mapping(epochs=1), checkpoint_path=checkpoint)
+    with pytest.raises(Kill):
+        run("std", checkpoint_path=checkpoint, callback=kill_after(1))
+    changed = {"model": make_model(seed=9)} if "model" in other else {"val": tiny_data(9, seed=3)}
     with caplog.at_level(logging.WARNING, logger="dpaat.training"):
-        _, result = run("std", training_mapping(epochs=1), model=make_model(seed=9), checkpoint_path=checkpoint)
+        _, result = run("std", checkpoint_path=checkpoint, **changed)
     assert "belongs to another run" in caplog.text and result.resumed_from_epoch == 0
 
 

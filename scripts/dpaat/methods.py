@@ -318,7 +318,8 @@ class DPAAT(TrainingMethod):
     """DPAAT (Algorithm 1): fixed-eps probe attack, per-sample eps from ΔL, second attack, SAT + β·L_syn.
 
     ΔL_i is measured in eval mode (as the attack measures loss) on the probe x_adv0, so
-    the probe moves no BatchNorm statistics. The second attack starts cold from x.
+    the probe moves no BatchNorm statistics. The second attack starts cold from x with
+    the same K steps, each scaled by eps_i/eps, so it can reach every new ball's surface.
     """
 
     name = "dpaat"
