@@ -94,4 +94,5 @@ def final_outputs():
     if GRADCAM_ARCHS:
         targets += expand("results/figures/gradcam_{arch}.png", arch=GRADCAM_ARCHS)
         targets.append("results/metrics/gradcam.parquet")
+        targets += expand("results/tables/gradcam.{ext}", ext=["csv", "md", "tex"])
     return targets

@@ -42,6 +42,11 @@ rule gradcam_scores:
         scores=expand("results/metrics/gradcam/{arch}.parquet", arch=GRADCAM_ARCHS),
     output:
         scores="results/metrics/gradcam.parquet",
+        table_csv=report(
+            "results/tables/gradcam.csv", caption="../report/gradcam_table.rst", category="Tables"
+        ),
+        table_md="results/tables/gradcam.md",
+        table_tex="results/tables/gradcam.tex",
     log:
         "results/logs/gradcam_scores.log",
     conda:

@@ -1,11 +1,21 @@
-"""Stage script: Grad-CAM localisation scores of every architecture in one table."""
+"""Stage script: Grad-CAM localisation scores of every architecture in one table, and its summary table."""
 
 import pandas as pd
 
-from dpaat.io import write_parquet
+from dpaat.io import write_parquet, write_text
+from dpaat.report import gradcam_table, write_table
 from dpaat.runtime import setup_logging
 
 log = setup_logging(snakemake.log[0])
 scores = pd.concat([pd.read_parquet(path) for path in snakemake.input.scores], ignore_index=True)
 write_parquet(scores, snakemake.output.scores)
+if scores.empty:
+    # Data without lesion masks (e.g. HAM10000 without data.download_masks): say so in place of numbers.
+    note = "No lesion masks in this data set, so Grad-CAM localisation was not scored (set data.download_masks).\n"
+    for fmt in ("csv", "md", "tex"):
+        write_text(("# " if fmt == "csv" else "% " if fmt == "tex" else "") + note, snakemake.output[f"table_{fmt}"])
+else:
+    table = gradcam_table(scores)
+    for fmt in ("csv", "md", "tex"):
+        write_table(table, fmt, snakemake.output[f"table_{fmt}"])
 log.info("%d Grad-CAM scores", len(scores))

@@ -63,8 +63,15 @@ def feature_map_shape(model: Classifier, layer: nn.Module, size: int) -> tuple[i
 
 def test_gradcam_layer_is_the_deepest_that_fits():
     """MobileNetV2: stride 32 gives 2x2 at 64 px, so stride 16 (4x4); at 224 px stride 32 gives 7x7."""
-    model = build_model("mobilenet_v2", NUM_CLASSES).eval()
-    assert feature_map_shape(model, model.gradcam_target_layer(64), 64) == (4, 4)
+    model = build_model("mobilenet_v2", NUM_CLASSES).train()
+    forwards = []
+    handle = model.register_forward_pre_hook(lambda _m, _i: forwards.append(1))
+    layer = model.gradcam_target_layer(64)
+    assert model.gradcam_target_layer(64) is layer and len(forwards) == 1  # measured once, then cached
+    assert model.training  # the dummy pass ran in eval mode and left the mode as it was
+    handle.remove()
+    model.eval()
+    assert feature_map_shape(model, layer, 64) == (4, 4)
     assert model.gradcam_target_layer(224) is model.backbone.features[18]
     assert feature_map_shape(model, model.gradcam_target_layer(224), 224) == (7, 7)
 

@@ -21,6 +21,8 @@ import torchvision.models as tvm
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum
 
+from dpaat.attacks import eval_mode
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -173,13 +175,10 @@ class Classifier(nn.Module):
             for name in names
         ]
         param = next(self.parameters())
-        was_training = self.training
         try:
-            self.eval()
-            with torch.no_grad():
+            with torch.no_grad(), eval_mode(self):
                 self(torch.zeros(1, 3, image_size, image_size, device=param.device, dtype=param.dtype))
         finally:
-            self.train(was_training)
             for h in handles:
                 h.remove()
         fitting = [name for name in names if min(sizes[name]) >= 3]

@@ -233,6 +233,31 @@ def table2(df: pd.DataFrame, confusion_attack: str) -> Table:
     return Table("table2", "Table II", caption, columns, 4, cells)
 
 
+def gradcam_table(scores: pd.DataFrame) -> Table:
+    """Grad-CAM localisation against the lesion masks: per-model means of the per-image scores, grouped like Table I."""
+    needed = {"seed", "method", "arch", "energy_in_mask", "pointing_hit", "mask_fraction"}
+    if scores.empty or not needed <= set(scores.columns):
+        raise ValueError(f"Grad-CAM scores need rows with columns {sorted(needed)}; run the gradcam step on data with masks")
+    per_model = (
+        scores.astype({"pointing_hit": float})
+        .groupby(["seed", "method", "arch"], as_index=False)[["energy_in_mask", "pointing_hit", "mask_fraction"]]
+        .mean()
+        .assign(attack="clean")
+    )
+    columns = (
+        Column("energy", "CAM energy in lesion (%)", "clean", "energy_in_mask", 100.0, None),
+        Column("pointing", "Pointing game (%)", "clean", "pointing_hit", 100.0, None),
+        Column("chance", "Lesion area (%)", "clean", "mask_fraction", 100.0, None),
+    )
+    cells = _mark_best(_group_cells(per_model, columns, _ordered_methods(per_model["method"]), {}), decimals=2)
+    caption = (
+        "Grad-CAM on correctly predicted test images: fraction of CAM energy inside the lesion mask, pointing-game "
+        "hit rate (CAM maximum inside the lesion), and the lesion's share of the image (the chance level of both); "
+        f"averaged over the architectures of each group ({_seeds_phrase(cells)})."
+    )
+    return Table("gradcam", "Grad-CAM localisation", caption, columns, 2, cells)
+
+
 def to_csv(table: Table, paper_numbers: bool) -> str:
     """Machine-readable CSV: one row per (group, method), `<key>`, `<key>_std` [, `<key>_paper`] per column."""
     index = ["group_id", "group", "archs", "method", "n_seeds"]
@@ -357,4 +382,11 @@ def write_tables(
         tables["table2"] = table2(metrics_df, confusion_attack)
     for key, path in out_paths.items():
         name, fmt = key.split("_")
-        write_text(_RENDERERS[fmt](tables[name], paper_numbers), path)
+        write_table(tables[name], fmt, path, paper_numbers=paper_numbers)
+
+
+def write_table(table: Table, fmt: str, path: str | os.PathLike, *, paper_numbers: bool = False) -> None:
+    """Render `table` as csv, md or tex and write it atomically."""
+    if fmt not in _RENDERERS:
+        raise ValueError(f"unknown table format {fmt!r}; choose one of {sorted(_RENDERERS)}")
+    write_text(_RENDERERS[fmt](table, paper_numbers), path)
