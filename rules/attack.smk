@@ -5,20 +5,20 @@ rule attack:
         test=lambda w: cache_path("test", w.arch),
     output:
         adversarial="results/attacks/{seed}/{method}/{arch}/{attack}.pt",
-    params:
-        attack=lambda w: ATTACKS[w.attack],
-        device=config["training"]["device"],
-        batch_size=config["evaluation"]["batch_size"],
     log:
         "results/logs/attack/{seed}/{method}/{arch}/{attack}.log",
     benchmark:
         "results/benchmarks/attack/{seed}/{method}/{arch}/{attack}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: config["training"]["threads"]
     resources:
         gpu=gpu_count,
         mem_mb=8000,
         runtime=2 * 60,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        attack=lambda w: ATTACKS[w.attack],
+        device=config["training"]["device"],
+        batch_size=config["evaluation"]["batch_size"],
     script:
         "../scripts/attack.py"

@@ -1,6 +1,5 @@
 """Helpers shared by the rules: wildcard values, paths and the final targets."""
 
-
 SEEDS = [str(seed) for seed in config["seeds"]]
 ARCHS = config["models"]["archs"]
 METHODS = config["training"]["methods"]
@@ -9,7 +8,9 @@ ATTACKS = {
     for attack in config["attacks"]
 }
 if len(ATTACKS) != len(config["attacks"]):
-    raise ValueError("config attacks: two attacks share a name; give each a unique name")
+    raise ValueError(
+        "config attacks: two attacks share a name; give each a unique name"
+    )
 SPLITS = ["train", "val", "test"]
 # Methods that need the STD model of their architecture (AMAT takes ξ from it).
 NEEDS_STD_REFERENCE = {"amat"}
@@ -42,7 +43,10 @@ def model_dir(seed, method, arch):
 
 def reference_weights(wildcards):
     """The STD model AMAT transfers its loss threshold ξ from, when ξ is not fixed."""
-    if wildcards.method in NEEDS_STD_REFERENCE and config["training"]["amat"]["xi"] is None:
+    if (
+        wildcards.method in NEEDS_STD_REFERENCE
+        and config["training"]["amat"]["xi"] is None
+    ):
         return f"{model_dir(wildcards.seed, 'std', wildcards.arch)}/weights.pt"
     return []
 
@@ -71,7 +75,10 @@ MODELS = [
 
 def model_files(pattern):
     """`pattern` filled with every trained model's seed, method and arch."""
-    return [pattern.format(seed=seed, method=method, arch=arch) for seed, method, arch in MODELS]
+    return [
+        pattern.format(seed=seed, method=method, arch=arch)
+        for seed, method, arch in MODELS
+    ]
 
 
 GRADCAM_ARCHS = (
@@ -89,7 +96,11 @@ def final_outputs():
         "results/figures/training_curves.png",
         "results/figures/ablation.png",
     ]
-    targets += expand("results/tables/{table}.{ext}", table=["table1", "table2"], ext=["csv", "md", "tex"])
+    targets += expand(
+        "results/tables/{table}.{ext}",
+        table=["table1", "table2"],
+        ext=["csv", "md", "tex"],
+    )
     targets += expand("results/figures/confusion_{arch}.png", arch=CONFUSION_ARCHS)
     if GRADCAM_ARCHS:
         targets += expand("results/figures/gradcam_{arch}.png", arch=GRADCAM_ARCHS)

@@ -8,19 +8,19 @@ rule evaluate:
         ),
     output:
         metrics="results/metrics/models/{seed}/{method}/{arch}.parquet",
-    params:
-        device=config["training"]["device"],
-        batch_size=config["evaluation"]["batch_size"],
     log:
         "results/logs/evaluate/{seed}/{method}/{arch}.log",
     benchmark:
         "results/benchmarks/evaluate/{seed}/{method}/{arch}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        device=config["training"]["device"],
+        batch_size=config["evaluation"]["batch_size"],
     script:
         "../scripts/evaluate.py"
 

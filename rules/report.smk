@@ -16,22 +16,22 @@ rule gradcam:
             subcategory="Fig. 4 Grad-CAM",
         ),
         scores="results/metrics/gradcam/{arch}.parquet",
-    params:
-        methods=config["report"]["gradcam_methods"],
-        seed=SEEDS[0],
-        per_class=config["report"]["gradcam_images_per_class"],
-        device=config["training"]["device"],
     log:
         "results/logs/gradcam/{arch}.log",
     benchmark:
         "results/benchmarks/gradcam/{arch}.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: config["training"]["threads"]
     resources:
         gpu=gpu_count,
         mem_mb=8000,
         runtime=30,
-    conda:
-        "../envs/report.yaml"
+    params:
+        methods=config["report"]["gradcam_methods"],
+        seed=SEEDS[0],
+        per_class=config["report"]["gradcam_images_per_class"],
+        device=config["training"]["device"],
     script:
         "../scripts/gradcam.py"
 
@@ -43,7 +43,9 @@ rule gradcam_scores:
     output:
         scores="results/metrics/gradcam.parquet",
         table_csv=report(
-            "results/tables/gradcam.csv", caption="../report/gradcam_table.rst", category="Tables"
+            "results/tables/gradcam.csv",
+            caption="../report/gradcam_table.rst",
+            category="Tables",
         ),
         table_md="results/tables/gradcam.md",
         table_tex="results/tables/gradcam.tex",
@@ -63,12 +65,16 @@ rule report:
         gradcam="results/metrics/gradcam.parquet" if GRADCAM_ARCHS else [],
     output:
         table1_csv=report(
-            "results/tables/table1.csv", caption="../report/table1.rst", category="Tables"
+            "results/tables/table1.csv",
+            caption="../report/table1.rst",
+            category="Tables",
         ),
         table1_md="results/tables/table1.md",
         table1_tex="results/tables/table1.tex",
         table2_csv=report(
-            "results/tables/table2.csv", caption="../report/table2.rst", category="Tables"
+            "results/tables/table2.csv",
+            caption="../report/table2.rst",
+            category="Tables",
         ),
         table2_md="results/tables/table2.md",
         table2_tex="results/tables/table2.tex",
@@ -90,15 +96,15 @@ rule report:
             category="Figures",
             subcategory="Training",
         ),
+    log:
+        "results/logs/report.log",
+    conda:
+        "../envs/report.yaml"
     params:
         paper_numbers=config["report"]["paper_numbers"],
         attack=config["evaluation"]["confusion_attack"],
         confusion_archs=CONFUSION_ARCHS,
         confusion_methods=[m for m in METHODS if m not in ABLATION_METHODS],
         ablation_archs=ABLATION_ARCHS,
-    log:
-        "results/logs/report.log",
-    conda:
-        "../envs/report.yaml"
     script:
         "../scripts/report.py"

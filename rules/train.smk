@@ -8,20 +8,20 @@ rule train:
         weights="results/models/{seed}/{method}/{arch}/weights.pt",
         history="results/models/{seed}/{method}/{arch}/history.parquet",
         run="results/models/{seed}/{method}/{arch}/run.json",
-    params:
-        training=config["training"],
-        pretrained=config["models"]["pretrained"],
-        checkpoint="results/checkpoints/{seed}/{method}/{arch}.pt",
     log:
         "results/logs/train/{seed}/{method}/{arch}.log",
     benchmark:
         "results/benchmarks/train/{seed}/{method}/{arch}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: config["training"]["threads"]
     resources:
         gpu=gpu_count,
         mem_mb=8000,
         runtime=12 * 60,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        training=config["training"],
+        pretrained=config["models"]["pretrained"],
+        checkpoint="results/checkpoints/{seed}/{method}/{arch}.pt",
     script:
         "../scripts/train.py"

@@ -90,3 +90,9 @@ def test_paper_config_lists_the_full_dag():
     assert job_counts["train"] == 3 * (5 * 6 + 2 * 2)
     assert job_counts["attack"] == 5 * job_counts["train"]
     assert job_counts["evaluate"] == job_counts["train"]
+
+
+def test_rules_are_snakefmt_formatted():
+    files = ["workflow/Snakefile", *sorted(str(p.relative_to(REPO)) for p in (REPO / "rules").glob("*.smk"))]
+    run = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *files], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
