@@ -12,6 +12,11 @@ if len(ATTACKS) != len(config["attacks"]):
         "config attacks: two attacks share a name; give each a unique name"
     )
 SPLITS = ["train", "val", "test"]
+# What a training job depends on: everything under `training` except the list of
+# methods, so adding a method does not retrain the others.
+TRAINING_SETTINGS = {
+    key: value for key, value in config["training"].items() if key != "methods"
+}
 # Methods that need the STD model of their architecture (AMAT takes ξ from it).
 NEEDS_STD_REFERENCE = {"amat"}
 

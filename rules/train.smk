@@ -20,7 +20,7 @@ rule train:
         mem_mb=8000,
         runtime=12 * 60,
     params:
-        training=config["training"],
+        training=TRAINING_SETTINGS,
         pretrained=config["models"]["pretrained"],
         checkpoint="results/checkpoints/{seed}/{method}/{arch}.pt",
     script:
