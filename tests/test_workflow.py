@@ -53,7 +53,8 @@ def test_tiny_run_writes_every_target(tiny_run):
             assert image.format == "PNG" and min(image.size) >= 300
     scores = pd.read_parquet(results / "metrics/gradcam.parquet")
     assert set(scores["method"]) == {"std", "at", "dpaat"}
-    assert scores["energy_in_mask"].between(0, 1).all()
+    # An all-zero CAM (possible for the tiny, barely trained models) has no energy to place: NaN.
+    assert scores["energy_in_mask"].dropna().between(0, 1).all()
     splits = pd.read_parquet(results / "data/splits.parquet")
     assert splits.groupby("lesion_id")["split"].nunique().max() == 1
 
