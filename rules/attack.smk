@@ -9,6 +9,8 @@ rule attack:
         "results/logs/attack/{seed}/{method}/{arch}/{attack}.log",
     benchmark:
         "results/benchmarks/attack/{seed}/{method}/{arch}/{attack}.tsv"
+    # Training first (it unlocks the most jobs), then attacks, so no long job is left for the end.
+    priority: 1
     conda:
         "../envs/torch.yaml"
     threads: config["training"]["threads"]

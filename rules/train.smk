@@ -12,6 +12,8 @@ rule train:
         "results/logs/train/{seed}/{method}/{arch}.log",
     benchmark:
         "results/benchmarks/train/{seed}/{method}/{arch}.tsv"
+    # Training first (it unlocks the most jobs), then attacks, so no long job is left for the end.
+    priority: 2
     conda:
         "../envs/torch.yaml"
     threads: config["training"]["threads"]

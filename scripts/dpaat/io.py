@@ -7,12 +7,13 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
+
+if TYPE_CHECKING:  # imported where used: most jobs write no Parquet
+    import pandas as pd
+    import pyarrow as pa
 
 
 @contextmanager
@@ -36,6 +37,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema | None = None) -> None:
     """Write a DataFrame to Parquet atomically, checked against `schema` when given."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
     if schema is not None and not table.schema.equals(schema, check_metadata=False):
         raise ValueError(f"table schema {table.schema} does not match the expected {schema}")

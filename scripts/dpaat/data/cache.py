@@ -12,16 +12,18 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from PIL import Image
 from torch import Tensor
 
 from .. import io as atomic
 from .errors import DataError
+
+if TYPE_CHECKING:  # pandas costs model jobs, which only load caches, a noticeable import
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
