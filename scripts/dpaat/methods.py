@@ -99,10 +99,15 @@ class MethodConfig:
                 dpaat_eps_max_factor=float(dpaat["eps_max_factor"]),
             )
         except KeyError as err:
-            raise KeyError(
-                f"training config lacks key {err}; validate the config against "
-                "config/schema/config.schema.yaml, which fills every default"
-            ) from None
+            raise missing_key(err) from None
+
+
+def missing_key(err: KeyError) -> KeyError:
+    """The error for a `training` mapping that skipped schema validation (which fills every default)."""
+    return KeyError(
+        f"training config lacks key {err}; validate the config against "
+        "config/schema/config.schema.yaml, which fills every default"
+    )
 
 
 def synchronization_loss(logits_clean: Tensor, logits_adv: Tensor) -> Tensor:

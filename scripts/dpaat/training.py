@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from dpaat.attacks import eval_mode
 from dpaat.io import save_torch, write_parquet
-from dpaat.methods import Adversary, MethodConfig, TrainingMethod
+from dpaat.methods import Adversary, MethodConfig, TrainingMethod, missing_key
 from dpaat.runtime import select_device, set_threads
 
 logger = logging.getLogger(__name__)
@@ -105,10 +105,7 @@ class TrainConfig:
                 threads=int(training["threads"]),
             )
         except KeyError as err:
-            raise KeyError(
-                f"training config lacks key {err}; validate the config against "
-                "config/schema/config.schema.yaml, which fills every default"
-            ) from None
+            raise missing_key(err) from None
 
     @property
     def total_epochs(self) -> int:
