@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from dpaat.attacks import eval_mode
 from dpaat.io import save_torch, write_parquet
 from dpaat.methods import Adversary, MethodConfig, TrainingMethod, missing_key
+from dpaat.predict import as_float_images
 from dpaat.runtime import select_device, set_threads
 
 logger = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ def _autocast(device: torch.device, bf16: bool) -> torch.autocast:
 def _batches(images: Tensor, labels: Tensor, batch_size: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
     """uint8 images → float [0, 1] on `device`, in order, one batch at a time."""
     for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].to(device, non_blocking=True).float().div_(255)
+        x = as_float_images(images[start : start + batch_size].to(device, non_blocking=True))
         yield x, labels[start : start + batch_size].to(device, non_blocking=True)
 
 
@@ -325,7 +326,7 @@ def _train_epoch(
     loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
     eps_used = []
     for index in order.split(batch_size):
-        x = images[index].float().div_(255)
+        x = as_float_images(images[index])
         y = labels[index]
         with _autocast(device, bf16):
             loss, stats = method.loss(model, x, y, index)
