@@ -113,16 +113,46 @@ def test_local_source_with_unzipped_images_in_subfolders(ham, tmp_path):
     assert len(index) == 14 and index["mask_path"].notna().all()
 
 
-def test_local_source_checks_official_files_against_their_md5(ham, tmp_path):
-    folder, table = ham
+def _repacked(folder, tmp_path):
+    """A copy of the tiny HAM10000 whose metadata csv is not byte-identical to the published one."""
     local = tmp_path / "downloads"
     shutil.copytree(folder, local)
     with (local / "HAM10000_metadata.csv").open("a") as fh:
         fh.write("\n")
-    bad = md5((local / "HAM10000_metadata.csv").read_bytes())
+    return local, md5((local / "HAM10000_metadata.csv").read_bytes())
+
+
+def test_local_file_that_is_not_the_published_one_is_accepted_and_recorded(ham, tmp_path, caplog):
+    folder, table = ham
+    local, computed = _repacked(folder, tmp_path)
+    with caplog.at_level("WARNING"):
+        manifest = acquire(
+            {"source": "local", "local_dir": str(local)}, tmp_path, tmp_path / "manifest.json", files=table
+        )
+    record = [r for r in manifest["files"] if r["role"] == "metadata"][0]
+    assert (record["md5"], record["published_md5"], record["md5_published"]) == (computed, table[2].md5, False)
+    assert "not byte-identical to the Dataverse release" in caplog.text and "proceeding" in caplog.text
+    assert "damaged" not in caplog.text
+    assert len(index_of(tmp_path / "manifest.json", tmp_path)) == 14
+
+
+def test_strict_checksums_refuse_a_file_that_is_not_the_published_one(ham, tmp_path):
+    folder, table = ham
+    local, computed = _repacked(folder, tmp_path)
+    settings = {"source": "local", "local_dir": str(local), "require_published_checksums": True}
     with pytest.raises(DataError) as err:
-        acquire({"source": "local", "local_dir": str(local)}, tmp_path, tmp_path / "manifest.json", files=table)
-    assert "HAM10000_metadata.csv" in str(err.value) and table[2].md5 in str(err.value) and bad in str(err.value)
+        acquire(settings, tmp_path, tmp_path / "manifest.json", files=table)
+    message = str(err.value)
+    assert "HAM10000_metadata.csv" in message and table[2].md5 in message and computed in message
+    assert "data.require_published_checksums" in message and "damaged" not in message
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_strict_checksums_accept_the_published_files(ham, tmp_path):
+    folder, table = ham
+    settings = {"source": "local", "local_dir": str(folder), "require_published_checksums": True}
+    manifest = acquire(settings, tmp_path, tmp_path / "manifest.json", files=table)
+    assert [r["md5_published"] for r in manifest["files"] if r["role"] != "masks"] == [True, True, True]
 
 
 def test_local_source_lists_what_is_missing_and_what_was_found(ham, tmp_path):

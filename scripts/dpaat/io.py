@@ -35,16 +35,38 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
-def write_parquet(df: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema | None = None) -> None:
-    """Write a DataFrame to Parquet atomically, checked against `schema` when given."""
+def write_parquet(
+    df: pd.DataFrame,
+    path: str | os.PathLike,
+    schema: pa.Schema | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Write a DataFrame to Parquet atomically, checked against `schema` when given; `metadata` values stored as JSON."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
     if schema is not None and not table.schema.equals(schema, check_metadata=False):
         raise ValueError(f"table schema {table.schema} does not match the expected {schema}")
+    if metadata:
+        extra = {key: json.dumps(value, sort_keys=True, default=str) for key, value in metadata.items()}
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+
+def read_parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON values `write_parquet(..., metadata=...)` stored in a Parquet file's schema metadata."""
+    import pyarrow.parquet as pq
+
+    out = {}
+    for key, value in (pq.read_schema(path).metadata or {}).items():
+        if key != b"pandas":
+            try:
+                out[key.decode()] = json.loads(value)
+            except ValueError:
+                continue
+    return out
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:

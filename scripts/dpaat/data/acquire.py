@@ -1,12 +1,14 @@
 """Bring the raw HAM10000-format files of one data source into place and describe them.
 
-Every source ends in the same manifest (`source`, the `settings` that determine the
-files, and one record per file with its role, kind, path, size and md5), which is all
-the extract-and-index step reads:
+Every source ends in the same manifest (`source`, the `layout` of its files, the
+`settings` that determine them, and one record per file with its role, kind, path,
+size, computed md5 and whether that is the published md5), which is all the
+extract-and-index step reads:
 - ham10000: the Dataverse files, downloaded with resume and md5 verification;
-- local: files a user put in `data.local_dir` (the two image zips or the unzipped
-  images, the metadata csv, optionally the masks), checked against the published md5s
-  where their names are the official ones; they stay where they are;
+- isic2018: the ISIC 2018 Task 3 training files (same images), downloaded the same way
+  (no md5 is published: the computed ones are recorded);
+- local: files a user put in `data.local_dir`, in any layout `layouts` recognises
+  (Dataverse zips, Kaggle folders or zip, ISIC 2018, own folders); they stay where they are;
 - synthetic: a generated twin written in the HAM10000 format.
 Files are kept under `<raw_dir>/<source>/`, so switching sources never overwrites a
 multi-gigabyte download.
@@ -16,28 +18,19 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .. import io as atomic
-from . import synthetic
+from . import isic2018, synthetic
 from .download import download, md5_file
 from .errors import DataError
-from .ham10000 import (
-    HAM10000_FILES,
-    IMAGE_NAME,
-    MASK_NAME,
-    MASKS_NAME,
-    METADATA_NAME,
-    RemoteFile,
-    Role,
-    masks_file,
-)
+from .ham10000 import HAM10000_FILES, MASKS_NAME, METADATA_NAME, RemoteFile, Role, masks_file
+from .layouts import find_layout
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("synthetic", "local", "ham10000")
+SOURCES = ("synthetic", "local", "ham10000", "isic2018")
 
 
 def acquire(
@@ -46,25 +39,29 @@ def acquire(
     manifest_path: str | os.PathLike,
     *,
     files: Sequence[RemoteFile] = HAM10000_FILES,
+    isic_files: Sequence[RemoteFile] = isic2018.ISIC2018_FILES,
     **download_options: Any,
 ) -> dict[str, Any]:
     """Acquire the files `settings["source"]` names, write the manifest and return it.
 
     settings: `source` plus what that source needs - synthetic: `synthetic` (seed, images,
     images_per_archive); ham10000: `base_url`, `download_masks`, `masks_datafile_id`;
-    local: `local_dir`. They are recorded in the manifest. `files` (the published files
-    and their md5s) and `download_options` (see `download`) are for tests.
+    isic2018: `isic_base_url`; local: `local_dir`, `local_layout`, `require_published_checksums`.
+    They are recorded in the manifest. `files`/`isic_files` (the published files and their
+    md5s) and `download_options` (see `download`) are for tests.
     """
     source = settings.get("source")
     if source not in SOURCES:
         raise DataError(f"unknown data.source {source!r}: use one of {list(SOURCES)}")
     target = Path(raw_dir) / source
+    layout = "dataverse"
     if source == "synthetic":
         options = settings["synthetic"]
         paths = synthetic.generate(
             target, options["images"], seed=options["seed"], images_per_archive=options["images_per_archive"]
         )
         records = [file_record(path, _role(path.name)) for path in paths]
+        layout = "synthetic"
     elif source == "ham10000":
         remote = list(files)
         if settings.get("download_masks"):
@@ -75,14 +72,27 @@ def acquire(
                 )
             remote.append(masks_file(settings["masks_datafile_id"]))
         records = download_files(remote, settings["base_url"], target, **download_options)
+    elif source == "isic2018":
+        base_url = settings.get("isic_base_url") or isic2018.BASE_URL
+        downloaded = download_files(isic_files, base_url, target, **download_options)
+        # The downloaded files are the isic2018 layout: read them the way a local copy is read.
+        found = find_layout(target, layout="isic2018", md5s={Path(r["path"]).as_posix(): r["md5"] for r in downloaded})
+        layout, records = found.name, found.records
     else:
         if not settings.get("local_dir"):
             raise DataError(
-                "data.source is local but data.local_dir is not set: point it at the folder with the HAM10000 files"
+                "data.source is local but data.local_dir is not set: point it at the folder (or the Kaggle zip) "
+                "with the HAM10000 files"
             )
-        records = find_local(settings["local_dir"], files=files)
+        layout, records = find_local(
+            settings["local_dir"],
+            files=files,
+            layout=settings.get("local_layout") or "auto",
+            strict=bool(settings.get("require_published_checksums")),
+        )
     manifest = {
         "source": source,
+        "layout": layout,
         "settings": dict(settings),
         "files": _relative_to(records, Path(manifest_path).parent),
     }
@@ -98,95 +108,45 @@ def download_files(
     for remote in files:
         path = Path(target) / remote.name
         md5 = download(remote.url(base_url), path, md5=remote.md5, size=remote.size, **options)
-        records.append(_record(path, remote.role, md5, known=remote.md5 is not None))
+        records.append(_record(path, remote.role, md5, remote.md5))
     return records
 
 
-def find_local(local_dir: str | os.PathLike, *, files: Sequence[RemoteFile] = HAM10000_FILES) -> list[dict[str, Any]]:
-    """Records of the HAM10000 files found under `local_dir` (zips or unzipped images, csv, masks).
+def find_local(
+    local_dir: str | os.PathLike,
+    *,
+    files: Sequence[RemoteFile] = HAM10000_FILES,
+    layout: str = "auto",
+    strict: bool = False,
+) -> tuple[str, list[dict[str, Any]]]:
+    """The layout of `local_dir` and the records of its files (see `layouts`); they stay where they are.
 
-    A file named like one of `files` is checked against that file's published md5; loose
-    images are checked one by one at index time.
+    Each record carries the file's computed md5 and whether it equals the published one; a
+    mismatch is a logged notice unless `strict` (data.require_published_checksums).
     """
-    root = Path(local_dir).expanduser()
-    if not root.is_dir():
-        raise DataError(f"data.local_dir {root} is not a folder: point it at the folder with the HAM10000 files")
-    found = sorted(p for p in root.rglob("*") if p.is_file())
-    named = _by_name(found, [*(f.name for f in files), MASKS_NAME])
-    known_md5 = {f.name: f.md5 for f in files}
-    zip_names = [f.name for f in files if f.role == "images"]
-    image_zips = [named[name] for name in zip_names if name in named]
-    loose_images = sorted({p.parent for p in found if IMAGE_NAME.match(p.name)})
-    loose_masks = sorted({p.parent for p in found if MASK_NAME.match(p.name)})
-
-    missing = []
-    if len(image_zips) < len(zip_names) and not loose_images:
-        missing.append(" and ".join(n for n in zip_names if n not in named) + " (or the unzipped ISIC_*.jpg images)")
-    if METADATA_NAME not in named:
-        other = [p.name for p in found if p.name.lower().startswith("ham10000_metadata")]
-        hint = (
-            f" (found {other}: Dataverse's re-export; download the original csv with ?format=original)" if other else ""
-        )
-        missing.append(METADATA_NAME + hint)
-    if missing:
-        shown = ", ".join(str(p.relative_to(root)) for p in found[:10]) or "nothing"
-        more = f" and {len(found) - 10} more" if len(found) > 10 else ""
-        raise DataError(f"data.local_dir {root} lacks {'; '.join(missing)}. Found: {shown}{more}")
-
-    records = [file_record(path, "images", known_md5[path.name]) for path in image_zips]
-    if len(image_zips) == len(zip_names):
-        if loose_images:
-            log.info("both image zips found: ignoring the loose images in %s", [str(p) for p in loose_images])
-    else:
-        records += [_folder_record(folder, "images", IMAGE_NAME) for folder in loose_images]
-    records.append(file_record(named[METADATA_NAME], "metadata", known_md5.get(METADATA_NAME)))
-    if MASKS_NAME in named:
-        records.append(file_record(named[MASKS_NAME], "masks"))
-    else:
-        records += [_folder_record(folder, "masks", MASK_NAME) for folder in loose_masks]
-    return records
+    found = find_layout(local_dir, files=files, layout=layout, strict=strict)
+    return found.name, found.records
 
 
-def file_record(path: Path, role: Role, known_md5: str | None = None) -> dict[str, Any]:
-    """Manifest record of a file, its md5 checked against `known_md5` when that is given."""
-    md5 = md5_file(path)
-    if known_md5 is not None and md5 != known_md5:
-        raise DataError(
-            f"md5 mismatch for {path.name} ({path}): expected {known_md5}, got {md5}: "
-            "the file is damaged or not the published one; download it again"
-        )
-    return _record(path, role, md5, known=known_md5 is not None)
+def file_record(path: Path, role: Role, published_md5: str | None = None) -> dict[str, Any]:
+    """Manifest record of a file: its computed md5 and whether it equals `published_md5`."""
+    return _record(path, role, md5_file(path), published_md5)
 
 
-def _record(path: Path, role: Role, md5: str, *, known: bool) -> dict[str, Any]:
+def _record(path: Path, role: Role, md5: str, published_md5: str | None) -> dict[str, Any]:
     kind = "zip" if path.suffix.lower() == ".zip" else "csv"
-    return {
+    record = {
         "role": role,
         "kind": kind,
         "path": str(path),
         "bytes": path.stat().st_size,
         "md5": md5,
-        "md5_published": known,
+        "published_md5": published_md5,
+        "md5_published": published_md5 is not None and md5 == published_md5,
     }
-
-
-def _folder_record(folder: Path, role: Role, pattern: re.Pattern[str]) -> dict[str, Any]:
-    count = sum(1 for p in folder.iterdir() if pattern.match(p.name))
-    return {"role": role, "kind": "folder", "path": str(folder.resolve()), "files": count}
-
-
-def _by_name(found: Sequence[Path], names: Iterable[str]) -> dict[str, Path]:
-    """The file found under each official name; two copies of one name are ambiguous."""
-    named = {}
-    for name in names:
-        hits = [p for p in found if p.name == name]
-        if len(hits) > 1:
-            raise DataError(
-                f"{name} found {len(hits)} times ({', '.join(map(str, hits))}): keep one copy in data.local_dir"
-            )
-        if hits:
-            named[name] = hits[0]
-    return named
+    if role == "metadata":
+        record["format"] = "ham10000"
+    return record
 
 
 def _role(name: str) -> Role:

@@ -6,15 +6,15 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-Role = Literal["images", "metadata", "masks"]
+Role = Literal["images", "metadata", "masks", "lesions"]
 
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One Dataverse data file: its name on disk, id, and known size and md5 (None: unknown)."""
+    """One published data file: its name on disk, Dataverse id (None: served by name), known size and md5 (None: unknown)."""
 
     name: str
-    datafile_id: int
+    datafile_id: int | None
     role: Role
     size: int | None = None
     md5: str | None = None
@@ -22,8 +22,8 @@ class RemoteFile:
     query: str = ""
 
     def url(self, base_url: str) -> str:
-        """The download URL under a Dataverse access prefix such as .../api/access/datafile/."""
-        return f"{base_url}{self.datafile_id}{self.query}"
+        """The download URL under a prefix: Dataverse's .../api/access/datafile/ + id, or a bucket + name."""
+        return f"{base_url}{self.name if self.datafile_id is None else self.datafile_id}{self.query}"
 
 
 METADATA_NAME = "HAM10000_metadata.csv"
@@ -42,8 +42,9 @@ DX_TYPES = ("histo", "follow_up", "consensus", "confocal")
 FIRST_IMAGE_NUMBER = 24306
 IMAGE_SIZE = (600, 450)  # width, height
 
-IMAGE_NAME = re.compile(r"^(ISIC_\d{7})\.jpe?g$", re.IGNORECASE)
-MASK_NAME = re.compile(r"^(ISIC_\d{7})_segmentation\.png$", re.IGNORECASE)
+# HAM10000's ids have 7 digits; other dermoscopy collections in this format may use more or fewer.
+IMAGE_NAME = re.compile(r"^(ISIC_\d+)\.jpe?g$", re.IGNORECASE)
+MASK_NAME = re.compile(r"^(ISIC_\d+)_segmentation\.png$", re.IGNORECASE)
 
 
 def image_archive_name(part: int) -> str:
