@@ -5,12 +5,13 @@
 ACQUIRE_SETTINGS = {
     "synthetic": ["source", "synthetic"],
     "ham10000": ["source", "base_url", "download_masks", "masks_datafile_id"],
-    "local": ["source", "local_dir"],
+    "isic2018": ["source", "isic_base_url"],
+    "local": ["source", "local_dir", "local_layout", "require_published_checksums"],
 }
 
 
 rule acquire:
-    """Download, find (data.local_dir) or generate the raw HAM10000-format files; the manifest lists them."""
+    """Download (Dataverse or ISIC 2018), find (data.local_dir) or generate the raw files; the manifest lists them."""
     output:
         manifest="results/data/raw/manifest.json",
     log:
@@ -50,11 +51,17 @@ rule index:
 
 
 rule split:
-    """Lesion-grouped, stratified train/val/test split with exact per-class counts."""
+    """Lesion-grouped, stratified train/val/test split; requested vs achieved counts per class and split."""
     input:
         index=rules.index.output.index,
     output:
         splits="results/data/splits.parquet",
+        counts_csv=report(
+            "results/tables/split_counts.csv",
+            caption="../report/split_counts.rst",
+            category="Tables",
+        ),
+        counts_md="results/tables/split_counts.md",
     log:
         "results/logs/data/split.log",
     benchmark:
@@ -67,6 +74,7 @@ rule split:
         test_per_class=config["data"]["test_per_class"],
         val_fraction=config["data"]["val_fraction"],
         group_by_lesion=config["data"]["group_by_lesion"],
+        exact_counts=config["data"]["exact_counts"],
         seed=config["data"]["split_seed"],
     script:
         "../scripts/split.py"

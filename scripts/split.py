@@ -1,23 +1,31 @@
-"""Stage script: split the configured classes into train/val/test, grouped by lesion."""
+"""Stage script: split the configured classes into train/val/test, grouped by lesion; tabulate the counts."""
 
-import pandas as pd
-
-from dpaat.data.split import make_splits, write_splits
+from dpaat import io as atomic
+from dpaat.data.extract import METADATA_KEY, read_index
+from dpaat.data.split import count_markdown, count_table, make_splits, requested_counts, split_metadata, write_splits
 from dpaat.data.stage import run_stage
 
 
 def main() -> None:
     p = snakemake.params
+    index = read_index(snakemake.input.index)
     splits = make_splits(
-        pd.read_parquet(snakemake.input.index),
+        index,
         p.classes,
         p.train_per_class,
         p.test_per_class,
         p.val_fraction,
         group_by_lesion=p.group_by_lesion,
+        exact_counts=p.exact_counts,
         seed=p.seed,
     )
-    write_splits(splits, snakemake.output.splits)
+    table = count_table(splits, p.classes, requested_counts(p.train_per_class, p.test_per_class, p.val_fraction))
+    metadata = split_metadata(
+        table, group_by_lesion=p.group_by_lesion, exact_counts=p.exact_counts, index_info=index.attrs[METADATA_KEY]
+    )
+    write_splits(splits, snakemake.output.splits, metadata)
+    atomic.write_text(table.to_csv(index=False), snakemake.output.counts_csv)
+    atomic.write_text(count_markdown(table), snakemake.output.counts_md)
 
 
 run_stage(snakemake.log[0], main)

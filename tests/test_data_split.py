@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from dpaat.data.errors import DataError
-from dpaat.data.split import SPLITS, make_splits
+from dpaat.data.split import SPLITS, count_table, make_splits, requested_counts, split_metadata, write_splits
 
 
 def index_with(lesion_sizes: dict[str, list[int]]) -> pd.DataFrame:
@@ -77,7 +77,7 @@ def test_unreachable_exact_count_is_a_clear_error():
     with pytest.raises(
         DataError, match=r"class mel: no set of whole lesions gives exactly 3 test.*group_by_lesion: false"
     ):
-        make_splits(index, ["mel", "nv"], 4, 3, 0.5)
+        make_splits(index, ["mel", "nv"], 4, 3, 0.5, exact_counts=True)
     splits = make_splits(index, ["mel", "nv"], 4, 3, 0.5, group_by_lesion=False)
     assert splits[splits["dx"] == "mel"].groupby("split").size().to_dict() == {"test": 3, "train": 2, "val": 2}
 
@@ -118,3 +118,54 @@ def test_lesion_with_two_diagnoses_is_an_error():
     index.loc[10, "lesion_id"] = index.loc[0, "lesion_id"]
     with pytest.raises(DataError, match="1 lesions have images with different dx"):
         make_splits(index, ["mel", "nv"], 5, 2, 0.2)
+
+
+def test_nearest_counts_when_whole_lesions_cannot_give_exact_ones(caplog):
+    # Every lesion has three images: 20 test is unreachable; 21 is the nearest (18 is farther).
+    index = index_with({"mel": [3] * 70, "nv": [1] * 200})
+    with caplog.at_level("INFO"):
+        splits = make_splits(index, ["mel", "nv"], 160, 20, 0.15, seed=0)
+    counts = requested_counts(160, 20, 0.15)
+    assert counts == {"test": 20, "val": 24, "train": 136}
+    table = count_table(splits, ["mel", "nv"], counts).set_index(["split", "dx"])
+    # Hand-worked: test 21 (7 lesions), val 24 (8), train of the 42 images... 136 -> 135 (45 lesions).
+    assert table.loc[("test", "mel"), "achieved"] == 21
+    assert table.loc[("val", "mel"), "achieved"] == 24
+    assert table.loc[("train", "mel"), "achieved"] == 135
+    assert (table.xs("nv", level="dx")["achieved"] == table.xs("nv", level="dx")["requested"]).all()
+    assert splits.groupby("lesion_id")["split"].nunique().max() == 1
+    assert "mel test 21 of 20" in caplog.text and "data.exact_counts: true" in caplog.text
+
+
+def test_tie_takes_the_smaller_count():
+    # Lesions of 2: 3 test images could be 2 or 4; the smaller is taken.
+    index = index_with({"mel": [2] * 10, "nv": [1] * 20})
+    splits = make_splits(index, ["mel", "nv"], 8, 3, 0.25, seed=1)
+    assert (splits[(splits["dx"] == "mel") & (splits["split"] == "test")]).shape[0] == 2
+
+
+def test_exact_counts_when_reachable_are_the_same_split_either_way(index):
+    exact = make_splits(index, ["mel", "bkl", "nv"], 40, 12, 0.15, seed=2, exact_counts=True)
+    pd.testing.assert_frame_equal(exact, make_splits(index, ["mel", "bkl", "nv"], 40, 12, 0.15, seed=2))
+
+
+def test_split_metadata_records_requested_and_achieved_counts(tmp_path):
+    import pyarrow.parquet as pq
+
+    from dpaat.io import read_parquet_metadata
+
+    index = index_with({"mel": [3] * 12, "nv": [1] * 20})
+    splits = make_splits(index, ["mel", "nv"], 10, 4, 0.2, seed=0)
+    table = count_table(splits, ["mel", "nv"], requested_counts(10, 4, 0.2))
+    info = {"layout": "isic2018", "lesion_grouping": "impossible: no LesionGroupings csv"}
+    write_splits(
+        splits,
+        tmp_path / "splits.parquet",
+        split_metadata(table, group_by_lesion=True, exact_counts=False, index_info=info),
+    )
+    stored = read_parquet_metadata(tmp_path / "splits.parquet")["dpaat"]
+    assert stored["lesion_grouping"].startswith("impossible") and stored["layout"] == "isic2018"
+    mel_test = [c for c in stored["counts"] if (c["split"], c["dx"]) == ("test", "mel")][0]
+    assert mel_test == {"split": "test", "dx": "mel", "requested": 4, "achieved": 3}
+    assert pd.read_parquet(tmp_path / "splits.parquet").equals(splits)
+    assert pq.read_schema(tmp_path / "splits.parquet").names == ["image_id", "lesion_id", "dx", "split"]

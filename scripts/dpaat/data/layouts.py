@@ -279,7 +279,9 @@ def _record(tree: _Tree, rel: str, role: str, kind: str) -> dict[str, Any]:
 
 def _folder_record(tree: _Tree, folder: str, role: str) -> dict[str, Any]:
     pattern = IMAGE_NAME if role == "images" else MASK_NAME
-    count = sum(1 for r in tree.files if str(PurePosixPath(r).parent) == folder and pattern.match(PurePosixPath(r).name))
+    count = sum(
+        1 for r in tree.files if str(PurePosixPath(r).parent) == folder and pattern.match(PurePosixPath(r).name)
+    )
     if tree.in_zip:
         prefix = "" if folder == "." else f"{folder}/"
         return {"role": role, "kind": "zip", "path": str(tree.root), "prefix": prefix, "files": count}

@@ -1,4 +1,4 @@
-"""Train/val/test split with exact per-class counts, grouped by lesion, stratified, seeded.
+"""Train/val/test split with per-class counts, grouped by lesion, stratified, seeded.
 
 For each class, the groups (lesions, or single images when not grouping) are shuffled
 with a generator seeded by (split_seed, class) and dealt to test, then val, then train.
@@ -7,6 +7,11 @@ it can still fill the rest exactly (a subset-sum reachability table, kept as Pyt
 bitsets, one per suffix of the shuffled order). The buckets are therefore filled
 exactly whenever some choice of whole lesions allows it, and otherwise by the first
 lesions in the shuffled order, i.e. at random. Images left over stay unused.
+
+When no set of the lesions left sums to a bucket's count, the bucket takes the nearest
+count they can sum to (the smaller on a tie), unless `exact_counts`, which makes that an
+error. The requested and achieved counts per class and split are logged and stored in
+the splits' Parquet metadata with how lesions were grouped (`split_metadata`).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import zlib
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,6 +27,7 @@ import pyarrow as pa
 
 from .. import io as atomic
 from .errors import DataError
+from .extract import METADATA_KEY
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +45,16 @@ def make_splits(
     val_fraction: float,
     *,
     group_by_lesion: bool = True,
+    exact_counts: bool = False,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Split `classes` of the index into train/val/test; val is `val_fraction` of each class's train part.
 
     Per class: `test_per_class` test images and `train_per_class` train+val images, of which
-    round(val_fraction * train_per_class) (at least 1) are val.
+    round(val_fraction * train_per_class) (at least 1) are val; with `exact_counts` false, the
+    nearest counts whole lesions allow where those cannot be met exactly.
     """
-    n_val = max(1, round(val_fraction * train_per_class))
-    if n_val >= train_per_class:
-        raise DataError(
-            f"data.val_fraction {val_fraction} of data.train_per_class {train_per_class} leaves no training image: "
-            "lower val_fraction or raise train_per_class"
-        )
-    counts = {"test": test_per_class, "val": n_val, "train": train_per_class - n_val}
+    counts = requested_counts(train_per_class, test_per_class, val_fraction)
     present = sorted(index["dx"].unique())
     absent = [c for c in classes if c not in present]
     if absent:
@@ -67,7 +69,7 @@ def make_splits(
         rng = np.random.default_rng([seed, zlib.crc32(dx.encode())])
         order = rng.permutation(len(groups))
         names, sizes = groups.index.to_numpy()[order], groups.to_numpy()[order]
-        assigned = _deal(sizes, counts, dx, group_by_lesion)
+        assigned = _deal(sizes, counts, dx, group_by_lesion, exact_counts)
         chosen = pd.Series(assigned, index=names)
         key = rows["lesion_id" if group_by_lesion else "image_id"]
         split = key.map(chosen)
@@ -75,14 +77,82 @@ def make_splits(
     splits = pd.concat(parts)[["image_id", "lesion_id", "dx", "split"]]
     order = splits["split"].map(SPLITS.index) * len(classes) + splits["dx"].map(list(classes).index)
     splits = splits.assign(_order=order).sort_values(["_order", "image_id"], kind="stable").drop(columns="_order")
-    summary = splits.groupby(["split", "dx"]).size().unstack(fill_value=0)
-    log.info("split per class (grouped by lesion: %s):\n%s", group_by_lesion, summary.to_string())
-    return splits.reset_index(drop=True)
+    splits = splits.reset_index(drop=True)
+    table = count_table(splits, classes, counts)
+    log.info(
+        "split per class and split, requested vs achieved (grouped by lesion: %s):\n%s",
+        group_by_lesion,
+        table.to_string(index=False),
+    )
+    short = table[table["achieved"] != table["requested"]]
+    if len(short):
+        log.warning(
+            "whole lesions allow no exact count for %d class/split pairs: took the nearest (%s); "
+            "set data.exact_counts: true to make this an error",
+            len(short),
+            ", ".join(f"{r.dx} {r.split} {r.achieved} of {r.requested}" for r in short.itertuples()),
+        )
+    return splits
 
 
-def write_splits(splits: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write the splits to Parquet atomically with the contract's schema."""
-    atomic.write_parquet(splits, path, schema=SPLITS_SCHEMA)
+def requested_counts(train_per_class: int, test_per_class: int, val_fraction: float) -> dict[str, int]:
+    """Images asked for per class in each split: val is round(val_fraction * train_per_class), at least 1."""
+    n_val = max(1, round(val_fraction * train_per_class))
+    if n_val >= train_per_class:
+        raise DataError(
+            f"data.val_fraction {val_fraction} of data.train_per_class {train_per_class} leaves no training image: "
+            "lower val_fraction or raise train_per_class"
+        )
+    return {"test": test_per_class, "val": n_val, "train": train_per_class - n_val}
+
+
+def count_table(splits: pd.DataFrame, classes: Sequence[str], counts: Mapping[str, int]) -> pd.DataFrame:
+    """Requested and achieved images per split and class (columns split, dx, requested, achieved)."""
+    achieved = splits.groupby(["split", "dx"]).size()
+    rows = [
+        {"split": split, "dx": dx, "requested": counts[split], "achieved": int(achieved.get((split, dx), 0))}
+        for split in SPLITS
+        for dx in classes
+    ]
+    return pd.DataFrame(rows, columns=["split", "dx", "requested", "achieved"])
+
+
+def split_metadata(
+    table: pd.DataFrame, *, group_by_lesion: bool, exact_counts: bool, index_info: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What the splits' Parquet metadata records: the counts, and how (and whether) lesions were grouped."""
+    grouping = str(index_info.get("lesion_grouping", "lesion_id of the index"))
+    if not group_by_lesion:
+        grouping = "off (data.group_by_lesion: false): split per image"
+    return {
+        "counts": table.to_dict(orient="records"),
+        "exact_counts": exact_counts,
+        "group_by_lesion": group_by_lesion,
+        "lesion_grouping": grouping,
+        "layout": index_info.get("layout"),
+    }
+
+
+def write_splits(splits: pd.DataFrame, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> None:
+    """Write the splits to Parquet atomically with the contract's schema and `metadata` (see `split_metadata`)."""
+    atomic.write_parquet(splits, path, schema=SPLITS_SCHEMA, metadata={METADATA_KEY: dict(metadata or {})})
+
+
+def count_markdown(table: pd.DataFrame) -> str:
+    """The count table as Markdown: one row per class, requested / achieved per split."""
+    lines = ["| class | " + " | ".join(SPLITS) + " |", "|---|" + "--:|" * len(SPLITS)]
+    for dx, rows in table.groupby("dx", sort=False):
+        cells = []
+        for split in SPLITS:
+            row = rows[rows["split"] == split].iloc[0]
+            mark = "" if row["achieved"] == row["requested"] else " *"
+            cells.append(f"{row['achieved']} / {row['requested']}{mark}")
+        lines.append(f"| {dx} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        "Images per class and split, achieved / requested; * marks where whole lesions allowed no exact count."
+    )
+    return "\n".join(lines) + "\n"
 
 
 def _check_lesions_have_one_dx(index: pd.DataFrame, classes: Sequence[str]) -> None:
@@ -94,8 +164,8 @@ def _check_lesions_have_one_dx(index: pd.DataFrame, classes: Sequence[str]) -> N
         raise DataError(f"{len(mixed)} lesions have images with different dx, e.g. {mixed[:5]}: fix the metadata")
 
 
-def _deal(sizes: np.ndarray, counts: dict[str, int], dx: str, grouped: bool) -> list[str | None]:
-    """Assign each group (in the given order) to a split so that every split gets exactly its count."""
+def _deal(sizes: np.ndarray, counts: dict[str, int], dx: str, grouped: bool, exact: bool) -> list[str | None]:
+    """Assign each group (in the given order) to a split: exactly its count, else (not `exact`) the nearest reachable."""
     needed = sum(counts.values())
     unit = "lesions" if grouped else "images"
     if sizes.sum() < needed:
@@ -107,17 +177,29 @@ def _deal(sizes: np.ndarray, counts: dict[str, int], dx: str, grouped: bool) -> 
     assigned: list[str | None] = [None] * len(sizes)
     free = list(range(len(sizes)))
     for split in ("test", "val", "train"):
-        target = counts[split]
+        wanted = counts[split]
+        # Sums above 2 * wanted are farther from it than 0 is: no need to track them.
+        limit = wanted if exact else 2 * wanted
         # reach[i] has bit s set when some of the free groups i.. sum to exactly s images.
         reach = [1] * (len(free) + 1)
-        mask = (1 << (target + 1)) - 1
+        mask = (1 << (limit + 1)) - 1
         for i in range(len(free) - 1, -1, -1):
             reach[i] = (reach[i + 1] | (reach[i + 1] << int(sizes[free[i]]))) & mask
-        if not reach[0] >> target & 1:
+        target = wanted if reach[0] >> wanted & 1 else None
+        if target is None and exact:
             raise DataError(
-                f"class {dx}: no set of whole lesions gives exactly {target} {split} images from the "
-                f"{len(free)} lesions left: change the per-class counts or set data.group_by_lesion: false"
+                f"class {dx}: no set of whole lesions gives exactly {wanted} {split} images from the "
+                f"{len(free)} lesions left: change the per-class counts, set data.exact_counts: false to take "
+                "the nearest count, or set data.group_by_lesion: false"
             )
+        if target is None:
+            target = _nearest(reach[0], wanted)
+            if target == 0:
+                raise DataError(
+                    f"class {dx}: the {len(free)} lesions left cannot give any of the {wanted} {split} images "
+                    "asked for without going past twice that: expected smaller lesions or larger counts; "
+                    "raise data.train_per_class / data.test_per_class or drop the class"
+                )
         left = target
         kept = []
         for i, group in enumerate(free):
@@ -129,3 +211,12 @@ def _deal(sizes: np.ndarray, counts: dict[str, int], dx: str, grouped: bool) -> 
                 kept.append(group)
         free = kept
     return assigned
+
+
+def _nearest(reachable: int, wanted: int) -> int:
+    """The set bit of `reachable` nearest to `wanted`, the smaller one on a tie."""
+    for distance in range(wanted + 1):
+        for candidate in (wanted - distance, wanted + distance):
+            if reachable >> candidate & 1:
+                return candidate
+    return 0
