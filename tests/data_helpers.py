@@ -129,3 +129,124 @@ def serving(files: dict[str, bytes], **options: bool) -> Iterator[FileServer]:
 def dataverse_files(folder: Path) -> dict[str, bytes]:
     """URL paths under /datafile/ (by Dataverse id) of the files in `folder`, as HAM10000's table names them."""
     return {f"/datafile/{f.datafile_id}": (folder / f.name).read_bytes() for f in HAM10000_FILES}
+
+
+# --- The layouts researchers have, built from a tiny synthetic HAM10000 (see dpaat.data.layouts) ---
+
+ISIC_DX = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
+
+
+def ham_images(ham: Path) -> dict[str, dict[str, bytes]]:
+    """Per image zip of the tiny HAM10000 (stem, e.g. HAM10000_images_part_1): member name -> bytes."""
+    parts = {}
+    for part in sorted(ham.glob("HAM10000_images_part_*.zip")):
+        with zipfile.ZipFile(part) as archive:
+            parts[part.stem] = {name: archive.read(name) for name in archive.namelist()}
+    return parts
+
+
+def kaggle_members(ham: Path) -> dict[str, bytes]:
+    """Kaggle's skin-cancer-mnist-ham10000 tree: both image folders twice (upper- and lower-case), the csv
+    without a `dataset` column, and the hmnist_*.csv pixel tables."""
+    members = {}
+    for stem, images in ham_images(ham).items():
+        for folder in (stem, stem.lower()):
+            members.update({f"{folder}/{name}": data for name, data in images.items()})
+    metadata = (ham / "HAM10000_metadata.csv").read_text()
+    members["HAM10000_metadata.csv"] = metadata.encode()
+    pixels = "pixel0000,pixel0001,pixel0002,label\n12,200,31,4\n"
+    for name in ("hmnist_28_28_RGB.csv", "hmnist_28_28_L.csv", "hmnist_8_8_L.csv", "hmnist_8_8_RGB.csv"):
+        members[name] = pixels.encode()
+    return members
+
+
+def write_tree(dest: Path, members: dict[str, bytes]) -> Path:
+    """Write `members` (relative path -> bytes) under `dest`."""
+    for name, data in members.items():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        (dest / name).write_bytes(data)
+    return dest
+
+
+def kaggle_tree(ham: Path, dest: Path) -> Path:
+    """The Kaggle download unzipped into `dest`."""
+    return write_tree(dest, kaggle_members(ham))
+
+
+def kaggle_zip(ham: Path, path: Path) -> Path:
+    """The Kaggle download as it comes (archive.zip), with folder entries like Kaggle's."""
+    members = kaggle_members(ham)
+    with zipfile.ZipFile(path, "w") as archive:
+        for folder in sorted({name.split("/")[0] + "/" for name in members if "/" in name}):
+            archive.writestr(zipfile.ZipInfo(folder), b"")
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def isic_members(ham: Path, *, groupings: bool = True) -> dict[str, bytes]:
+    """ISIC 2018 Task 3 training data unzipped: the input folder, the one-hot ground truth csv and,
+    when `groupings`, the lesion groupings csv; the same images and diagnoses as the tiny HAM10000."""
+    import pandas as pd
+
+    folder = "ISIC2018_Task3_Training_Input"
+    members = {f"{folder}/{name}": data for images in ham_images(ham).values() for name, data in images.items()}
+    members[f"{folder}/LICENSE.txt"] = b"CC-BY-NC 4.0"
+    metadata = pd.read_csv(ham / "HAM10000_metadata.csv").sort_values("image_id")
+    truth = pd.DataFrame({"image": metadata["image_id"]})
+    for column in ISIC_DX:
+        truth[column] = (metadata["dx"] == column.lower()).astype(float)
+    members["ISIC2018_Task3_Training_GroundTruth.csv"] = truth.to_csv(index=False).encode()
+    if groupings:
+        confirm = {"histo": "histopathology", "follow_up": "serial imaging showing no change"}
+        groups = pd.DataFrame(
+            {
+                "image": metadata["image_id"],
+                "lesion_id": metadata["lesion_id"],
+                "diagnosis_confirm_type": metadata["dx_type"].map(
+                    lambda t: confirm.get(t, "single image expert consensus")
+                ),
+            }
+        )
+        members["ISIC2018_Task3_Training_LesionGroupings.csv"] = groups.to_csv(index=False).encode()
+    return members
+
+
+def isic_downloads(ham: Path) -> dict[str, bytes]:
+    """The three files the ISIC challenge bucket serves (by name), made from the tiny HAM10000."""
+    members = isic_members(ham)
+    inputs, truth = io.BytesIO(), io.BytesIO()
+    with zipfile.ZipFile(inputs, "w") as archive:
+        for name, data in members.items():
+            if name.startswith("ISIC2018_Task3_Training_Input/"):
+                archive.writestr(name, data)
+    with zipfile.ZipFile(truth, "w") as archive:
+        archive.writestr(
+            "ISIC2018_Task3_Training_GroundTruth/ISIC2018_Task3_Training_GroundTruth.csv",
+            members["ISIC2018_Task3_Training_GroundTruth.csv"],
+        )
+        archive.writestr("ISIC2018_Task3_Training_GroundTruth/LICENSE.txt", b"CC-BY-NC 4.0")
+    return {
+        "ISIC2018_Task3_Training_Input.zip": inputs.getvalue(),
+        "ISIC2018_Task3_Training_GroundTruth.zip": truth.getvalue(),
+        "ISIC2018_Task3_Training_LesionGroupings.csv": members["ISIC2018_Task3_Training_LesionGroupings.csv"],
+    }
+
+
+def own_members(ham: Path) -> tuple[dict[str, bytes], dict[str, str]]:
+    """A lab's own HAM-format collection: ids ISIC_<any digits>, images in nested folders of its own
+    naming, a csv named its own way with HAM10000's columns (plus an extra). Also returns old -> new id."""
+    import pandas as pd
+
+    metadata = pd.read_csv(ham / "HAM10000_metadata.csv")
+    renamed = {
+        old: f"ISIC_{n}" if i % 2 else f"ISIC_{n:09d}"
+        for i, (old, n) in enumerate(zip(metadata["image_id"], range(7, 10**6)))
+    }
+    members = {}
+    for k, images in enumerate(ham_images(ham).values()):
+        for name, data in images.items():
+            members[f"collection/site_{'ab'[k % 2]}/{renamed[name.removesuffix('.jpg')]}.jpg"] = data
+    metadata = metadata.assign(image_id=metadata["image_id"].map(renamed), scanner="DermLite")
+    members["labels/our_metadata_v2.csv"] = metadata.to_csv(index=False).encode()
+    return members, renamed
