@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pandas as pd
 import pytest
-from data_helpers import dataverse_files, file_table, md5, serving, tiny_ham
+from data_helpers import dataverse_files, file_table, isic_downloads, md5, serving, tiny_ham
 
 from dpaat.data.acquire import acquire, download_files
 from dpaat.data.download import download, partial_path
 from dpaat.data.errors import DataError
-from dpaat.data.extract import build_index
+from dpaat.data.extract import METADATA_KEY, build_index
+from dpaat.data.isic2018 import BASE_URL, ISIC2018_FILES
 
 FAST = {"backoff": 0.0, "progress": False, "timeout": 5.0}
 
@@ -150,3 +152,35 @@ def test_truncated_zip_fails_at_extraction(ham, tmp_path):
         acquire(settings, tmp_path, tmp_path / "manifest.json", files=unknown, **FAST)
     with pytest.raises(DataError, match=r"HAM10000_images_part_1\.zip is not a readable zip archive.*truncated"):
         build_index(tmp_path / "manifest.json", tmp_path / "images", tmp_path / "masks")
+
+
+def test_isic2018_urls_are_the_challenge_buckets():
+    assert [f.url(BASE_URL) for f in ISIC2018_FILES] == [
+        "https://isic-challenge-data.s3.amazonaws.com/2018/ISIC2018_Task3_Training_Input.zip",
+        "https://isic-challenge-data.s3.amazonaws.com/2018/ISIC2018_Task3_Training_GroundTruth.zip",
+        "https://isic-challenge-data.s3.amazonaws.com/2018/ISIC2018_Task3_Training_LesionGroupings.csv",
+    ]
+
+
+def test_isic2018_source_downloads_with_resume_records_md5s_and_indexes(ham, tmp_path):
+    folder, _ = ham
+    files = isic_downloads(folder)
+    inputs = "/2018/ISIC2018_Task3_Training_Input.zip"
+    with serving({f"/2018/{name}": data for name, data in files.items()}) as server:
+        server.cut_once[inputs] = len(files["ISIC2018_Task3_Training_Input.zip"]) // 2
+        settings = {"source": "isic2018", "isic_base_url": f"http://127.0.0.1:{server.server_address[1]}/2018/"}
+        manifest = acquire(settings, tmp_path / "raw", tmp_path / "raw" / "manifest.json", **FAST)
+    half = len(files["ISIC2018_Task3_Training_Input.zip"]) // 2
+    assert [r for r in server.requests if r[0] == inputs] == [(inputs, None), (inputs, f"bytes={half}-")]
+    assert manifest["layout"] == "isic2018" and manifest["settings"] == settings
+    stored = {r["path"]: r for r in manifest["files"]}
+    for name, data in files.items():
+        record = stored[f"isic2018/{name}"]
+        # No md5 is published for these files: the computed one is recorded.
+        assert (record["md5"], record["published_md5"], record["md5_published"]) == (md5(data), None, False)
+    assert not list((tmp_path / "raw" / "isic2018").glob("*.part"))
+    index = build_index(tmp_path / "raw" / "manifest.json", tmp_path / "images", tmp_path / "masks")
+    metadata = pd.read_csv(folder / "HAM10000_metadata.csv").sort_values("image_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(index[["image_id", "lesion_id", "dx"]], metadata[["image_id", "lesion_id", "dx"]])
+    assert index.attrs[METADATA_KEY]["lesion_grouping"] == "lesion_id from ISIC2018_Task3_Training_LesionGroupings.csv"
+    assert index["source"].str.startswith("ISIC2018_Task3_Training_Input.zip:ISIC2018_Task3_Training_Input/").all()
