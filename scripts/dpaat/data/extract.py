@@ -187,8 +187,8 @@ def read_metadata(path: str | os.PathLike, data: bytes | None = None, name: str 
     absent = [c for c in METADATA_COLUMNS if c not in metadata.columns]
     if absent:
         raise DataError(
-            f"{name} lacks the column(s) {absent} (it has {list(metadata.columns)}): "
-            "use the original HAM10000 metadata csv"
+            f"{name} lacks the column(s) {absent} (it has {list(metadata.columns)}): expected HAM10000's columns "
+            f"{', '.join(METADATA_COLUMNS)}; use the original HAM10000 metadata csv, or name your columns so"
         )
     return checked_metadata(metadata[list(METADATA_COLUMNS)].copy(), name)
 
@@ -296,7 +296,7 @@ def _members(record: dict[str, Any], pattern: re.Pattern[str]) -> Iterator[tuple
     except (zipfile.BadZipFile, OSError) as err:
         raise DataError(
             f"{path.name} is not a readable zip archive ({err}): it is truncated or corrupt; "
-            "delete it and rerun the acquire step"
+            f"delete {path} and rerun the acquire step (or download it again)"
         ) from None
     with archive:
         refuse_escaping_members(archive, path)
@@ -330,7 +330,8 @@ def refuse_escaping_members(archive: zipfile.ZipFile, path: Path) -> None:
         if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
             raise DataError(
                 f"{path.name} has a member {name!r} whose path escapes the extraction folder (zip-slip): "
-                "refusing the archive; it is not a genuine HAM10000 file"
+                "expected every member inside it, so the archive is refused; it is not a genuine HAM10000 file "
+                "(download it again from its publisher)"
             )
 
 

@@ -383,7 +383,10 @@ def _incomplete(tree: _Tree, candidates: Mapping[str, Layout]) -> DataError:
             for c in candidates.values()
             if c.missing
         )
-    return DataError(f"{where} {lacks}. Found: {_shown(tree)}")
+    return DataError(
+        f"{where} {lacks}. Found: {_shown(tree)}. Add the missing files, or point data.local_dir at the folder "
+        "that has them (README, Data: the layouts recognised)"
+    )
 
 
 def _shown(tree: _Tree) -> str:

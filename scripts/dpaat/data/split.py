@@ -161,7 +161,10 @@ def _check_lesions_have_one_dx(index: pd.DataFrame, classes: Sequence[str]) -> N
     dx_per_lesion = used.groupby("lesion_id")["dx"].nunique()
     mixed = dx_per_lesion.index[dx_per_lesion > 1].tolist()
     if mixed:
-        raise DataError(f"{len(mixed)} lesions have images with different dx, e.g. {mixed[:5]}: fix the metadata")
+        raise DataError(
+            f"{len(mixed)} lesions have images with different dx, e.g. {mixed[:5]}: expected one dx per lesion_id; "
+            "fix the metadata csv, or set data.group_by_lesion: false"
+        )
 
 
 def _deal(sizes: np.ndarray, counts: dict[str, int], dx: str, grouped: bool, exact: bool) -> list[str | None]:
