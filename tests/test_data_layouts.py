@@ -240,3 +240,13 @@ def test_manifest_paths_of_the_kaggle_zip_survive_a_rerun_check(ham, tmp_path):
         handle.writestr("notes.txt", b"changed")
     with pytest.raises(DataError, match="changed since the acquire step"):
         build_index(tmp_path / "manifest.json", tmp_path / "images", tmp_path / "masks")
+
+
+def test_strict_checksums_refuse_image_folders_that_have_no_published_md5(ham, tmp_path):
+    folder, table = ham
+    tree = kaggle_tree(folder, tmp_path / "kaggle")  # its csv is byte-identical to the (tiny) published one
+    with pytest.raises(DataError) as err:
+        local(tmp_path, tree, table, require_published_checksums=True)
+    message = str(err.value)
+    assert "HAM10000_images_part_1 " not in message and f"{tree}/HAM10000_images_part_1" in message
+    assert "no published md5" in message and "data.require_published_checksums: false" in message

@@ -150,7 +150,8 @@ def find_layout(
     log.info("%s: %s layout, %d files or folders", root, chosen.name, len(chosen.records))
     published = {f.name: f.md5 for f in files if f.md5}
     memo = dict(md5s or {})
-    chosen.records = [_checksummed(r, published, strict, memo) for r in chosen.records]
+    chosen.records = [_checksummed(r, published, memo) for r in chosen.records]
+    _check_published(chosen.records, strict)
     return chosen
 
 
@@ -308,13 +309,10 @@ def _zipped_csv(tree: _Tree, rel: str) -> dict[str, Any]:
     return {"role": "metadata", "kind": "csv", "path": str(path), "member": named[0]}
 
 
-def _checksummed(
-    record: dict[str, Any], published: Mapping[str, str], strict: bool, memo: dict[str, str]
-) -> dict[str, Any]:
+def _checksummed(record: dict[str, Any], published: Mapping[str, str], memo: dict[str, str]) -> dict[str, Any]:
     """`record` with its bytes and md5 (of the member, inside a zip) and whether that md5 is the published one."""
     if record["kind"] == "folder":
-        out = {**record, "md5": None, "published_md5": None, "md5_published": False}
-        return _strictly(out, strict)
+        return {**record, "md5": None, "published_md5": None, "md5_published": False}
     path = Path(record["path"])
     if path.as_posix() not in memo:
         memo[path.as_posix()] = md5_file(path)
@@ -328,38 +326,41 @@ def _checksummed(
     elif "prefix" in record:
         name = None  # a folder inside a zip: nothing published to compare
     want = published.get(name) if name else None
-    out["published_md5"] = want
-    out["md5_published"] = want is not None and md5 == want
-    if want is not None and md5 != want:
-        where = f"{path}:{record['member']}" if "member" in record else str(path)
+    return {**out, "published_md5": want, "md5_published": want is not None and md5 == want}
+
+
+def _check_published(records: list[dict[str, Any]], strict: bool) -> None:
+    """Log (or, when `strict`, refuse) files that are not the published ones; strictly, images and metadata need one."""
+    for record in records:
+        if record["published_md5"] is None or record["md5_published"]:
+            continue
+        md5, want = record.get("member_md5", record["md5"]), record["published_md5"]
+        where = _where(record)
         if strict:
             raise DataError(
-                f"{name} ({where}) is not byte-identical to the Dataverse release: md5 {md5}, published {want}; "
+                f"{where} is not byte-identical to the Dataverse release: md5 {md5}, published {want}; "
                 "refused because data.require_published_checksums is true: use the Dataverse file, or set "
                 "data.require_published_checksums: false to accept it (the manifest records its md5)"
             )
         log.warning(
-            "%s (%s) is not byte-identical to the Dataverse release (md5 %s, published %s): proceeding; "
+            "%s is not byte-identical to the Dataverse release (md5 %s, published %s): proceeding; "
             "results record this md5",
-            name,
             where,
             md5,
             want,
         )
-    return _strictly(out, strict)
-
-
-def _strictly(record: dict[str, Any], strict: bool) -> dict[str, Any]:
-    """Under data.require_published_checksums, images and metadata must come from files with a published md5."""
-    if strict and record["role"] in ("images", "metadata") and record["published_md5"] is None:
-        inside = record.get("member") or record.get("prefix")
-        where = f"{record['path']}:{inside}" if inside else record["path"]
+    unpublished = [r for r in records if r["role"] in ("images", "metadata") and r["published_md5"] is None]
+    if strict and unpublished:
         raise DataError(
-            f"{where} ({record['role']}) has no published md5 to compare (expected the Dataverse files "
-            f"{', '.join(f.name for f in HAM10000_FILES)}); refused because data.require_published_checksums is true: "
-            "use the Dataverse zips and csv, or set data.require_published_checksums: false"
+            f"{', '.join(map(_where, unpublished))} have no published md5 to compare (expected the Dataverse files "
+            f"{', '.join(f.name for f in HAM10000_FILES)}); refused because data.require_published_checksums is "
+            "true: use the Dataverse zips and csv, or set data.require_published_checksums: false"
         )
-    return record
+
+
+def _where(record: dict[str, Any]) -> str:
+    inside = record.get("member") or record.get("prefix")
+    return f"{record['path']}:{inside}" if inside else record["path"]
 
 
 def _md5_bytes(data: bytes) -> str:
