@@ -41,7 +41,9 @@ def is_ground_truth(columns: list[str]) -> bool:
     return "image" in columns and set(DX_COLUMNS) <= set(columns)
 
 
-def read_ground_truth(data: bytes, name: str, lesions: bytes | None = None, lesions_name: str = LESIONS_NAME):
+def read_ground_truth(
+    data: bytes, name: str, lesions: bytes | None = None, lesions_name: str = LESIONS_NAME
+) -> tuple[pd.DataFrame, str]:
     """HAM10000-format metadata (METADATA_COLUMNS) from the ground truth and, when given, the lesion groupings.
 
     Returns (metadata, how lesions were grouped). Without groupings each image is its own

@@ -215,8 +215,6 @@ def _candidates(tree: _Tree, files: Sequence[RemoteFile]) -> dict[str, Layout]:
             found.records[-1]["format"] = "isic2018"
         if isic2018.LESIONS_NAME in by_name:
             found.records.append(_record(tree, _single(tree, by_name, isic2018.LESIONS_NAME), "lesions", "csv"))
-        else:
-            log.info("no %s: ISIC 2018 images cannot be grouped by lesion", isic2018.LESIONS_NAME)
         candidates["isic2018"] = found
     return candidates
 
