@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from dpaat.data.errors import DataError
 from dpaat.data.split import SPLITS, count_table, make_splits, requested_counts, split_metadata, write_splits
+from dpaat.io import read_parquet_metadata
 
 
 def index_with(lesion_sizes: dict[str, list[int]]) -> pd.DataFrame:
@@ -149,11 +151,7 @@ def test_exact_counts_when_reachable_are_the_same_split_either_way(index):
     pd.testing.assert_frame_equal(exact, make_splits(index, ["mel", "bkl", "nv"], 40, 12, 0.15, seed=2))
 
 
-def test_split_metadata_records_requested_and_achieved_counts(tmp_path):
-    import pyarrow.parquet as pq
-
-    from dpaat.io import read_parquet_metadata
-
+def test_split_metadata_records_requested_and_achieved_counts(tmp_path, caplog):
     index = index_with({"mel": [3] * 12, "nv": [1] * 20})
     splits = make_splits(index, ["mel", "nv"], 10, 4, 0.2, seed=0)
     table = count_table(splits, ["mel", "nv"], requested_counts(10, 4, 0.2))
@@ -163,6 +161,7 @@ def test_split_metadata_records_requested_and_achieved_counts(tmp_path):
         tmp_path / "splits.parquet",
         split_metadata(table, group_by_lesion=True, exact_counts=False, index_info=info),
     )
+    assert "grouping by lesion was impossible" in caplog.text
     stored = read_parquet_metadata(tmp_path / "splits.parquet")["dpaat"]
     assert stored["lesion_grouping"].startswith("impossible") and stored["layout"] == "isic2018"
     mel_test = [c for c in stored["counts"] if (c["split"], c["dx"]) == ("test", "mel")][0]

@@ -124,6 +124,8 @@ def split_metadata(
     grouping = str(index_info.get("lesion_grouping", "lesion_id of the index"))
     if not group_by_lesion:
         grouping = "off (data.group_by_lesion: false): split per image"
+    elif grouping.startswith("impossible"):
+        log.warning("grouping by lesion was %s; images of one lesion may fall in different splits", grouping)
     return {
         "counts": table.to_dict(orient="records"),
         "exact_counts": exact_counts,
