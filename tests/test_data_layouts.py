@@ -250,3 +250,21 @@ def test_strict_checksums_refuse_image_folders_that_have_no_published_md5(ham, t
     message = str(err.value)
     assert "HAM10000_images_part_1 " not in message and f"{tree}/HAM10000_images_part_1" in message
     assert "no published md5" in message and "data.require_published_checksums: false" in message
+
+
+def test_one_part_zipped_and_the_other_unzipped(ham, tmp_path):
+    folder, table = ham
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(folder / "HAM10000_images_part_1.zip", mixed)
+    shutil.copy(folder / "HAM10000_metadata.csv", mixed)
+    with zipfile.ZipFile(folder / "HAM10000_images_part_2.zip") as archive:
+        archive.extractall(mixed / "HAM10000_images_part_2")
+    manifest, index = local(tmp_path, mixed, table)
+    assert manifest["layout"] == "dataverse"
+    assert [(r["role"], r["kind"]) for r in manifest["files"]] == [
+        ("images", "zip"),
+        ("images", "folder"),
+        ("metadata", "csv"),
+    ]
+    assert len(index) == 14

@@ -177,8 +177,11 @@ def _candidates(tree: _Tree, files: Sequence[RemoteFile]) -> dict[str, Layout]:
         for name in zip_names:
             if name in by_name:
                 found.records.append(_record(tree, _single(tree, by_name, name), "images", "zip"))
-            else:
+            elif not image_dirs:
                 found.missing.append(f"{name} (or the unzipped ISIC_*.jpg images)")
+        if len(found.records) < len(zip_names):
+            # One part zipped, the other unzipped: the folders stand in for the missing zip.
+            found.records += [_folder_record(tree, d, "images") for d in image_dirs]
         _add_metadata(found, tree, ham_csvs, by_name)
         found.records += masks
         candidates["dataverse"] = found
