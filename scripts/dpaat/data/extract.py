@@ -95,7 +95,7 @@ def build_index(
     index = index[INDEX_SCHEMA.names].sort_values("image_id", kind="stable").reset_index(drop=True)
     index.attrs[METADATA_KEY] = {"layout": layout, "metadata": metadata_name, "lesion_grouping": grouping}
     log.info(
-        "indexed %d images (%d with masks) of %d lesions; %s layout, lesions grouped by %s",
+        "indexed %d images (%d with masks) of %d lesions; %s layout; lesion grouping: %s",
         len(index),
         index["mask_path"].notna().sum(),
         index["lesion_id"].nunique(),
