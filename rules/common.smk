@@ -17,9 +17,13 @@ if "clean" in ATTACKS:
     )
 SPLITS = ["train", "val", "test"]
 # What a training job depends on: everything under `training` except the list of
-# methods, so adding a method does not retrain the others.
+# methods, so adding a method does not retrain the others, and the execution settings
+# (the jobs read them from snakemake.config and snakemake.threads), so moving to
+# another machine reruns nothing.
 TRAINING_SETTINGS = {
-    key: value for key, value in config["training"].items() if key != "methods"
+    key: value
+    for key, value in config["training"].items()
+    if key not in {"methods", "device", "threads"}
 }
 # Methods that need the STD model of their architecture (AMAT takes ξ from it).
 NEEDS_STD_REFERENCE = {"amat"}

@@ -24,7 +24,6 @@ rule evaluate:
         attacks=ATTACKS,
         batch_size=config["evaluation"]["batch_size"],
         adversarial_dir=adversarial_dir,
-        device=config["training"]["device"],
     script:
         "../scripts/evaluate.py"
 

@@ -31,7 +31,6 @@ rule gradcam:
         methods=config["report"]["gradcam_methods"],
         seed=SEEDS[0],
         per_class=config["report"]["gradcam_images_per_class"],
-        device=config["training"]["device"],
     script:
         "../scripts/gradcam.py"
 

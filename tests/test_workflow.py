@@ -74,6 +74,18 @@ def test_second_run_has_nothing_to_do(tiny_run):
 
 
 @pytest.mark.slow
+def test_moving_machines_reruns_nothing(tiny_run):
+    """Execution settings (device, threads, GPU slots) are no rerun trigger: a finished run stays finished."""
+    workdir, _ = tiny_run
+    (workdir / "machine.yaml").write_text("training:\n  device: auto\n  threads: 3\ngpu:\n  jobs_per_device: 2\n  slot_dir: /tmp/elsewhere\n")
+    again = snakemake(
+        workdir, "-n", "--configfile", "tests/configs/tiny.yaml", "machine.yaml", "--set-threads", "train=2", "evaluate=2"
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
+
+
+@pytest.mark.slow
 def test_html_report(tiny_run):
     workdir, _ = tiny_run
     run = snakemake(workdir, "--configfile", "tests/configs/tiny.yaml", "--report", "results/report.html")
