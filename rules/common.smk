@@ -1,5 +1,12 @@
 """Helpers shared by the rules: wildcard values, paths and the final targets."""
 
+import sys
+from pathlib import Path
+
+# The library's torch-free helpers (the ImageNet checkpoint check) run in snakemake itself.
+sys.path.insert(0, str(Path(workflow.basedir).parent / "scripts"))
+from dpaat.imagenet_weights import missing_weights_error
+
 SEEDS = [str(seed) for seed in config["seeds"]]
 ARCHS = config["models"]["archs"]
 METHODS = config["training"]["methods"]
@@ -78,6 +85,19 @@ def adversarial_dir(wildcards):
     if not config["evaluation"]["keep_adversarial"]:
         return None
     return f"results/attacks/{wildcards.seed}/{wildcards.method}/{wildcards.arch}"
+
+
+def imagenet_weights_checked(wildcards):
+    """No input, but planning a train job fails (at `snakemake -n`) when an ImageNet checkpoint is missing.
+
+    The checkpoints are not inputs: their folder differs between machines, and moving
+    machines must rerun nothing.
+    """
+    if config["models"]["pretrained"]:
+        error = missing_weights_error(ARCHS)
+        if error:
+            raise WorkflowError(error)
+    return []
 
 
 def gpu_count(wildcards):

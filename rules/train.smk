@@ -4,6 +4,7 @@ rule train:
         train=lambda w: cache_path("train", w.arch),
         val=lambda w: cache_path("val", w.arch),
         reference=reference_weights,
+        imagenet=imagenet_weights_checked,
     output:
         weights="results/models/{seed}/{method}/{arch}/weights.pt",
         history="results/models/{seed}/{method}/{arch}/history.parquet",
