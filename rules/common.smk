@@ -6,6 +6,7 @@ from pathlib import Path
 # The library's torch-free helpers (the ImageNet checkpoint check) run in snakemake itself.
 sys.path.insert(0, str(Path(workflow.basedir).parent / "scripts"))
 from dpaat.imagenet_weights import missing_weights_error
+from dpaat.job_resources import mem_mb, runtime_minutes
 
 SEEDS = [str(seed) for seed in config["seeds"]]
 ARCHS = config["models"]["archs"]
@@ -98,6 +99,23 @@ def imagenet_weights_checked(wildcards):
         if error:
             raise WorkflowError(error)
     return []
+
+
+def job_runtime(rule):
+    """Runtime request (minutes) of a model rule's job from the config; a retry asks for more."""
+
+    def runtime(wildcards, threads, attempt):
+        method = getattr(wildcards, "method", None)
+        return runtime_minutes(
+            config, rule, wildcards.arch, method, threads=threads, attempt=attempt
+        )
+
+    return runtime
+
+
+def job_mem_mb(rule):
+    """Host memory request (MB) of a model rule's job from the config."""
+    return lambda wildcards: mem_mb(config, rule, wildcards.arch)
 
 
 def gpu_count(wildcards):

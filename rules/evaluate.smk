@@ -18,8 +18,8 @@ rule evaluate:
     threads: config["training"]["threads"]
     resources:
         gpu=gpu_count,
-        mem_mb=8000,
-        runtime=2 * 60,
+        mem_mb=job_mem_mb("evaluate"),
+        runtime=job_runtime("evaluate"),
     params:
         attacks=ATTACKS,
         batch_size=config["evaluation"]["batch_size"],

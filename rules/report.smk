@@ -25,8 +25,8 @@ rule gradcam:
     threads: config["training"]["threads"]
     resources:
         gpu=gpu_count,
-        mem_mb=8000,
-        runtime=30,
+        mem_mb=job_mem_mb("gradcam"),
+        runtime=job_runtime("gradcam"),
     params:
         methods=config["report"]["gradcam_methods"],
         seed=SEEDS[0],

@@ -15,13 +15,15 @@ rule train:
         "results/benchmarks/train/{seed}/{method}/{arch}.tsv"
     # Training first (it unlocks the most jobs), then attacks, so no long job is left for the end.
     priority: 2
+    # A job killed at its time limit resumes from its checkpoint with twice the runtime.
+    retries: 1
     conda:
         "../envs/torch.yaml"
     threads: config["training"]["threads"]
     resources:
         gpu=gpu_count,
-        mem_mb=8000,
-        runtime=12 * 60,
+        mem_mb=job_mem_mb("train"),
+        runtime=job_runtime("train"),
     params:
         training=TRAINING_SETTINGS,
         pretrained=config["models"]["pretrained"],
