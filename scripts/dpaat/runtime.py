@@ -6,11 +6,12 @@ import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from dpaat.gpu_slots import GpuSlot, claim_slot
+
+if TYPE_CHECKING:  # imported where used: the report jobs only log
+    import torch
 
 # The slot a job claimed: held (its lock file open) until the process exits.
 _held_slots: list[GpuSlot] = []
@@ -36,6 +37,8 @@ def setup_logging(log_path: str | Path) -> logging.Logger:
 
 def select_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA when visible; asking for CUDA without one is an error, not a silent fallback."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -49,6 +52,8 @@ def job_device(name: str, gpu: Mapping[str, Any]) -> torch.device:
     `gpu` is the config's `gpu` mapping (slot_dir, jobs_per_device). The visible devices
     are those CUDA_VISIBLE_DEVICES leaves, so a scheduler's choice is respected.
     """
+    import torch
+
     device = select_device(name)
     if device.type != "cuda" or device.index is not None:
         return device
@@ -61,4 +66,6 @@ def job_device(name: str, gpu: Mapping[str, Any]) -> torch.device:
 
 def set_threads(threads: int) -> None:
     """Use exactly the CPU threads the scheduler granted the job."""
+    import torch
+
     torch.set_num_threads(max(1, int(threads)))
