@@ -110,12 +110,14 @@ def test_released_slot_is_claimed_again_at_once(tmp_path):
     assert time.monotonic() - began < 5
 
 
-def test_slot_files_are_per_machine_and_per_slurm_allocation(tmp_path):
+def test_slot_files_are_per_machine_slurm_allocation_and_visible_gpus(tmp_path):
     plain = slot_folder(tmp_path, environ={})
     in_job = slot_folder(tmp_path, environ={"SLURM_JOB_ID": "1234"})
     other_job = slot_folder(tmp_path, environ={"SLURM_JOB_ID": "1235"})
-    assert plain.parent == tmp_path and len({plain, in_job, other_job}) == 3
-    assert in_job.name.endswith("-slurm1234")
+    first_pair = slot_folder(tmp_path, environ={"CUDA_VISIBLE_DEVICES": "0,1"})
+    second_pair = slot_folder(tmp_path, environ={"CUDA_VISIBLE_DEVICES": "2,3"})
+    assert plain.parent == tmp_path and len({plain, in_job, other_job, first_pair, second_pair}) == 5
+    assert in_job.name.endswith("-slurm1234") and first_pair.name.endswith("-cuda0_1")
     # Two SLURM jobs that each see "their" GPU 0 do not wait for each other.
     first = claim_slot(tmp_path, 1, 1, environ={"SLURM_JOB_ID": "1234"})
     second = claim_slot(tmp_path, 1, 1, environ={"SLURM_JOB_ID": "1235"})

@@ -8,9 +8,10 @@ k > 1 shares every device evenly. Snakemake's `--resources gpu=G*k` keeps at mos
 many model jobs running, so a free slot normally exists; a claim that finds none (jobs
 of another workflow on the same machine) waits for one.
 
-Slot files live in `<slot_dir>/<host>[-slurm<job id>]/`: per machine, so a slot folder on
-a shared file system never mixes nodes, and per SLURM allocation, so jobs that SLURM
-already gave their own GPUs (through CUDA_VISIBLE_DEVICES) never wait on each other.
+Slot files live in `<slot_dir>/<host>[-slurm<job id>][-cuda<CUDA_VISIBLE_DEVICES>]/`: per
+machine, so a slot folder on a shared file system never mixes nodes; per SLURM
+allocation, so jobs that SLURM already gave their own GPUs never wait on each other;
+and per set of visible GPUs, so slot s means the same physical GPU to every claimer.
 """
 
 from __future__ import annotations
@@ -46,12 +47,15 @@ class GpuSlot:
 
 
 def slot_folder(slot_dir: str | os.PathLike, environ: os._Environ | dict[str, str] | None = None) -> Path:
-    """This machine's (and SLURM allocation's) folder of slot files under `slot_dir`."""
+    """The folder of slot files under `slot_dir` for this machine, SLURM allocation and visible GPUs."""
     environ = os.environ if environ is None else environ
     name = socket.gethostname() or "localhost"
     job = environ.get("SLURM_JOB_ID")
     if job:
         name += f"-slurm{job}"
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        name += f"-cuda{visible}"
     return Path(slot_dir) / re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
