@@ -13,7 +13,7 @@ rule train:
         "results/logs/train/{seed}/{method}/{arch}.log",
     benchmark:
         "results/benchmarks/train/{seed}/{method}/{arch}.tsv"
-    # Training first (it unlocks the most jobs), then attacks, so no long job is left for the end.
+    # Training first (it unlocks the most jobs), then evaluation, so no long job is left for the end.
     priority: 2
     # A job killed at its time limit resumes from its checkpoint with twice the runtime.
     retries: 1
