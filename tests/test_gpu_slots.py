@@ -124,7 +124,9 @@ def test_slot_files_are_per_machine_slurm_allocation_and_visible_gpus(tmp_path):
     assert (first.device_index, second.device_index) == (0, 0)
 
 
-@pytest.mark.parametrize(("devices", "per_device", "message"), [(0, 1, "at least one visible GPU"), (1, 0, "jobs_per_device")])
+@pytest.mark.parametrize(
+    ("devices", "per_device", "message"), [(0, 1, "at least one visible GPU"), (1, 0, "jobs_per_device")]
+)
 def test_bad_slot_settings_are_clear_errors(tmp_path, devices, per_device, message):
     with pytest.raises(ValueError, match=message):
         claim_slot(tmp_path, devices, per_device)
@@ -143,7 +145,10 @@ def test_job_device_claims_a_slot_only_for_cuda(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
     monkeypatch.setattr(runtime, "_held_slots", [])
-    assert [runtime.job_device(name, gpu) for name in ("auto", "cuda")] == [torch.device("cuda", 0), torch.device("cuda", 1)]
+    assert [runtime.job_device(name, gpu) for name in ("auto", "cuda")] == [
+        torch.device("cuda", 0),
+        torch.device("cuda", 1),
+    ]
     assert runtime.job_device("cuda:1", gpu) == torch.device("cuda", 1), "an explicit device takes no slot"
     for slot in runtime._held_slots:
         slot.release()

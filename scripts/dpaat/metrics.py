@@ -85,7 +85,12 @@ def classification_metrics(
     scores_are: Literal["logits", "probs"] = "logits",
 ) -> dict[str, Any]:
     """n, accuracy, map, macro precision/recall/f1 and confusion (row = true class) of one test set."""
-    from sklearn.metrics import accuracy_score, average_precision_score, confusion_matrix, precision_recall_fscore_support
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+    )
 
     n_classes = len(classes)
     if n_classes < 2:
