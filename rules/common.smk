@@ -1,5 +1,13 @@
 """Helpers shared by the rules: wildcard values, paths and the final targets."""
 
+import sys
+from pathlib import Path
+
+# The library's torch-free helpers (the ImageNet checkpoint check) run in snakemake itself.
+sys.path.insert(0, str(Path(workflow.basedir).parent / "scripts"))
+from dpaat.imagenet_weights import missing_weights_error
+from dpaat.job_resources import mem_mb, runtime_minutes
+
 SEEDS = [str(seed) for seed in config["seeds"]]
 ARCHS = config["models"]["archs"]
 METHODS = config["training"]["methods"]
@@ -11,11 +19,19 @@ if len(ATTACKS) != len(config["attacks"]):
     raise ValueError(
         "config attacks: two attacks share a name; give each a unique name"
     )
+if "clean" in ATTACKS:
+    raise ValueError(
+        "config attacks: 'clean' names the unattacked test set; rename that attack"
+    )
 SPLITS = ["train", "val", "test"]
 # What a training job depends on: everything under `training` except the list of
-# methods, so adding a method does not retrain the others.
+# methods, so adding a method does not retrain the others, and the execution settings
+# (the jobs read them from snakemake.config and snakemake.threads), so moving to
+# another machine reruns nothing.
 TRAINING_SETTINGS = {
-    key: value for key, value in config["training"].items() if key != "methods"
+    key: value
+    for key, value in config["training"].items()
+    if key not in {"methods", "device", "threads"}
 }
 # Methods that need the STD model of their architecture (AMAT takes ξ from it).
 NEEDS_STD_REFERENCE = {"amat"}
@@ -54,6 +70,52 @@ def reference_weights(wildcards):
     ):
         return f"{model_dir(wildcards.seed, 'std', wildcards.arch)}/weights.pt"
     return []
+
+
+def adversarial_files():
+    """The evaluate rule's adversarial-image outputs: one per attack, only when they are kept."""
+    if not config["evaluation"]["keep_adversarial"]:
+        return []
+    return expand(
+        "results/attacks/{{seed}}/{{method}}/{{arch}}/{attack}.pt", attack=ATTACKS
+    )
+
+
+def adversarial_dir(wildcards):
+    """Where the evaluate job saves its adversarial images (None: they are not kept)."""
+    if not config["evaluation"]["keep_adversarial"]:
+        return None
+    return f"results/attacks/{wildcards.seed}/{wildcards.method}/{wildcards.arch}"
+
+
+def imagenet_weights_checked(wildcards):
+    """No input, but planning a train job fails (at `snakemake -n`) when an ImageNet checkpoint is missing.
+
+    The checkpoints are not inputs: their folder differs between machines, and moving
+    machines must rerun nothing.
+    """
+    if config["models"]["pretrained"]:
+        error = missing_weights_error(ARCHS)
+        if error:
+            raise WorkflowError(error)
+    return []
+
+
+def job_runtime(rule):
+    """Runtime request (minutes) of a model rule's job from the config; a retry asks for more."""
+
+    def runtime(wildcards, threads, attempt):
+        method = getattr(wildcards, "method", None)
+        return runtime_minutes(
+            config, rule, wildcards.arch, method, threads=threads, attempt=attempt
+        )
+
+    return runtime
+
+
+def job_mem_mb(rule):
+    """Host memory request (MB) of a model rule's job from the config."""
+    return lambda wildcards: mem_mb(config, rule, wildcards.arch)
 
 
 def gpu_count(wildcards):
