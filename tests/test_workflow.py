@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -86,11 +87,34 @@ def test_paper_config_lists_the_full_dag():
     run = snakemake(REPO, "-n", "--configfile", "config/paper.yaml", timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     out = run.stdout
-    # 3 seeds x (5 methods x 6 archs + 2 ablation methods x 2 archs) = 102 trainings
+    # 3 seeds x 5 methods x 6 archs = 90 trainings; D-A and D-B only in the ablation's own schedule
     job_counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if line.strip().startswith(("train ", "attack ", "evaluate "))}
-    assert job_counts["train"] == 3 * (5 * 6 + 2 * 2)
+    assert job_counts["train"] == 3 * 5 * 6
     assert job_counts["attack"] == 5 * job_counts["train"]
     assert job_counts["evaluate"] == job_counts["train"]
+
+
+def test_paper_config_trains_the_ablation_under_its_own_schedule_and_paths():
+    # Paper section IV-D: AT, D-A, D-B, D-(A+B) with batch 64 for 100 epochs, ResNet34 and MobileNetV2.
+    run = snakemake(REPO, "-n", "--configfile", "config/paper.yaml", timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = re.findall(r"^rule (\w+):\n((?:    .*\n)+)", run.stdout, flags=re.MULTILINE)
+    ablation = {
+        tuple(re.search(r"results/ablation/batch64_epochs100/models/(\d+)/(\w+)/(\w+)/weights\.pt", body).groups())
+        for rule, body in jobs
+        if rule == "train_ablation"
+    }
+    expected = {(s, m, a) for s in "012" for m in ("at", "d_a", "d_b", "dpaat") for a in ("resnet34", "mobilenet_v2")}
+    assert ablation == expected
+    # The main models keep their paths and are never the ablation's.
+    main = [body for rule, body in jobs if rule == "train"]
+    assert all(re.search(r"output: results/models/\d+/(std|at|sat|amat|dpaat)/\w+/weights\.pt", b) for b in main)
+
+
+def test_default_config_reuses_the_main_models_for_the_ablation():
+    run = snakemake(REPO, "-n", timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "train_ablation" not in run.stdout and "results/ablation/" not in run.stdout
 
 
 def test_rules_are_snakefmt_formatted():
