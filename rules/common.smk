@@ -11,6 +11,10 @@ if len(ATTACKS) != len(config["attacks"]):
     raise ValueError(
         "config attacks: two attacks share a name; give each a unique name"
     )
+if "clean" in ATTACKS:
+    raise ValueError(
+        "config attacks: 'clean' names the unattacked test set; rename that attack"
+    )
 SPLITS = ["train", "val", "test"]
 # What a training job depends on: everything under `training` except the list of
 # methods, so adding a method does not retrain the others.
@@ -58,6 +62,22 @@ def reference_weights(wildcards):
     ):
         return f"{model_dir(wildcards.seed, 'std', wildcards.arch)}/weights.pt"
     return []
+
+
+def adversarial_files():
+    """The evaluate rule's adversarial-image outputs: one per attack, only when they are kept."""
+    if not config["evaluation"]["keep_adversarial"]:
+        return []
+    return expand(
+        "results/attacks/{{seed}}/{{method}}/{{arch}}/{attack}.pt", attack=ATTACKS
+    )
+
+
+def adversarial_dir(wildcards):
+    """Where the evaluate job saves its adversarial images (None: they are not kept)."""
+    if not config["evaluation"]["keep_adversarial"]:
+        return None
+    return f"results/attacks/{wildcards.seed}/{wildcards.method}/{wildcards.arch}"
 
 
 def gpu_count(wildcards):
@@ -118,6 +138,21 @@ ABLATION_MODELS = (
 )
 
 
+CONFUSION_ATTACK = config["evaluation"]["confusion_attack"]
+if CONFUSION_ATTACK not in ATTACKS:
+    raise ValueError(
+        f"evaluation.confusion_attack {CONFUSION_ATTACK!r} is not among the "
+        f"configured attacks {sorted(ATTACKS)}; name one of them"
+    )
+ABLATION_ATTACKS = {CONFUSION_ATTACK: ATTACKS[CONFUSION_ATTACK]}
+# The metrics Fig. 3 is drawn from.
+ABLATION_METRICS = (
+    f"{ABLATION_DIR}/metrics.parquet"
+    if OWN_ABLATION
+    else "results/metrics/metrics.parquet"
+)
+
+
 def ablation_files(pattern):
     """`pattern` filled with every own-schedule ablation model's seed, method and arch."""
     return [
@@ -147,9 +182,6 @@ def final_outputs():
         ext=["csv", "md", "tex"],
     )
     targets += expand("results/figures/confusion_{arch}.png", arch=CONFUSION_ARCHS)
-    targets += ablation_files(
-        f"{ABLATION_DIR}/models/{{seed}}/{{method}}/{{arch}}/run.json"
-    )
     if GRADCAM_ARCHS:
         targets += expand("results/figures/gradcam_{arch}.png", arch=GRADCAM_ARCHS)
         targets.append("results/metrics/gradcam.parquet")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -45,6 +46,21 @@ def test_tiny_run_writes_every_target(tiny_run):
     assert len(metrics) == 4 * 3
     assert set(metrics["attack"]) == {"clean", "fgsm", "pgd3"}
     assert metrics["accuracy"].between(0, 1).all()
+    # The ablation's own schedule: its models, trained with batch 8 for 2 epochs, scored clean and under pgd3.
+    ablation = results / "ablation/batch8_epochs2"
+    ablation_metrics = pd.read_parquet(ablation / "metrics.parquet")
+    assert set(zip(ablation_metrics["method"], ablation_metrics["attack"])) == {
+        (m, a) for m in ("at", "dpaat") for a in ("clean", "pgd3")
+    }
+    for method in ("at", "dpaat"):
+        run_record = json.loads((ablation / f"models/0/{method}/mobilenet_v2/run.json").read_text())
+        assert (run_record["training"]["batch_size"], run_record["training"]["epochs"]) == (8, 2)
+        assert len(pd.read_parquet(ablation / f"models/0/{method}/mobilenet_v2/history.parquet")) == 1 + 2
+    # One evaluation job per model wrote its per-image predictions; adversarial images are not kept.
+    predictions = pd.read_parquet(results / "predictions/0/dpaat/mobilenet_v2.parquet")
+    assert predictions["attack"].unique().tolist() == ["clean", "fgsm", "pgd3"]
+    assert len(predictions) == 3 * 3 * 6
+    assert not (results / "attacks").exists()
     for table in ("table1", "table2"):
         for ext in ("csv", "md", "tex"):
             assert (results / f"tables/{table}.{ext}").stat().st_size > 0
@@ -88,10 +104,12 @@ def test_paper_config_lists_the_full_dag():
     assert run.returncode == 0, run.stderr[-3000:]
     out = run.stdout
     # 3 seeds x 5 methods x 6 archs = 90 trainings; D-A and D-B only in the ablation's own schedule
-    job_counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if line.strip().startswith(("train ", "attack ", "evaluate "))}
+    job_counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if re.match(r"^\w+\s+\d+$", line)}
     assert job_counts["train"] == 3 * 5 * 6
-    assert job_counts["attack"] == 5 * job_counts["train"]
+    assert job_counts["train_ablation"] == 3 * 4 * 2
+    # One evaluation job per model runs the clean pass and all five attacks; no job per attack.
     assert job_counts["evaluate"] == job_counts["train"]
+    assert "attack" not in job_counts
 
 
 def test_paper_config_trains_the_ablation_under_its_own_schedule_and_paths():
