@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--methods", nargs="+", default=["std", "at"])
     parser.add_argument("--crops", nargs="+", default=["squash"], choices=["squash", "centre_crop"])
+    parser.add_argument("--augment", nargs="+", default=["off", "on"], choices=["off", "on"])
     args = parser.parse_args()
     training, pgd20 = default_training()
     spec = AttackSpec.from_config({k: v for k, v in pgd20.items() if k != "name"})
@@ -52,7 +53,7 @@ def main() -> None:
     for crop in args.crops:
         folder = REPO / "results/data/cache" / ("centre_crop" if crop == "centre_crop" else "")
         tr, va, te = (load_cache(folder / f"{split}_{args.size}px.pt") for split in ("train", "val", "test"))
-        for augment in (False, True):
+        for augment in (choice == "on" for choice in args.augment):
             mapping = {**training, "augmentation": {**training["augmentation"], "enabled": augment}}
             config = TrainConfig.from_mapping(mapping)
             for method_name in args.methods:
