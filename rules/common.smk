@@ -53,9 +53,13 @@ def image_size(arch):
     return config["models"]["image_size"]
 
 
+# Centre-cropped and squashed caches live apart, so a changed data.centre_crop never reuses a cache.
+CACHE_TAG = "centre_crop/" if config["data"]["centre_crop"] else ""
+
+
 def cache_path(split, arch):
     """Preprocessed cache of one split at the resolution an architecture needs."""
-    return f"results/data/cache/{split}_{image_size(arch)}px.pt"
+    return f"results/data/cache/{CACHE_TAG}{split}_{image_size(arch)}px.pt"
 
 
 def model_dir(seed, method, arch):
@@ -145,6 +149,57 @@ def model_files(pattern):
     return [
         pattern.format(seed=seed, method=method, arch=arch)
         for seed, method, arch in MODELS
+    ]
+
+
+# Fig. 3's ablation: its own schedule (paper: batch 64, 100 epochs) and models when the
+# schedule differs from the main one, else the main models of its methods.
+ABLATION_TRAINING_SETTINGS = {
+    **TRAINING_SETTINGS,
+    **{
+        key: config["ablation"][key]
+        for key in ("batch_size", "epochs")
+        if config["ablation"][key] is not None
+    },
+}
+OWN_ABLATION = ABLATION_TRAINING_SETTINGS != TRAINING_SETTINGS
+# The schedule is in the paths, so two ablation schedules never share a model either.
+ABLATION_TAG = "ablation/batch{batch_size}_epochs{epochs}".format(
+    **ABLATION_TRAINING_SETTINGS
+)
+ABLATION_DIR = f"results/{ABLATION_TAG}"
+ABLATION_MODELS = (
+    [
+        (seed, method, arch)
+        for seed in SEEDS
+        for method in config["ablation"]["methods"]
+        for arch in ABLATION_ARCHS
+    ]
+    if OWN_ABLATION
+    else []
+)
+
+
+CONFUSION_ATTACK = config["evaluation"]["confusion_attack"]
+if CONFUSION_ATTACK not in ATTACKS:
+    raise ValueError(
+        f"evaluation.confusion_attack {CONFUSION_ATTACK!r} is not among the "
+        f"configured attacks {sorted(ATTACKS)}; name one of them"
+    )
+ABLATION_ATTACKS = {CONFUSION_ATTACK: ATTACKS[CONFUSION_ATTACK]}
+# The metrics Fig. 3 is drawn from.
+ABLATION_METRICS = (
+    f"{ABLATION_DIR}/metrics.parquet"
+    if OWN_ABLATION
+    else "results/metrics/metrics.parquet"
+)
+
+
+def ablation_files(pattern):
+    """`pattern` filled with every own-schedule ablation model's seed, method and arch."""
+    return [
+        pattern.format(seed=seed, method=method, arch=arch)
+        for seed, method, arch in ABLATION_MODELS
     ]
 
 

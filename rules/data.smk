@@ -88,11 +88,11 @@ rule cache:
         images=rules.index.output.images,
         masks=rules.index.output.masks,
     output:
-        cache="results/data/cache/{split}_{size}px.pt",
+        cache=f"results/data/cache/{CACHE_TAG}{{split}}_{{size}}px.pt",
     log:
-        "results/logs/data/cache/{split}_{size}px.log",
+        f"results/logs/data/cache/{CACHE_TAG}{{split}}_{{size}}px.log",
     benchmark:
-        "results/benchmarks/data/cache/{split}_{size}px.tsv"
+        f"results/benchmarks/data/cache/{CACHE_TAG}{{split}}_{{size}}px.tsv"
     wildcard_constraints:
         split="train|val|test",
         size=r"\d+",
@@ -101,5 +101,6 @@ rule cache:
     threads: 2
     params:
         classes=config["data"]["classes"],
+        centre_crop=config["data"]["centre_crop"],
     script:
         "../scripts/cache.py"

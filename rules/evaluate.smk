@@ -44,3 +44,34 @@ rule aggregate:
         "../envs/report.yaml"
     script:
         "../scripts/aggregate.py"
+
+
+if OWN_ABLATION:
+
+    use rule evaluate as evaluate_ablation with:
+        input:
+            weights=f"{ABLATION_DIR}/models/{{seed}}/{{method}}/{{arch}}/weights.pt",
+            test=lambda w: cache_path("test", w.arch),
+        output:
+            metrics=f"{ABLATION_DIR}/metrics/models/{{seed}}/{{method}}/{{arch}}.parquet",
+            predictions=f"{ABLATION_DIR}/predictions/{{seed}}/{{method}}/{{arch}}.parquet",
+        log:
+            f"results/logs/{ABLATION_TAG}/evaluate/{{seed}}/{{method}}/{{arch}}.log",
+        benchmark:
+            f"results/benchmarks/{ABLATION_TAG}/evaluate/{{seed}}/{{method}}/{{arch}}.tsv"
+        params:
+            # Fig. 3 needs the clean pass and the confusion attack only.
+            attacks=ABLATION_ATTACKS,
+            batch_size=config["evaluation"]["batch_size"],
+            adversarial_dir=None,
+            device=config["training"]["device"],
+
+    use rule aggregate as aggregate_ablation with:
+        input:
+            metrics=ablation_files(
+                f"{ABLATION_DIR}/metrics/models/{{seed}}/{{method}}/{{arch}}.parquet"
+            ),
+        output:
+            metrics=f"{ABLATION_DIR}/metrics.parquet",
+        log:
+            f"results/logs/{ABLATION_TAG}/aggregate.log",

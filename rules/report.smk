@@ -60,6 +60,7 @@ rule report:
     """Tables I and II and Figs. 2, 3 and the training curves from the metrics."""
     input:
         metrics="results/metrics/metrics.parquet",
+        ablation_metrics=ABLATION_METRICS,
         histories=model_files("results/models/{seed}/{method}/{arch}/history.parquet"),
         gradcam="results/metrics/gradcam.parquet" if GRADCAM_ARCHS else [],
     output:

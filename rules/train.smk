@@ -30,3 +30,20 @@ rule train:
         checkpoint="results/checkpoints/{seed}/{method}/{arch}.pt",
     script:
         "../scripts/train.py"
+
+
+if OWN_ABLATION:
+
+    use rule train as train_ablation with:
+        output:
+            weights=f"{ABLATION_DIR}/models/{{seed}}/{{method}}/{{arch}}/weights.pt",
+            history=f"{ABLATION_DIR}/models/{{seed}}/{{method}}/{{arch}}/history.parquet",
+            run=f"{ABLATION_DIR}/models/{{seed}}/{{method}}/{{arch}}/run.json",
+        log:
+            f"results/logs/{ABLATION_TAG}/train/{{seed}}/{{method}}/{{arch}}.log",
+        benchmark:
+            f"results/benchmarks/{ABLATION_TAG}/train/{{seed}}/{{method}}/{{arch}}.tsv"
+        params:
+            training=ABLATION_TRAINING_SETTINGS,
+            pretrained=config["models"]["pretrained"],
+            checkpoint=f"results/checkpoints/{ABLATION_TAG}/{{seed}}/{{method}}/{{arch}}.pt",

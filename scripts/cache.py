@@ -13,6 +13,7 @@ def main() -> None:
         snakemake.wildcards.split,
         int(snakemake.wildcards.size),
         snakemake.params.classes,
+        centre_crop=snakemake.params.centre_crop,
         workers=snakemake.threads,
     )
     write_cache(cache, snakemake.output.cache)

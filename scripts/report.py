@@ -21,7 +21,9 @@ write_tables(
 )
 for arch, path in zip(snakemake.params.confusion_archs, snakemake.output.confusion):
     confusion_figure(metrics, arch, snakemake.params.confusion_methods, attack, path)
-ablation_figure(metrics, snakemake.params.ablation_archs, attack, snakemake.output.ablation)
+# Fig. 3 from the ablation's own models when it has its own schedule, else from the main ones.
+ablation_metrics = read_metrics(snakemake.input.ablation_metrics)
+ablation_figure(ablation_metrics, snakemake.params.ablation_archs, attack, snakemake.output.ablation)
 
 
 def history_of(path: str) -> pd.DataFrame:

@@ -61,6 +61,7 @@ write_json(
         "stopped_early": result.stopped_early,
         "resumed_from_epoch": result.resumed_from_epoch,
         "device": result.device,
+        "deterministic": config.deterministic,
         "method_details": result.method,
         "amat_xi": xi,
         "training": snakemake.params.training,

@@ -80,6 +80,61 @@ def test_mask_resize_is_nearest_and_binary(tmp_path):
     assert small.tolist() == [[255, 255, 0, 0]] * 4
 
 
+def ramp_image(path, width: int = 600, height: int = 450) -> None:
+    """Red rises linearly with x, green with y: an output pixel's colour tells where it was sampled."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[..., 0] = np.round(np.arange(width) * 255 / (width - 1))[None, :]
+    image[..., 1] = np.round(np.arange(height) * 255 / (height - 1))[:, None]
+    Image.fromarray(image).save(path, quality=95)
+
+
+@pytest.mark.parametrize(("suffix", "tolerance"), [(".png", 1.0), (".jpg", 2.0)])
+@pytest.mark.parametrize("centre_crop", [False, True])
+def test_centre_crop_keeps_x_75_to_525_of_a_600x450_image(tmp_path, suffix, tolerance, centre_crop):
+    # Hand-worked: output column j samples source x = x0 + (j + 0.5) * w / S - 0.5, with the
+    # crop x0 = 75, w = 450 (CenterCrop(450)); squashed x0 = 0, w = 600. Rows span all 450.
+    # LANCZOS keeps a linear ramp linear, and its support never reaches the image edge here.
+    ramp_image(tmp_path / f"ramp{suffix}")
+    size = 32
+    ours = load_image(tmp_path / f"ramp{suffix}", size, centre_crop).astype(float)
+    centres = np.arange(size) + 0.5
+    x0, w = (75, 450) if centre_crop else (0, 600)
+    expected_red = (x0 + centres * w / size - 0.5) * 255 / 599
+    expected_green = (centres * 450 / size - 0.5) * 255 / 449
+    assert np.abs(ours[size // 2, :, 0] - expected_red).max() < tolerance
+    assert np.abs(ours[:, size // 2, 1] - expected_green).max() < tolerance
+
+
+def test_centre_crop_matches_torchvisions_centercrop_then_resize(tmp_path):
+    from torchvision.transforms import v2
+
+    ramp_image(tmp_path / "ramp.png")
+    with Image.open(tmp_path / "ramp.png") as image:
+        tensor = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+    reference = v2.Resize((32, 32), antialias=True)(v2.CenterCrop(450)(tensor)).permute(1, 2, 0).numpy()
+    ours = load_image(tmp_path / "ramp.png", 32, centre_crop=True)
+    # Bilinear-antialiased (torchvision) against LANCZOS (ours): equal on a ramp up to rounding.
+    assert np.abs(ours.astype(float) - reference).max() <= 1
+
+
+def test_mask_gets_the_images_centre_crop(tmp_path):
+    mask = np.zeros((450, 600), np.uint8)
+    mask[:, :150] = 255  # lesion in x < 150: a quarter of the squashed image, a sixth of the crop
+    Image.fromarray(mask, "L").save(tmp_path / "m.png")
+    # Column j is lesion iff its source centre is left of 150: squashed (j + 0.5) * 600/32 < 150
+    # for j <= 7; cropped 75 + (j + 0.5) * 450/32 < 150 for j <= 4.
+    assert (load_mask(tmp_path / "m.png", 32)[0] == 255).sum() == 8
+    assert (load_mask(tmp_path / "m.png", 32, centre_crop=True)[0] == 255).sum() == 5
+
+
+def test_cache_built_with_centre_crop_differs_from_the_squashed_one(index_and_splits):
+    index, splits = index_and_splits
+    cropped = build_cache(splits, index, "test", 8, CLASSES, centre_crop=True)
+    squashed = build_cache(splits, index, "test", 8, CLASSES)
+    assert cropped.images.shape == squashed.images.shape and not torch.equal(cropped.images, squashed.images)
+    assert cropped.masks.shape == squashed.masks.shape
+
+
 def test_partial_masks_cache_none(index_and_splits):
     index, splits = index_and_splits
     partial = index.assign(mask_path=index["mask_path"].where(index.index % 2 == 0, None))

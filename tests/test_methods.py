@@ -22,6 +22,7 @@ from dpaat.methods import (
     amat_update,
     build_method,
     dpaat_epsilons,
+    printed_synchronization_loss,
     synchronization_loss,
 )
 
@@ -146,6 +147,48 @@ def test_dpaat_epsilons_clamps_to_zero_and_eps_max():
 def test_dpaat_epsilons_equal_changes_keep_the_perturbation_norms():
     norms = torch.tensor([0.3, 0.2, 0.1])
     assert torch.equal(dpaat_epsilons(torch.full((3,), 0.7), norms, eps=0.3, eps_max=0.6), norms)
+
+
+def test_without_the_cap_gamma_follows_eq_15_as_printed():
+    # ΔL = [-1, 1, 3]: avg 1, |ΔL−avg|/avg = [2, 0, 2]. Capped γ = 0.3·[1, 0, 1]; as printed 0.3·[2, 0, 2].
+    # eps_max 1.2 so the clamp does not hide the difference: stable 0.3+0.3 vs 0.3+0.6.
+    args = (torch.tensor([-1.0, 1.0, 3.0]), torch.full((3,), 0.3))
+    assert torch.allclose(dpaat_epsilons(*args, eps=0.3, eps_max=1.2), torch.tensor([0.6, 0.3, 0.0]))
+    assert torch.allclose(dpaat_epsilons(*args, eps=0.3, eps_max=1.2, gamma_cap=None), torch.tensor([0.9, 0.3, 0.0]))
+
+
+def test_the_cap_changes_nothing_for_samples_between_zero_and_the_mean_change():
+    # README: for 0 <= ΔL_i <= ΔL_avg the ratio is in [0, 1], so Eq. 15 as printed gives the same eps.
+    g = torch.Generator().manual_seed(0)
+    delta_loss = torch.rand(200, generator=g) ** 3 * 4  # skewed, all >= 0
+    norms = 0.3 * (1 - 0.01 * torch.rand(200, generator=g))
+    capped = dpaat_epsilons(delta_loss, norms, eps=0.3, eps_max=10.0)
+    printed = dpaat_epsilons(delta_loss, norms, eps=0.3, eps_max=10.0, gamma_cap=None)
+    stable = delta_loss <= delta_loss.mean()
+    assert stable.sum() > 100 and torch.equal(capped[stable], printed[stable])
+    # Skewed changes put most stable samples near 2·eps by the formula itself.
+    assert float((capped[stable] > 1.5 * 0.3).float().mean()) > 0.5
+
+
+def test_printed_synchronization_loss_is_eq_11_literally():
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g, dtype=torch.float64)
+    p, q = a.softmax(1), b.softmax(1)
+    eq11 = (-0.5 * (p * torch.log(p / (p + q)) + q * torch.log(q / (p + q))).sum(1)).mean()
+    assert printed_synchronization_loss(a, b).item() == pytest.approx(eq11.item(), rel=1e-12)
+    assert printed_synchronization_loss(a, a).item() == pytest.approx(math.log(2), rel=1e-12)
+
+
+def test_synchronization_printed_is_used_by_dpaat_and_d_b(batch):
+    model, x, y, index = batch
+    for name in ("dpaat", "d_b"):
+        js, _ = build_method(name, training_mapping(beta=2.0)).loss(model, x, y, index)
+        printed, _ = build_method(name, training_mapping(beta=2.0, synchronization="printed")).loss(model, x, y, index)
+        x_adv = fixed_pgd(model, x, y) if name == "d_b" else None
+        if x_adv is not None:  # D-B's fixed-eps attack: the two losses differ by β·(ln 2 − 2·JS)
+            sync = synchronization_loss(model(x), model(x_adv))
+            assert (printed - js).item() == pytest.approx((2.0 * (math.log(2) - 2 * sync)).item(), rel=1e-5)
+        assert printed.item() != pytest.approx(js.item())
 
 
 # ---------------------------------------------------------------- AMAT's eps rule (Eq. 5)
@@ -278,6 +321,16 @@ def test_per_sample_attack_scales_the_step_with_eps(batch):
     x_adv = adversary.attack(model, x, y, eps=eps_i)
     assert torch.equal(x_adv[0], x[0])
     assert bool((adversary.perturbation_norms(x_adv, x) <= eps_i + 1e-5).all())
+
+
+def test_scale_step_off_gives_every_sample_the_configured_step(batch):
+    model, x, y, _ = batch
+    eps_i = torch.tensor([0.05, 0.1, 0.3, 0.45, 0.6, 0.2])
+    scaled = Adversary(norm="l2", eps=EPS, steps=3, step_size=0.15).attack(model, x, y, eps=eps_i)
+    fixed = Adversary(norm="l2", eps=EPS, steps=3, step_size=0.15, scale_step=False).attack(model, x, y, eps=eps_i)
+    assert torch.equal(scaled, pgd(model, x, y, eps=eps_i, steps=3, step_size=0.15 * eps_i / EPS))
+    assert torch.equal(fixed, pgd(model, x, y, eps=eps_i, steps=3, step_size=torch.full((6,), 0.15)))
+    assert not torch.equal(scaled, fixed)
 
 
 def test_perturbation_norms_in_each_threat_model():

@@ -22,6 +22,13 @@ from dpaat.training import HISTORY_SCHEMA, TrainConfig, mean_clean_loss, train, 
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Margeloiu et al.'s training transforms (the schema's defaults).
+AUGMENTATION = {
+    "enabled": True, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2,
+    "horizontal_flip": True, "vertical_flip": True, "affine_degrees": 10, "rotation_degrees": 50,
+}
+
+
 def training_mapping(**overrides) -> dict:
     """A complete, fast `training` mapping: 1 warm-up + 2 full epochs, a 2-step adversary."""
     mapping = {
@@ -39,6 +46,8 @@ def training_mapping(**overrides) -> dict:
         "device": "cpu",
         "bf16": False,
         "threads": 1,
+        "deterministic": True,
+        "augmentation": dict(AUGMENTATION, enabled=False),
     }
     mapping.update(overrides)
     return mapping
@@ -245,12 +254,35 @@ def test_best_weights_are_restored():
 # ---------------------------------------------------------------- determinism and resume
 
 
-def test_two_runs_are_identical_on_the_cpu():
-    mapping = training_mapping(adversary=RANDOM_START)
+@pytest.mark.parametrize("augment", [False, True])
+def test_two_runs_are_identical_on_the_cpu(augment):
+    mapping = training_mapping(adversary=RANDOM_START, augmentation=dict(AUGMENTATION, enabled=augment))
     model_a, a = run("dpaat", mapping)
     model_b, b = run("dpaat", mapping)
     assert_same_state(model_a.state_dict(), model_b.state_dict())
     assert without_seconds(a.history).equals(without_seconds(b.history))
+
+
+def test_augmentation_changes_what_the_model_is_trained_on():
+    _, plain = run("at", training_mapping())
+    _, augmented = run("at", training_mapping(augmentation=AUGMENTATION))
+    assert not plain.history["train_loss"].equals(augmented.history["train_loss"])
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_deterministic_sets_torch_and_cudnn_during_training_and_restores_them(deterministic):
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
+    seen = []
+
+    def record(row: dict) -> None:
+        seen.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+                     torch.backends.cudnn.benchmark))
+
+    run("std", training_mapping(deterministic=deterministic), callback=record)
+    assert set(seen) == {(deterministic, deterministic, not deterministic)}
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark) == before
 
 
 class Kill(Exception):
@@ -267,10 +299,11 @@ def kill_after(epoch: int):
     return callback
 
 
+@pytest.mark.parametrize("augment", [False, True])
 @pytest.mark.parametrize("killed_at", [1, 2])
-def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, killed_at):
-    # AMAT (stateful), random starts and dropout (RNG), a warm-up (optimiser switch).
-    mapping = training_mapping(adversary=RANDOM_START)
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, killed_at, augment):
+    # AMAT (stateful), random starts and dropout (RNG), a warm-up (optimiser switch), augmentation.
+    mapping = training_mapping(adversary=RANDOM_START, augmentation=dict(AUGMENTATION, enabled=augment))
     whole_model, whole = run("amat", mapping)
 
     checkpoint = tmp_path / "ckpt.pt"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -58,6 +59,16 @@ def test_tiny_run_writes_every_target(tiny_run):
     assert len(metrics) == 4 * 3
     assert set(metrics["attack"]) == {"clean", "fgsm", "pgd3"}
     assert metrics["accuracy"].between(0, 1).all()
+    # The ablation's own schedule: its models, trained with batch 8 for 2 epochs, scored clean and under pgd3.
+    ablation = results / "ablation/batch8_epochs2"
+    ablation_metrics = pd.read_parquet(ablation / "metrics.parquet")
+    assert set(zip(ablation_metrics["method"], ablation_metrics["attack"])) == {
+        (m, a) for m in ("at", "dpaat") for a in ("clean", "pgd3")
+    }
+    for method in ("at", "dpaat"):
+        run_record = json.loads((ablation / f"models/0/{method}/mobilenet_v2/run.json").read_text())
+        assert (run_record["training"]["batch_size"], run_record["training"]["epochs"]) == (8, 2)
+        assert len(pd.read_parquet(ablation / f"models/0/{method}/mobilenet_v2/history.parquet")) == 1 + 2
     # One evaluation job per model wrote its per-image predictions; adversarial images are not kept.
     predictions = pd.read_parquet(results / "predictions/0/dpaat/mobilenet_v2.parquet")
     assert predictions["attack"].unique().tolist() == ["clean", "fgsm", "pgd3"]
@@ -118,9 +129,10 @@ def test_paper_config_lists_the_full_dag(tmp_path):
     run = snakemake(REPO, "-n", "--configfile", "config/paper.yaml", timeout=120, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     out = run.stdout
-    # 3 seeds x (5 methods x 6 archs + 2 ablation methods x 2 archs) = 102 trainings
+    # 3 seeds x 5 methods x 6 archs = 90 trainings; D-A and D-B only in the ablation's own schedule
     job_counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if re.match(r"^\w+\s+\d+$", line)}
-    assert job_counts["train"] == 3 * (5 * 6 + 2 * 2)
+    assert job_counts["train"] == 3 * 5 * 6
+    assert job_counts["train_ablation"] == 3 * 4 * 2
     # One evaluation job per model runs the clean pass and all five attacks; no job per attack.
     assert job_counts["evaluate"] == job_counts["train"]
     assert "attack" not in job_counts
@@ -139,6 +151,28 @@ def test_missing_imagenet_weights_fail_the_dry_run_naming_each_file(tmp_path):
         if arch not in present:
             assert IMAGENET_WEIGHTS_URLS[arch] in out
     assert f"Put each file in {path.parent}" in out
+def test_paper_config_trains_the_ablation_under_its_own_schedule_and_paths(tmp_path):
+    # Paper section IV-D: AT, D-A, D-B, D-(A+B) with batch 64 for 100 epochs, ResNet34 and MobileNetV2.
+    env = torch_cache(tmp_path, IMAGENET_WEIGHTS_URLS)
+    run = snakemake(REPO, "-n", "--configfile", "config/paper.yaml", timeout=120, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = re.findall(r"^rule (\w+):\n((?:    .*\n)+)", run.stdout, flags=re.MULTILINE)
+    ablation = {
+        tuple(re.search(r"results/ablation/batch64_epochs100/models/(\d+)/(\w+)/(\w+)/weights\.pt", body).groups())
+        for rule, body in jobs
+        if rule == "train_ablation"
+    }
+    expected = {(s, m, a) for s in "012" for m in ("at", "d_a", "d_b", "dpaat") for a in ("resnet34", "mobilenet_v2")}
+    assert ablation == expected
+    # The main models keep their paths and are never the ablation's.
+    main = [body for rule, body in jobs if rule == "train"]
+    assert all(re.search(r"output: results/models/\d+/(std|at|sat|amat|dpaat)/\w+/weights\.pt", b) for b in main)
+
+
+def test_default_config_reuses_the_main_models_for_the_ablation():
+    run = snakemake(REPO, "-n", timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "train_ablation" not in run.stdout and "results/ablation/" not in run.stdout
 
 
 def test_rules_are_snakefmt_formatted():

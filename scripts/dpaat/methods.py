@@ -36,6 +36,8 @@ class Adversary:
     steps: int
     step_size: float
     random_start: bool = False
+    # Per-sample eps: scale each sample's step by eps_i/eps (else every sample steps step_size).
+    scale_step: bool = True
 
     def __post_init__(self) -> None:
         if self.norm not in ("l2", "linf"):
@@ -52,14 +54,17 @@ class Adversary:
     ) -> Tensor:
         """PGD inside the fixed eps ball, or inside per-sample balls `eps` (an (N,) tensor).
 
-        With per-sample eps the step is scaled by eps_i/eps, so the same number of steps
-        covers each sample's ball as it covers the fixed one (a 2·eps ball is reached,
-        a tiny ball is not overshot and oscillated in).
+        With per-sample eps and `scale_step` the step is scaled by eps_i/eps, so the same
+        number of steps covers each sample's ball as it covers the fixed one (a 2·eps ball
+        is reached, a tiny ball is not overshot and oscillated in).
         """
         if eps is None:
             return pgd(model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size,
                        norm=self.norm, random_start=self.random_start, generator=generator)
-        step = self.step_size * eps / self.eps if self.eps > 0 else torch.full_like(eps, self.step_size)
+        if self.scale_step and self.eps > 0:
+            step = self.step_size * eps / self.eps
+        else:
+            step = torch.full_like(eps, self.step_size)
         return pgd(model, x, y, eps=eps, steps=self.steps, step_size=step,
                    norm=self.norm, random_start=self.random_start, generator=generator)
 
@@ -80,6 +85,15 @@ class MethodConfig:
     amat_eps_max_factor: float
     amat_xi: float | None
     dpaat_eps_max_factor: float
+    # SPEC's defaults; "printed" / None reproduce the paper's Eq. 11 / Eq. 15 as printed.
+    synchronization: Literal["js", "printed"] = "js"
+    dpaat_gamma_cap: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        if self.synchronization not in ("js", "printed"):
+            raise ValueError(f"training.synchronization must be 'js' or 'printed', got {self.synchronization!r}")
+        if self.dpaat_gamma_cap is not None and not self.dpaat_gamma_cap >= 0:
+            raise ValueError(f"training.dpaat.gamma_cap must be >= 0 or null, got {self.dpaat_gamma_cap}")
 
     @classmethod
     def from_mapping(cls, training: Mapping[str, Any]) -> MethodConfig:
@@ -90,6 +104,7 @@ class MethodConfig:
                 adversary=Adversary(
                     norm=adv["norm"], eps=float(adv["eps"]), steps=int(adv["steps"]),
                     step_size=float(adv["step_size"]), random_start=bool(adv.get("random_start", False)),
+                    scale_step=bool(adv.get("scale_step", True)),
                 ),
                 alpha=float(training["alpha"]),
                 beta=float(training["beta"]),
@@ -97,6 +112,8 @@ class MethodConfig:
                 amat_eps_max_factor=float(amat["eps_max_factor"]),
                 amat_xi=None if amat.get("xi") is None else float(amat["xi"]),
                 dpaat_eps_max_factor=float(dpaat["eps_max_factor"]),
+                synchronization=str(training.get("synchronization", "js")),
+                dpaat_gamma_cap=None if dpaat.get("gamma_cap", 1.0) is None else float(dpaat.get("gamma_cap", 1.0)),
             )
         except KeyError as err:
             raise missing_key(err) from None
@@ -127,17 +144,28 @@ def synchronization_loss(logits_clean: Tensor, logits_adv: Tensor) -> Tensor:
     return (0.5 * (kl_pm + kl_qm)).mean()
 
 
-def dpaat_epsilons(delta_loss: Tensor, perturbation_norms: Tensor, eps: float, eps_max: float) -> Tensor:
+def dpaat_epsilons(
+    delta_loss: Tensor, perturbation_norms: Tensor, eps: float, eps_max: float, gamma_cap: float | None = 1.0
+) -> Tensor:
     """Per-sample eps of DPAAT (Eq. 15 with SPEC's guards): shrink fragile samples, grow stable ones.
 
-    γ_i = eps·min(1, |ΔL_i − ΔL_avg| / max(|ΔL_avg|, 1e-8)); eps_i = ‖δ_i‖ − γ_i when
-    ΔL_i > ΔL_avg, else ‖δ_i‖ + γ_i; clamped to [0, eps_max].
+    γ_i = eps·min(gamma_cap, |ΔL_i − ΔL_avg| / max(|ΔL_avg|, 1e-8)) (no min when gamma_cap
+    is None); eps_i = ‖δ_i‖ − γ_i when ΔL_i > ΔL_avg, else ‖δ_i‖ + γ_i; clamped to [0, eps_max].
     """
     avg = delta_loss.mean()
     ratio = (delta_loss - avg).abs() / avg.abs().clamp_min(_DELTA_LOSS_FLOOR)
-    gamma = eps * ratio.clamp(max=1.0)
+    gamma = eps * (ratio if gamma_cap is None else ratio.clamp(max=gamma_cap))
     eps_i = torch.where(delta_loss > avg, perturbation_norms - gamma, perturbation_norms + gamma)
     return eps_i.clamp(0.0, eps_max)
+
+
+def printed_synchronization_loss(logits_clean: Tensor, logits_adv: Tensor) -> Tensor:
+    """Eq. 11 as printed, −½ Σ_c [p log(p/(p+q)) + q log(q/(p+q))] = ln 2 − JS(p‖q), mean over the batch.
+
+    Largest (ln 2) when the predictions agree: kept only to train with the paper's formula
+    as printed (training.synchronization: printed), see SPEC.md.
+    """
+    return math.log(2.0) - synchronization_loss(logits_clean, logits_adv)
 
 
 def amat_update(
@@ -163,6 +191,12 @@ class TrainingMethod:
         self.config = config
         self.adversary = config.adversary
 
+    def synchronization(self, logits_clean: Tensor, logits_adv: Tensor) -> Tensor:
+        """L_syn in the configured form: JS divergence (SPEC), or Eq. 11 as printed."""
+        if self.config.synchronization == "printed":
+            return printed_synchronization_loss(logits_clean, logits_adv)
+        return synchronization_loss(logits_clean, logits_adv)
+
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Stats]:
         """Loss of the batch (x in [0,1], labels y, dataset positions index) and detached stats.
 
@@ -186,7 +220,8 @@ class TrainingMethod:
         """The settings this method actually trains with, for the run record."""
         adv = self.adversary
         return {"method": self.name, "adversarial": self.adversarial, "norm": adv.norm, "eps": adv.eps,
-                "steps": adv.steps, "step_size": adv.step_size, "random_start": adv.random_start}
+                "steps": adv.steps, "step_size": adv.step_size, "random_start": adv.random_start,
+                "scale_step": adv.scale_step}
 
     @staticmethod
     def _clean_and_adv_ce(
@@ -250,11 +285,11 @@ class SynchronizedSAT(SAT):
         ce_clean, ce_adv, logits_clean, logits_adv = self._clean_and_adv_ce(model, x, x_adv, y)
         alpha, beta = self.config.alpha, self.config.beta
         loss = alpha * ce_adv.mean() + (1 - alpha) * ce_clean.mean()
-        return loss + beta * synchronization_loss(logits_clean, logits_adv), {}
+        return loss + beta * self.synchronization(logits_clean, logits_adv), {}
 
     def describe(self) -> dict[str, Any]:
-        """Adds β."""
-        return {**super().describe(), "beta": self.config.beta}
+        """Adds β and the L_syn form."""
+        return {**super().describe(), "beta": self.config.beta, "synchronization": self.config.synchronization}
 
 
 class AMAT(TrainingMethod):
@@ -345,7 +380,7 @@ class DPAAT(TrainingMethod):
             ce = F.cross_entropy(model(torch.cat([x, x_adv0])), torch.cat([y, y]), reduction="none").float()
         ce_clean, ce_adv0 = ce.chunk(2)
         norms = self.adversary.perturbation_norms(x_adv0, x)
-        return dpaat_epsilons(ce_adv0 - ce_clean, norms, self.adversary.eps, self.eps_max)
+        return dpaat_epsilons(ce_adv0 - ce_clean, norms, self.adversary.eps, self.eps_max, self.config.dpaat_gamma_cap)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Stats]:
         """α·CE_adv + (1−α)·CE_clean + β·L_syn on the per-sample-eps attack."""
@@ -355,12 +390,13 @@ class DPAAT(TrainingMethod):
         alpha = self.config.alpha
         loss = alpha * ce_adv.mean() + (1 - alpha) * ce_clean.mean()
         if self.beta:
-            loss = loss + self.beta * synchronization_loss(logits_clean, logits_adv)
+            loss = loss + self.beta * self.synchronization(logits_clean, logits_adv)
         return loss, {"eps": eps_i}
 
     def describe(self) -> dict[str, Any]:
-        """Adds α, β and eps_max."""
-        return {**super().describe(), "alpha": self.config.alpha, "beta": self.beta, "eps_max": self.eps_max}
+        """Adds α, β, eps_max, the γ cap and the L_syn form."""
+        return {**super().describe(), "alpha": self.config.alpha, "beta": self.beta, "eps_max": self.eps_max,
+                "gamma_cap": self.config.dpaat_gamma_cap, "synchronization": self.config.synchronization}
 
 
 class DPAATAdaptationOnly(DPAAT):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from dpaat.gpu_slots import GpuSlot, claim_slot
 
@@ -69,3 +70,34 @@ def set_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
+
+
+def set_deterministic(enabled: bool) -> Callable[[], None]:
+    """Deterministic kernels (or the fastest) for training; returns a function restoring the previous settings.
+
+    enabled: torch.use_deterministic_algorithms (warn_only: an op with no deterministic
+    CUDA implementation logs a warning instead of failing the job), cuDNN deterministic
+    and no cuDNN benchmarking; cuBLAS gets the fixed workspace it needs for
+    reproducible results unless CUBLAS_WORKSPACE_CONFIG is already set. Disabled:
+    cuDNN benchmarks its algorithms per input shape and picks the fastest. On the CPU
+    the results are the same either way.
+    """
+    import torch
+
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
+
+    def restore() -> None:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[2:]
+
+    return restore

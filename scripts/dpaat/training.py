@@ -39,10 +39,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from dpaat.attacks import eval_mode
+from dpaat.augment import AugmentConfig, BatchAugmentation, build_augmentation
 from dpaat.io import save_torch, write_parquet
 from dpaat.methods import Adversary, MethodConfig, TrainingMethod, missing_key
 from dpaat.predict import as_float_images
-from dpaat.runtime import select_device, set_threads
+from dpaat.runtime import select_device, set_deterministic, set_threads
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class TrainConfig:
     device: str
     bf16: bool
     threads: int
+    augmentation: AugmentConfig
+    deterministic: bool
 
     def __post_init__(self) -> None:
         problems = []
@@ -105,6 +108,8 @@ class TrainConfig:
                 device=str(training["device"]),
                 bf16=bool(training["bf16"]),
                 threads=int(training["threads"]),
+                augmentation=AugmentConfig.from_mapping(training["augmentation"]),
+                deterministic=bool(training["deterministic"]),
             )
         except KeyError as err:
             raise missing_key(err) from None
@@ -214,7 +219,7 @@ def _fingerprint(
 ) -> str:
     """Identity of a run: a checkpoint from any other run must not be resumed."""
     settings = asdict(config)
-    for execution_only in ("device", "bf16", "threads"):
+    for execution_only in ("device", "bf16", "threads", "deterministic"):
         settings.pop(execution_only)
     hasher = hashlib.sha256(
         json.dumps({"format": CHECKPOINT_FORMAT, "seed": seed, "config": settings, "method": method.describe()},
@@ -320,14 +325,24 @@ def _train_epoch(
     shuffle: torch.Generator,
     device: torch.device,
     bf16: bool,
+    augmentation: BatchAugmentation | None = None,
+    seed: int = 0,
+    epoch: int = 0,
 ) -> tuple[float, Tensor | None]:
-    """One pass over the shuffled training set; mean loss and the per-sample eps used (if any)."""
+    """One pass over the shuffled training set; mean loss and the per-sample eps used (if any).
+
+    With `augmentation`, each uint8 batch is augmented before it becomes float, with
+    draws seeded by (seed, epoch, batch index) alone.
+    """
     model.train()
     order = torch.randperm(len(images), generator=shuffle).to(images.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
     eps_used = []
-    for index in order.split(batch_size):
-        x = as_float_images(images[index])
+    for batch, index in enumerate(order.split(batch_size)):
+        raw = images[index]
+        if augmentation is not None:
+            raw = augmentation(raw, seed=seed, epoch=epoch, batch=batch)
+        x = as_float_images(raw)
         y = labels[index]
         with _autocast(device, bf16):
             loss, stats = method.loss(model, x, y, index)
@@ -382,6 +397,7 @@ def train(
     device = select_device(config.device)
     set_threads(config.threads)
     use_bf16 = config.bf16 and device.type == "cuda"
+    augmentation = build_augmentation(config.augmentation)
 
     path = Path(checkpoint_path) if checkpoint_path is not None else None
     fingerprint = (
@@ -410,6 +426,7 @@ def train(
 
     optimizer, phase = None, None
     bar = tqdm(total=config.total_epochs, initial=resumed_from, disable=not progress, desc=method.name, unit="epoch")
+    restore_determinism = set_deterministic(config.deterministic)
     try:
         for epoch in range(resumed_from, end):
             if _phase(epoch, config) != phase:
@@ -420,7 +437,8 @@ def train(
                 optimizer_state = None
             started = time.perf_counter()
             train_loss, eps_used = _train_epoch(
-                model, method, optimizer, train_images, train_labels, config.batch_size, shuffle, device, use_bf16
+                model, method, optimizer, train_images, train_labels, config.batch_size, shuffle, device, use_bf16,
+                augmentation=augmentation, seed=seed, epoch=epoch,
             )
             if not math.isfinite(train_loss):
                 raise FloatingPointError(
@@ -463,6 +481,7 @@ def train(
                 break
     finally:
         bar.close()
+        restore_determinism()
         for p in trainable:
             p.requires_grad_(True)
 

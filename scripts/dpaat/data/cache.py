@@ -1,9 +1,12 @@
 """One split as fixed-size uint8 tensors: built once from the images, loaded in one read.
 
-Resizing: the whole 600x450 image is squashed (not cropped) to S x S. JPEG's DCT-domain
-downscale (PIL `draft`) first decodes at the smallest power-of-two reduction that stays
-at least 2S on each side, then a LANCZOS resize (antialiased) brings it to S x S. Masks
-are resized with NEAREST and kept binary 0/255.
+Resizing: with `centre_crop` (Margeloiu et al.'s CenterCrop(450) then Resize), the
+central square of side min(W, H) (x 75..525 of a 600x450 image) is resized to S x S;
+without it the whole image is squashed to S x S. JPEG's DCT-domain downscale (PIL
+`draft`) first decodes at the smallest power-of-two reduction that stays at least 2S
+on each side, then a LANCZOS resize (antialiased) of the crop box, scaled to the
+decoded size, brings it to S x S. Masks get the same box, resized with NEAREST and
+kept binary 0/255.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def build_cache(
     size: int,
     classes: Sequence[str],
     *,
+    centre_crop: bool = False,
     workers: int = 2,
 ) -> CachedSplit:
     """Load, resize and stack the images (and masks) of one split, in the order of `splits`."""
@@ -66,11 +70,11 @@ def build_cache(
         raise DataError(f"{len(lost)} images of the splits are not in the index, e.g. {lost[:5]}: rerun the split step")
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        images = np.stack(list(pool.map(lambda p: load_image(p, size), rows["image_path"])))
+        images = np.stack(list(pool.map(lambda p: load_image(p, size, centre_crop), rows["image_path"])))
         has_mask = rows["mask_path"].notna()
         masks = None
         if has_mask.all():
-            masks = torch.from_numpy(np.stack(list(pool.map(lambda p: load_mask(p, size), rows["mask_path"]))))
+            masks = torch.from_numpy(np.stack(list(pool.map(lambda p: load_mask(p, size, centre_crop), rows["mask_path"]))))
         elif has_mask.any():
             log.warning(
                 "only %d of %d %s images have a lesion mask: caching no masks", has_mask.sum(), len(rows), split
@@ -85,17 +89,38 @@ def build_cache(
     )
 
 
-def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
-    """An image squashed to size x size RGB uint8 (H, W, 3), antialiased."""
+def centre_square(width: int, height: int) -> tuple[int, int, int, int]:
+    """The central square (left, top, right, bottom) of a width x height image, offsets as torchvision's CenterCrop."""
+    side = min(width, height)
+    left, top = int(round((width - side) / 2.0)), int(round((height - side) / 2.0))
+    return left, top, left + side, top + side
+
+
+def _resize_box(image: Image.Image, full_size: tuple[int, int], centre_crop: bool) -> tuple[float, ...] | None:
+    """The crop box in `image`'s pixels (it may be a draft-reduced decode of a full_size original), or None."""
+    if not centre_crop:
+        return None
+    # JPEG draft decodes at 1/2^k of each side, rounded up: the scale is 1/2^k on both axes.
+    scale = 1.0 / max(1, round(full_size[0] / image.width))
+    return tuple(edge * scale for edge in centre_square(*full_size))
+
+
+def load_image(path: str | os.PathLike, size: int, centre_crop: bool = False) -> np.ndarray:
+    """An image cropped to its central square (or squashed whole) and resized to size x size RGB uint8, antialiased."""
     with Image.open(path) as image:
+        full_size = image.size
         image.draft("RGB", (2 * size, 2 * size))
-        return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.LANCZOS))
+        rgb = image.convert("RGB")
+        box = _resize_box(rgb, full_size, centre_crop)
+        return np.asarray(rgb.resize((size, size), Image.Resampling.LANCZOS, box=box))
 
 
-def load_mask(path: str | os.PathLike, size: int) -> np.ndarray:
-    """A lesion mask resized to size x size with NEAREST, binary 0/255 uint8 (H, W)."""
+def load_mask(path: str | os.PathLike, size: int, centre_crop: bool = False) -> np.ndarray:
+    """A lesion mask with the image's crop, resized to size x size with NEAREST, binary 0/255 uint8 (H, W)."""
     with Image.open(path) as mask:
-        small = np.asarray(mask.convert("L").resize((size, size), Image.Resampling.NEAREST))
+        gray = mask.convert("L")
+        box = _resize_box(gray, gray.size, centre_crop)
+        small = np.asarray(gray.resize((size, size), Image.Resampling.NEAREST, box=box))
     return np.where(small >= 128, 255, 0).astype(np.uint8)
 
 

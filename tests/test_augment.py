@@ -1,0 +1,88 @@
+"""Training augmentation: Margeloiu et al.'s transforms per image, seeded by (seed, epoch, batch) alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from dpaat.augment import AugmentConfig, BatchAugmentation, batch_seed, build_augmentation
+
+MARGELOIU = {
+    "enabled": True, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2,
+    "horizontal_flip": True, "vertical_flip": True, "affine_degrees": 10, "rotation_degrees": 50,
+}
+NOTHING = dict(MARGELOIU, brightness=0, contrast=0, saturation=0, horizontal_flip=False, vertical_flip=False,
+               affine_degrees=0, rotation_degrees=0)
+
+
+def config(**overrides) -> AugmentConfig:
+    return AugmentConfig.from_mapping({**NOTHING, **overrides})
+
+
+def asymmetric_batch(n: int, size: int = 8) -> torch.Tensor:
+    """n copies of an image no flip maps to itself."""
+    image = torch.arange(3 * size * size, dtype=torch.int64).reshape(3, size, size) % 251
+    return image.to(torch.uint8).expand(n, -1, -1, -1).clone()
+
+
+def test_same_seed_epoch_and_batch_give_the_same_batch_and_others_do_not():
+    augment = BatchAugmentation(AugmentConfig.from_mapping(MARGELOIU))
+    images = asymmetric_batch(6, 16)
+    first = augment(images, seed=0, epoch=3, batch=2)
+    assert first.dtype == torch.uint8 and first.shape == images.shape
+    assert torch.equal(first, augment(images, seed=0, epoch=3, batch=2))
+    for other in ({"seed": 1, "epoch": 3, "batch": 2}, {"seed": 0, "epoch": 2, "batch": 3}, {"seed": 0, "epoch": 3, "batch": 1}):
+        assert not torch.equal(first, augment(images, **other)), other
+
+
+def test_seeds_do_not_collide_when_the_numbers_sum_alike():
+    assert len({batch_seed(0, 1, 0), batch_seed(0, 0, 1), batch_seed(1, 0, 0)}) == 3
+
+
+def test_the_global_rng_is_left_untouched():
+    augment = BatchAugmentation(AugmentConfig.from_mapping(MARGELOIU))
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    augment(asymmetric_batch(4), seed=0, epoch=0, batch=0)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_flips_are_drawn_per_image_with_probability_one_half():
+    augment = BatchAugmentation(config(horizontal_flip=True, vertical_flip=True))
+    images = asymmetric_batch(400)
+    out = augment(images, seed=0, epoch=0, batch=0)
+    x = images[0]
+    candidates = {"none": x, "h": TF.horizontal_flip(x), "v": TF.vertical_flip(x), "hv": TF.vertical_flip(TF.horizontal_flip(x))}
+    kinds = [next(name for name, c in candidates.items() if torch.equal(image, c)) for image in out]
+    counts = {name: kinds.count(name) for name in candidates}
+    # Each of the four outcomes has p = 1/4: 100 expected of 400, sd 8.7; 5 sd bounds.
+    assert all(56 < count < 144 for count in counts.values()), counts
+
+
+def test_brightness_scales_each_image_by_one_factor_in_its_range():
+    augment = BatchAugmentation(config(brightness=0.2))
+    images = torch.full((50, 3, 4, 4), 100, dtype=torch.uint8)
+    out = augment(images, seed=0, epoch=0, batch=0).float()
+    # adjust_brightness multiplies by the factor and rounds: one value per image, in [80, 120].
+    per_image = out.flatten(1)
+    assert torch.equal(per_image.amax(1), per_image.amin(1))
+    assert per_image[:, 0].min() >= 80 and per_image[:, 0].max() <= 120
+    assert per_image[:, 0].unique().numel() > 10
+
+
+@pytest.mark.parametrize("key", ["affine_degrees", "rotation_degrees"])
+def test_rotations_keep_the_centre_and_fill_corners_black(key):
+    augment = BatchAugmentation(config(**{key: 50}))
+    images = torch.full((40, 3, 9, 9), 200, dtype=torch.uint8)
+    out = augment(images, seed=0, epoch=0, batch=0)
+    assert (out[:, :, 4, 4] == 200).all()
+    assert (out[:, :, 0, 0] == 0).any() and (out == 200).any()
+
+
+def test_off_builds_nothing_and_bad_values_are_named():
+    assert build_augmentation(config(enabled=False)) is None
+    with pytest.raises(ValueError, match="rotation_degrees must be >= 0"):
+        config(rotation_degrees=-1)
+    with pytest.raises(ValueError, match="needs a uint8"):
+        BatchAugmentation(config(horizontal_flip=True))(torch.zeros(2, 3, 4, 4), seed=0, epoch=0, batch=0)
