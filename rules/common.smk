@@ -11,6 +11,10 @@ if len(ATTACKS) != len(config["attacks"]):
     raise ValueError(
         "config attacks: two attacks share a name; give each a unique name"
     )
+if "clean" in ATTACKS:
+    raise ValueError(
+        "config attacks: 'clean' names the unattacked test set; rename that attack"
+    )
 SPLITS = ["train", "val", "test"]
 # What a training job depends on: everything under `training` except the list of
 # methods, so adding a method does not retrain the others.
@@ -54,6 +58,22 @@ def reference_weights(wildcards):
     ):
         return f"{model_dir(wildcards.seed, 'std', wildcards.arch)}/weights.pt"
     return []
+
+
+def adversarial_files():
+    """The evaluate rule's adversarial-image outputs: one per attack, only when they are kept."""
+    if not config["evaluation"]["keep_adversarial"]:
+        return []
+    return expand(
+        "results/attacks/{{seed}}/{{method}}/{{arch}}/{attack}.pt", attack=ATTACKS
+    )
+
+
+def adversarial_dir(wildcards):
+    """Where the evaluate job saves its adversarial images (None: they are not kept)."""
+    if not config["evaluation"]["keep_adversarial"]:
+        return None
+    return f"results/attacks/{wildcards.seed}/{wildcards.method}/{wildcards.arch}"
 
 
 def gpu_count(wildcards):

@@ -1,26 +1,30 @@
 rule evaluate:
-    """Clean and adversarial predictions of one model into its metrics rows."""
+    """Clean pass and every test attack of one model: its metrics rows and per-image predictions."""
     input:
         weights="results/models/{seed}/{method}/{arch}/weights.pt",
         test=lambda w: cache_path("test", w.arch),
-        adversarial=expand(
-            "results/attacks/{{seed}}/{{method}}/{{arch}}/{attack}.pt", attack=ATTACKS
-        ),
     output:
         metrics="results/metrics/models/{seed}/{method}/{arch}.parquet",
+        predictions="results/predictions/{seed}/{method}/{arch}.parquet",
+        adversarial=adversarial_files(),
     log:
         "results/logs/evaluate/{seed}/{method}/{arch}.log",
     benchmark:
         "results/benchmarks/evaluate/{seed}/{method}/{arch}.tsv"
+    # Training first (it unlocks the most jobs), then evaluation, so no long job is left for the end.
+    priority: 1
     conda:
         "../envs/torch.yaml"
-    threads: 1
+    threads: config["training"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=30,
+        gpu=gpu_count,
+        mem_mb=8000,
+        runtime=2 * 60,
     params:
-        device=config["training"]["device"],
+        attacks=ATTACKS,
         batch_size=config["evaluation"]["batch_size"],
+        adversarial_dir=adversarial_dir,
+        device=config["training"]["device"],
     script:
         "../scripts/evaluate.py"
 

@@ -1,0 +1,157 @@
+"""One trained model's whole evaluation: the clean pass and every test attack, in one process.
+
+`evaluate_model` loads nothing itself: it takes the rebuilt model and the test split,
+predicts the clean images, then runs each configured attack through
+`dpaat.attacks.run_attack` (dispatching on `AttackSpec.kind`) and predicts the
+adversarial images. The logits of every attack give the model's metrics rows
+(`dpaat.metrics`) and its predictions table (`PREDICTIONS_SCHEMA`, one row per attack
+and test image, in test-set order), which the statistics build on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from dpaat.attacks import AttackSpec, run_attack
+from dpaat.io import save_torch
+from dpaat.predict import predict_logits
+
+if TYPE_CHECKING:  # imported where used: the model jobs' start-up stays short
+    import pandas as pd
+    import pyarrow as pa
+
+CLEAN = "clean"
+PREDICTION_COLUMNS: tuple[str, ...] = ("attack", "image_id", "label", "prediction", "logits")
+
+log = logging.getLogger("dpaat.evaluation")
+
+
+def predictions_schema() -> pa.Schema:
+    """Arrow schema of the predictions table: one row per (attack, test image)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("attack", pa.string()),
+            ("image_id", pa.string()),
+            ("label", pa.int64()),
+            ("prediction", pa.int64()),
+            ("logits", pa.list_(pa.float32())),
+        ]
+    )
+
+
+def attack_specs(attacks: Mapping[str, Mapping[str, Any]]) -> dict[str, AttackSpec]:
+    """Resolve the config's attacks ({name: entry}) into specs, in config order; 'clean' is reserved."""
+    if CLEAN in attacks:
+        raise ValueError(f"an attack may not be named {CLEAN!r}: that name labels the unattacked test set")
+    return {name: AttackSpec.from_config(entry) for name, entry in attacks.items()}
+
+
+def evaluate_model(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    attacks: Mapping[str, AttackSpec],
+    *,
+    batch_size: int,
+    device: torch.device | str,
+    image_ids: list[str] | None = None,
+    adversarial_dir: str | os.PathLike | None = None,
+) -> dict[str, Tensor]:
+    """Logits (N, C) on the CPU of the clean test set and of each attack, keyed 'clean' then by attack name.
+
+    `model` must already be on `device`. With `adversarial_dir`, each attack's float32
+    adversarial images are also saved to `<adversarial_dir>/<attack>.pt` (x_adv, logits,
+    labels, image_ids); they are dropped from memory before the next attack either way.
+    """
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} test images but {len(labels)} labels")
+    if adversarial_dir is not None and image_ids is None:
+        raise ValueError("saving adversarial images needs the test set's image_ids")
+    logits = {CLEAN: predict_logits(model, images, batch_size=batch_size, device=device)}
+    log.info("%s: accuracy %.4f", CLEAN, _accuracy(logits[CLEAN], labels))
+    for name, spec in attacks.items():
+        x_adv = run_attack(model, images, labels, spec, batch_size=batch_size, device=device)
+        logits[name] = predict_logits(model, x_adv, batch_size=batch_size, device=device)
+        if adversarial_dir is not None:
+            blob = {"x_adv": x_adv, "logits": logits[name], "labels": labels, "image_ids": list(image_ids)}
+            save_torch(blob, Path(adversarial_dir) / f"{name}.pt")
+        log.info("%s (%s): accuracy %.4f", name, spec, _accuracy(logits[name], labels))
+        del x_adv
+    return logits
+
+
+def _accuracy(logits: Tensor, labels: Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean()) if len(labels) else float("nan")
+
+
+def metrics_rows(
+    logits: Mapping[str, Tensor], labels: Tensor, classes: list[str], *, method: str, arch: str, seed: int
+) -> pd.DataFrame:
+    """The model's metrics table (`dpaat.metrics.METRICS_SCHEMA`), one row per attack in `logits` order."""
+    from dpaat.metrics import metrics_frame, model_metrics
+
+    identity = {"method": method, "arch": arch, "seed": int(seed)}
+    return metrics_frame(
+        model_metrics(labels, attack_logits, classes, attack=attack, **identity) for attack, attack_logits in logits.items()
+    )
+
+
+def predictions_frame(logits: Mapping[str, Tensor], labels: Tensor, image_ids: list[str]) -> pd.DataFrame:
+    """Per-image predictions: attack blocks in `logits` order, test-set order within each; prediction = argmax logit."""
+    import numpy as np
+    import pandas as pd
+
+    n = len(image_ids)
+    frames = []
+    for attack, attack_logits in logits.items():
+        if attack_logits.ndim != 2 or len(attack_logits) != n or len(labels) != n:
+            raise ValueError(
+                f"{attack}: logits {tuple(attack_logits.shape)} and {len(labels)} labels do not match {n} image ids"
+            )
+        values = attack_logits.detach().float().cpu().numpy()
+        frames.append(
+            pd.DataFrame(
+                {
+                    "attack": attack,
+                    "image_id": list(image_ids),
+                    "label": labels.cpu().numpy().astype(np.int64),
+                    "prediction": values.argmax(axis=1).astype(np.int64),
+                    "logits": list(values),
+                }
+            )
+        )
+    if not frames:
+        return pd.DataFrame({column: [] for column in PREDICTION_COLUMNS})
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_predictions(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a predictions table atomically, checked against the predictions schema."""
+    from dpaat.io import write_parquet
+
+    if list(df.columns) != list(PREDICTION_COLUMNS):
+        raise ValueError(f"predictions columns must be {list(PREDICTION_COLUMNS)}, got {list(df.columns)}")
+    duplicated = df.duplicated(["attack", "image_id"])
+    if duplicated.any():
+        first = df.loc[duplicated, ["attack", "image_id"]].iloc[0].to_dict()
+        raise ValueError(f"predictions have more than one row for {first}; each (attack, image_id) must appear once")
+    write_parquet(df, path, schema=predictions_schema())
+
+
+def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a predictions file, rejecting one that does not have the predictions schema."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    if not table.schema.equals(predictions_schema(), check_metadata=False):
+        raise ValueError(f"{path} does not have the predictions schema; rerun the evaluate step that wrote it")
+    return table.to_pandas()
