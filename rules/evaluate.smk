@@ -21,7 +21,7 @@ rule evaluate:
         mem_mb=8000,
         runtime=2 * 60,
     params:
-        attacks=ATTACKS,
+        attacks=EVAL_ATTACKS,
         batch_size=config["evaluation"]["batch_size"],
         adversarial_dir=adversarial_dir,
         device=config["training"]["device"],
