@@ -170,3 +170,23 @@ def test_table_intervals_come_from_the_same_predictions_as_the_metrics():
             estimate = intervals(tuple(cell["archs"].split(";")), cell["method"], column).estimate
             assert estimate == pytest.approx(cell["mean"], abs=1e-9)  # our weighted metric = sklearn's
         assert "_low" in to_csv(with_ci, paper_numbers=False) and " [" in to_markdown(with_ci, paper_numbers=False)
+
+
+def test_gradcam_table_intervals_resample_each_archs_images():
+    from dpaat.report import gradcam_intervals, gradcam_table
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for arch, n in (("mobilenet_v2", 12), ("shufflenet_v2_x1_0", 9)):
+        for method in ("std", "at", "dpaat"):
+            energy = rng.random(n)
+            energy[0] = np.nan  # an all-zero CAM
+            rows.append(pd.DataFrame({"seed": 0, "method": method, "arch": arch, "image_id": [f"i{k}" for k in range(n)],
+                                      "energy_in_mask": energy, "pointing_hit": pd.array(rng.random(n) < 0.5, dtype="boolean"),
+                                      "mask_fraction": rng.random(n)}))  # fmt: skip
+    scores = pd.concat(rows, ignore_index=True)
+    table = add_intervals(gradcam_table(scores), gradcam_intervals(scores, n_resamples=300, seed=0))
+    cells = table.cells
+    assert ((cells["low"] <= cells["mean"] + 1e-9) & (cells["mean"] <= cells["high"] + 1e-9)).all()
+    assert (cells["high"] > cells["low"]).all()
+    assert "bootstrap interval" in table.caption

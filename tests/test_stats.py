@@ -153,3 +153,12 @@ def test_permutation_pvalue_is_the_exact_enumeration():
     tol = 1e-12
     exact = min(1.0, 2 * min((null >= observed - tol).mean(), (null <= observed + tol).mean()))
     assert stats.permutation_pvalue("map", y, pa, pb, n_resamples=1000, seed=0) == pytest.approx(exact)
+
+
+def test_mean_interval_of_groups_with_nan():
+    a = np.array([0.2, np.nan, 0.4, 0.6])
+    b = np.array([np.nan, np.nan])
+    ok = stats.mean_interval([a], n_resamples=300, seed=0)
+    assert ok.estimate == pytest.approx(0.4) and ok.low <= 0.4 <= ok.high
+    empty = stats.mean_interval([a, b], n_resamples=300, seed=0)
+    assert np.isnan(empty.estimate) and np.isnan(empty.low) and np.isnan(empty.high)

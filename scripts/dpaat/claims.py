@@ -252,7 +252,10 @@ def evaluate_claims(
             if all(preds.has(m, arch, atk) for pair in claim.arms() for m, atk in pair)
         ]
         if not archs:
-            plans.append((claim, [], "no CNN has every method and attack of this claim in this run"))
+            arms = sorted({arm for pair in claim.arms() for arm in pair})
+            missing = [f"{m} under {atk}" for m, atk in arms if not any(preds.has(m, a, atk) for a in preds.archs())]
+            reason = f"this run lacks {', '.join(missing)}" if missing else "no CNN has every method of this claim"
+            plans.append((claim, [], reason))
             continue
         mine = [
             compare(preds, claim.metric, a, b, archs, n_resamples=n_resamples, seed=seed, claim=claim.id)

@@ -168,7 +168,7 @@ def bootstrap(
         raise ValueError(f"every sample needs at least one element, got sizes {list(sizes)}")
     estimate = float(statistic(*(np.ones((1, n)) for n in sizes))[0])
     resampled = [i for i, n in enumerate(sizes) if n > 1]
-    if not resampled:
+    if not resampled or math.isnan(estimate):
         return Interval(estimate, math.nan, math.nan)
 
     def on_indices(*indices: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -199,7 +199,7 @@ def bootstrap(
     if math.isnan(low) or math.isnan(high):
         # Degenerate BCa: fall back to the percentile interval of the same resamples.
         tail = 100 * (1 - confidence) / 2
-        low, high = np.percentile(result.bootstrap_distribution, [tail, 100 - tail])
+        low, high = np.nanpercentile(result.bootstrap_distribution, [tail, 100 - tail])
     return Interval(estimate, float(low), float(high))
 
 
@@ -253,7 +253,10 @@ def difference_interval(
 
 
 def mean_interval(groups: Sequence[np.ndarray], *, n_resamples: int, seed: int, scale: float = 1.0) -> Interval:
-    """Mean over groups of each group's NaN-ignoring mean, resampling each group's values independently."""
+    """Mean over groups of each group's NaN-ignoring mean, resampling each group's values independently.
+
+    A group with no value (all NaN) makes the mean NaN, as pandas' mean over groups would.
+    """
     arrays = [np.asarray(g, dtype=float) for g in groups]
     if not arrays or any(a.ndim != 1 or a.size == 0 for a in arrays):
         raise ValueError("mean_interval needs one non-empty 1-D array per group")
@@ -262,7 +265,8 @@ def mean_interval(groups: Sequence[np.ndarray], *, n_resamples: int, seed: int, 
         means = []
         for a, w in zip(arrays, weights):
             ok = ~np.isnan(a)
-            means.append(_ratio((w * np.where(ok, a, 0.0)).sum(axis=-1), (w * ok).sum(axis=-1)))
+            total, count = (w * np.where(ok, a, 0.0)).sum(axis=-1), (w * ok).sum(axis=-1)
+            means.append(np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0))
         return scale * np.mean(means, axis=0)
 
     return bootstrap(statistic, [a.size for a in arrays], n_resamples=n_resamples, seed=seed)
