@@ -80,8 +80,13 @@ def test_seeds_and_images_are_resampled_independently():
     probs = np.eye(3)[np.where(correct, y, (y + 1) % 3)][None]  # (1 arch, 3 seeds, 30, 3)
 
     def naive(seed_idx, image_idx, axis=-1):
-        out = np.array([correct[np.ix_(s, i)].mean() for s, i in zip(np.atleast_2d(seed_idx), np.atleast_2d(image_idx))])
-        return out if np.ndim(seed_idx) > 1 else out[0]
+        # Resamples of both samples, or BCa's jackknife of one beside the other's original data.
+        seeds2, images2 = np.atleast_2d(seed_idx), np.atleast_2d(image_idx)
+        n = max(len(seeds2), len(images2))
+        seeds2 = np.repeat(seeds2, n, axis=0) if len(seeds2) == 1 else seeds2
+        images2 = np.repeat(images2, n, axis=0) if len(images2) == 1 else images2
+        out = np.array([correct[np.ix_(s, i)].mean() for s, i in zip(seeds2, images2)])
+        return out if max(np.ndim(seed_idx), np.ndim(image_idx)) > 1 else out[0]
 
     ours = stats.cell_interval("accuracy", y, probs, n_resamples=500, seed=3)
     ref = scipy_stats.bootstrap(

@@ -160,7 +160,8 @@ def bootstrap(
 
     `sizes` are the sample sizes (e.g. images, or seeds and images); `statistic` receives one
     weight array per sample, shaped (B, size), and returns (B,). Samples of size 1 are not
-    resampled. Where BCa is undefined (every resample equal) the percentile interval is used. scipy.stats.bootstrap draws the resamples, seeded by `seed`.
+    resampled. scipy.stats.bootstrap draws the resamples, seeded by `seed`; where BCa is
+    undefined (every resample equal) the percentile interval of the same resamples is used.
     """
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be positive, got {n_resamples}")
@@ -172,13 +173,15 @@ def bootstrap(
         return Interval(estimate, math.nan, math.nan)
 
     def on_indices(*indices: np.ndarray, axis: int = -1) -> np.ndarray:
-        single = np.ndim(indices[0]) == 1  # scipy may also evaluate the statistic on one (unbatched) sample
-        rows = [np.atleast_2d(idx) for idx in indices]
-        weights = [np.ones((rows[0].shape[0], n)) for n in sizes]
-        for i, idx in zip(resampled, rows):
-            weights[i] = _counts(idx, sizes[i])
+        # scipy passes resamples (B, n) of every sample, or, for BCa's jackknife, leave-one-out
+        # resamples (n_i, n_i - 1) of one sample beside the others' original (n_j,) data.
+        batch = np.broadcast_shapes(*(np.shape(idx)[:-1] for idx in indices))
+        rows = int(np.prod(batch)) if batch else 1
+        weights = [np.ones((rows, n)) for n in sizes]
+        for i, idx in zip(resampled, indices):
+            weights[i] = np.broadcast_to(_counts(np.atleast_2d(idx), sizes[i]), (rows, sizes[i]))
         values = statistic(*weights)
-        return values[0] if single else values
+        return values.reshape(batch) if batch else values[0]
 
     with warnings.catch_warnings():
         # BCa is undefined when every resample gives the same value (e.g. 100 % accuracy); handled below.
@@ -221,13 +224,12 @@ def cell_interval(
     if probs.ndim != 4:
         raise ValueError(f"probs must be (archs, seeds, images, classes), got shape {probs.shape}")
     _, n_seeds, n_images, _ = probs.shape
-    res = bootstrap(
+    return bootstrap(
         lambda w_seeds, w_images: scale * group_value(metric, labels, probs, w_images, w_seeds),
         [n_seeds, n_images],
         n_resamples=n_resamples,
         seed=seed,
     )
-    return res
 
 
 def difference_interval(
