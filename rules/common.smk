@@ -3,6 +3,12 @@
 import sys
 from pathlib import Path
 
+# The library's torch-free helpers (the ImageNet checkpoint check) run in snakemake itself.
+sys.path.insert(0, str(Path(workflow.basedir).parent / "scripts"))
+from dpaat.imagenet_weights import missing_weights_error
+from dpaat.job_resources import mem_mb, runtime_minutes
+from dpaat.sanity import SanityPlan
+
 SEEDS = [str(seed) for seed in config["seeds"]]
 ARCHS = config["models"]["archs"]
 METHODS = config["training"]["methods"]
@@ -19,18 +25,19 @@ if "clean" in ATTACKS:
         "config attacks: 'clean' names the unattacked test set; rename that attack"
     )
 # Sanity checks against gradient masking add test attacks of their own (dpaat.sanity).
-sys.path.insert(0, str(Path(workflow.basedir).parent / "scripts"))
-from dpaat.sanity import SanityPlan
-
 SANITY = SanityPlan.from_config(config["sanity"], config["training"]["adversary"])
 SANITY.check_names(ATTACKS)
 # What every evaluate job runs: the configured test attacks, then the sanity attacks.
 EVAL_ATTACKS = {**ATTACKS, **SANITY.attacks}
 SPLITS = ["train", "val", "test"]
 # What a training job depends on: everything under `training` except the list of
-# methods, so adding a method does not retrain the others.
+# methods, so adding a method does not retrain the others, and the execution settings
+# (the jobs read them from snakemake.config and snakemake.threads), so moving to
+# another machine reruns nothing.
 TRAINING_SETTINGS = {
-    key: value for key, value in config["training"].items() if key != "methods"
+    key: value
+    for key, value in config["training"].items()
+    if key not in {"methods", "device", "threads"}
 }
 # Methods that need the STD model of their architecture (AMAT takes ξ from it).
 NEEDS_STD_REFERENCE = {"amat"}
@@ -85,6 +92,36 @@ def adversarial_dir(wildcards):
     if not config["evaluation"]["keep_adversarial"]:
         return None
     return f"results/attacks/{wildcards.seed}/{wildcards.method}/{wildcards.arch}"
+
+
+def imagenet_weights_checked(wildcards):
+    """No input, but planning a train job fails (at `snakemake -n`) when an ImageNet checkpoint is missing.
+
+    The checkpoints are not inputs: their folder differs between machines, and moving
+    machines must rerun nothing.
+    """
+    if config["models"]["pretrained"]:
+        error = missing_weights_error(ARCHS)
+        if error:
+            raise WorkflowError(error)
+    return []
+
+
+def job_runtime(rule):
+    """Runtime request (minutes) of a model rule's job from the config; a retry asks for more."""
+
+    def runtime(wildcards, threads, attempt):
+        method = getattr(wildcards, "method", None)
+        return runtime_minutes(
+            config, rule, wildcards.arch, method, threads=threads, attempt=attempt
+        )
+
+    return runtime
+
+
+def job_mem_mb(rule):
+    """Host memory request (MB) of a model rule's job from the config."""
+    return lambda wildcards: mem_mb(config, rule, wildcards.arch)
 
 
 def gpu_count(wildcards):

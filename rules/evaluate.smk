@@ -18,13 +18,12 @@ rule evaluate:
     threads: config["training"]["threads"]
     resources:
         gpu=gpu_count,
-        mem_mb=8000,
-        runtime=2 * 60,
+        mem_mb=job_mem_mb("evaluate"),
+        runtime=job_runtime("evaluate"),
     params:
         attacks=EVAL_ATTACKS,
         batch_size=config["evaluation"]["batch_size"],
         adversarial_dir=adversarial_dir,
-        device=config["training"]["device"],
     script:
         "../scripts/evaluate.py"
 

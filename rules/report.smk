@@ -25,13 +25,12 @@ rule gradcam:
     threads: config["training"]["threads"]
     resources:
         gpu=gpu_count,
-        mem_mb=8000,
-        runtime=30,
+        mem_mb=job_mem_mb("gradcam"),
+        runtime=job_runtime("gradcam"),
     params:
         methods=config["report"]["gradcam_methods"],
         seed=SEEDS[0],
         per_class=config["report"]["gradcam_images_per_class"],
-        device=config["training"]["device"],
     script:
         "../scripts/gradcam.py"
 

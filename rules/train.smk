@@ -4,6 +4,7 @@ rule train:
         train=lambda w: cache_path("train", w.arch),
         val=lambda w: cache_path("val", w.arch),
         reference=reference_weights,
+        imagenet=imagenet_weights_checked,
     output:
         weights="results/models/{seed}/{method}/{arch}/weights.pt",
         history="results/models/{seed}/{method}/{arch}/history.parquet",
@@ -12,15 +13,17 @@ rule train:
         "results/logs/train/{seed}/{method}/{arch}.log",
     benchmark:
         "results/benchmarks/train/{seed}/{method}/{arch}.tsv"
-    # Training first (it unlocks the most jobs), then attacks, so no long job is left for the end.
+    # Training first (it unlocks the most jobs), then evaluation, so no long job is left for the end.
     priority: 2
+    # A job killed at its time limit resumes from its checkpoint with twice the runtime.
+    retries: 1
     conda:
         "../envs/torch.yaml"
     threads: config["training"]["threads"]
     resources:
         gpu=gpu_count,
-        mem_mb=8000,
-        runtime=12 * 60,
+        mem_mb=job_mem_mb("train"),
+        runtime=job_runtime("train"),
     params:
         training=TRAINING_SETTINGS,
         pretrained=config["models"]["pretrained"],

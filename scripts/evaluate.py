@@ -3,12 +3,12 @@
 from dpaat.data import load_cache
 from dpaat.evaluation import attack_specs, evaluate_model, metrics_rows, predictions_frame, write_predictions
 from dpaat.metrics import write_metrics
-from dpaat.runtime import select_device, set_threads, setup_logging
+from dpaat.runtime import job_device, set_threads, setup_logging
 from dpaat.trained import load_trained
 
 log = setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)
-device = select_device(snakemake.params.device)
+device = job_device(snakemake.config["training"]["device"], snakemake.config["gpu"])
 w = snakemake.wildcards
 
 trained = load_trained(snakemake.input.weights, device)

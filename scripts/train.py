@@ -6,14 +6,17 @@ from dpaat.data import load_cache
 from dpaat.io import write_json
 from dpaat.methods import build_method
 from dpaat.models import build_model
-from dpaat.runtime import select_device, setup_logging
+from dpaat.runtime import job_device, setup_logging
 from dpaat.trained import load_trained, save_trained
 from dpaat.training import TrainConfig, mean_clean_loss, train, write_history
 
 log = setup_logging(snakemake.log[0])
 w = snakemake.wildcards
 seed = int(w.seed)
-config = TrainConfig.from_mapping(snakemake.params.training)
+# Execution settings come from the config and the scheduler, not params: changing them reruns nothing.
+device = job_device(snakemake.config["training"]["device"], snakemake.config["gpu"])
+execution = {"device": str(device), "threads": snakemake.threads}
+config = TrainConfig.from_mapping({**snakemake.params.training, **execution})
 train_split = load_cache(snakemake.input.train)
 val_split = load_cache(snakemake.input.val)
 image_size = int(train_split.images.shape[-1])
@@ -21,7 +24,6 @@ image_size = int(train_split.images.shape[-1])
 xi = None
 if snakemake.input.reference:
     # AMAT's threshold: the loss level a well-trained network reaches on unseen images.
-    device = select_device(config.device)
     reference = load_trained(snakemake.input.reference, device)
     xi = mean_clean_loss(reference.model, val_split.images, val_split.labels, config.batch_size, device)
     log.info("AMAT xi = %.4f (mean clean validation CE of %s)", xi, snakemake.input.reference)

@@ -23,6 +23,8 @@ MUNGE_KEY = Path("/etc/munge/munge.key")
 MUNGE_SOCKET_DIR = Path("/run/munge")
 MARKER = "# written by tests/slurm_cluster.py; removed when its cluster stops"
 PARTITION = "debug"
+# profiles/slurm sends the model rules to a partition named gpu (same node here).
+GPU_PARTITION = "gpu"
 BINARIES = ("munged", "mungekey", "munge", "unmunge", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel")
 # slurmctld and slurmd listen on these; a daemon already there would answer our clients.
 PORTS = (6817, 6818)
@@ -44,7 +46,8 @@ class SlurmCluster:
     def stop(self) -> None:
         """Cancel leftover jobs, stop slurmd, slurmctld and our munged, remove our config."""
         if "slurmctld" in self.processes and self.processes["slurmctld"].poll() is None:
-            subprocess.run(["scancel", f"--partition={PARTITION}"], capture_output=True, timeout=30)
+            for partition in (PARTITION, GPU_PARTITION):
+                subprocess.run(["scancel", f"--partition={partition}"], capture_output=True, timeout=30)
         for name in ("slurmd", "slurmctld", "munged"):
             proc = self.processes.pop(name, None)
             if proc is None or proc.poll() is not None:
@@ -141,6 +144,7 @@ SlurmdLogFile={state}/slurmd.log
 GresTypes=gpu
 NodeName={cluster.node} NodeAddr=127.0.0.1 CPUs={cluster.cpus} RealMemory={cluster.memory_mb} Gres=gpu:{cluster.gpus} State=UNKNOWN
 PartitionName={PARTITION} Nodes={cluster.node} Default=YES MaxTime=INFINITE State=UP
+PartitionName={GPU_PARTITION} Nodes={cluster.node} Default=NO MaxTime=INFINITE State=UP
 """
 
 

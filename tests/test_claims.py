@@ -190,3 +190,17 @@ def test_gradcam_table_intervals_resample_each_archs_images():
     assert ((cells["low"] <= cells["mean"] + 1e-9) & (cells["mean"] <= cells["high"] + 1e-9)).all()
     assert (cells["high"] > cells["low"]).all()
     assert "bootstrap interval" in table.caption
+
+
+def test_predictions_read_from_the_files_the_evaluate_job_writes(tmp_path):
+    from dpaat.claims import PREDICTION_COLUMNS as OURS
+    from dpaat.evaluation import PREDICTION_COLUMNS, write_predictions
+
+    assert OURS == PREDICTION_COLUMNS
+    path = tmp_path / "0" / "dpaat" / "mobilenet_v2.parquet"
+    path.parent.mkdir(parents=True)
+    frame = _predictions({("dpaat", "mobilenet_v2", "clean"): np.ones(N, dtype=bool)})
+    write_predictions(frame[list(PREDICTION_COLUMNS)], path)
+    preds = Predictions.read([path])
+    assert preds.seeds == [0] and preds.has("dpaat", "mobilenet_v2", "clean")
+    assert (preds.probs("dpaat", "clean", ["mobilenet_v2"]).argmax(-1) == LABELS).all()

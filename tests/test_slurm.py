@@ -224,5 +224,8 @@ def test_data_stage_and_training_run_through_the_slurm_profile(slurm: slurm_clus
     for rule, gpu, slurm_id in submitted:
         job = slurm_job(slurm_id)
         assert job["JobState"] == "COMPLETED", (rule, job)
+        # The profile's one edit: model rules go to the GPU partition, the rest to the default.
+        expected = slurm_cluster.GPU_PARTITION if rule in ("train", "evaluate", "gradcam") else slurm_cluster.PARTITION
+        assert job["Partition"] == expected, (rule, job["Partition"])
         request = gpu_request(job)
         assert re.search(rf"gpu[:=]{gpu}\b", request) if gpu else not request, (rule, gpu, request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from PIL import Image
+
+from dpaat.imagenet_weights import IMAGENET_WEIGHTS_URLS, weights_file
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -24,8 +27,18 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
-def snakemake(cwd: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def snakemake(cwd: Path, *args: str, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = None if env is None else os.environ | env
+    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def torch_cache(root: Path, archs) -> dict[str, str]:
+    """A TORCH_HOME whose hub/checkpoints/ holds (empty) ImageNet checkpoints of `archs`."""
+    for arch in archs:
+        path = weights_file(arch, {"TORCH_HOME": str(root)})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    return {"TORCH_HOME": str(root)}
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +101,18 @@ def test_second_run_has_nothing_to_do(tiny_run):
 
 
 @pytest.mark.slow
+def test_moving_machines_reruns_nothing(tiny_run):
+    """Execution settings (device, threads, GPU slots) are no rerun trigger: a finished run stays finished."""
+    workdir, _ = tiny_run
+    (workdir / "machine.yaml").write_text("training:\n  device: auto\n  threads: 3\ngpu:\n  jobs_per_device: 2\n  slot_dir: /tmp/elsewhere\n")
+    again = snakemake(
+        workdir, "-n", "--configfile", "tests/configs/tiny.yaml", "machine.yaml", "--set-threads", "train=2", "evaluate=2"
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
+
+
+@pytest.mark.slow
 def test_html_report(tiny_run):
     workdir, _ = tiny_run
     run = snakemake(workdir, "--configfile", "tests/configs/tiny.yaml", "--report", "results/report.html")
@@ -102,8 +127,9 @@ def test_lint_is_silent():
     assert "Lints for" not in run.stdout + run.stderr
 
 
-def test_paper_config_lists_the_full_dag():
-    run = snakemake(REPO, "-n", "--configfile", "config/paper.yaml", timeout=120)
+def test_paper_config_lists_the_full_dag(tmp_path):
+    env = torch_cache(tmp_path, IMAGENET_WEIGHTS_URLS)
+    run = snakemake(REPO, "-n", "--configfile", "config/paper.yaml", timeout=120, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     out = run.stdout
     # 3 seeds x (5 methods x 6 archs + 2 ablation methods x 2 archs) = 102 trainings
@@ -112,6 +138,21 @@ def test_paper_config_lists_the_full_dag():
     # One evaluation job per model runs the clean pass and all five attacks; no job per attack.
     assert job_counts["evaluate"] == job_counts["train"]
     assert "attack" not in job_counts
+
+
+def test_missing_imagenet_weights_fail_the_dry_run_naming_each_file(tmp_path):
+    present = ["resnet34", "mobilenet_v2"]
+    env = torch_cache(tmp_path, present)
+    run = snakemake(REPO, "-n", "--configfile", "config/paper.yaml", timeout=120, env=env)
+    assert run.returncode != 0
+    out = run.stdout + run.stderr
+    assert "4 ImageNet checkpoint(s) are missing" in out
+    for arch in IMAGENET_WEIGHTS_URLS:
+        path = weights_file(arch, env)
+        assert (str(path) in out) == (arch not in present), arch
+        if arch not in present:
+            assert IMAGENET_WEIGHTS_URLS[arch] in out
+    assert f"Put each file in {path.parent}" in out
 
 
 def test_rules_are_snakefmt_formatted():

@@ -23,10 +23,18 @@ import torchattacks
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from dpaat.attack_kinds import (
+    DEFAULT_NORM,
+    DEFAULT_QUERIES,
+    DEFAULT_STEPS,
+    KIND_KEYS,
+    OPTIONAL_KEYS,
+    AttackKind,
+    Norm,
+    default_restarts,
+)
 from dpaat.predict import as_float_images, predict_logits
 
-Norm = Literal["l2", "linf"]
-AttackKind = Literal["fgsm", "ifgsm", "pgd", "apgd", "square", "autoattack"]
 ApgdLoss = Literal["ce", "dlr"]
 
 
@@ -293,26 +301,6 @@ def autoattack(
         return attack(x, y).detach()
 
 
-# The norm each test attack uses unless its config says otherwise (SPEC: FGSM and
-# I-FGSM are Linf by definition, PGD and the stronger attacks use the L2 training threat model).
-DEFAULT_NORM: Mapping[AttackKind, Norm] = {
-    "fgsm": "linf", "ifgsm": "linf", "pgd": "l2", "apgd": "l2", "square": "l2", "autoattack": "l2",
-}  # fmt: skip
-# Steps when the config names none: APGD and AutoAttack's 100 iterations (Croce & Hein 2020).
-DEFAULT_STEPS: Mapping[AttackKind, int] = {"fgsm": 1, "ifgsm": 1, "pgd": 1, "apgd": 100, "square": 1, "autoattack": 100}
-DEFAULT_QUERIES = 5000  # Square's query budget in AutoAttack
-# The optional config keys each kind understands (beyond name, kind, eps, norm).
-KIND_KEYS: Mapping[AttackKind, frozenset[str]] = {
-    "fgsm": frozenset({"steps", "step_size"}),  # only 1 and eps: checked with a clearer message
-    "ifgsm": frozenset({"steps", "step_size"}),
-    "pgd": frozenset({"steps", "step_size", "restarts", "seed"}),
-    "apgd": frozenset({"steps", "loss", "restarts", "seed"}),
-    "square": frozenset({"queries", "restarts", "seed"}),
-    "autoattack": frozenset({"steps", "queries", "seed"}),
-}
-_OPTIONAL_KEYS = frozenset().union(*KIND_KEYS.values())
-
-
 @dataclass(frozen=True)
 class AttackSpec:
     """One test attack, fully resolved: kind, budget, steps, step size, norm and the kind's own options.
@@ -362,7 +350,7 @@ class AttackSpec:
         apgd/square; loss ce; queries 5000. Keys another kind's options (e.g. loss for pgd) are errors;
         None values (the schema's defaults) count as absent.
         """
-        allowed = {"name", "kind", "eps", "norm"} | _OPTIONAL_KEYS  # name is the caller's label
+        allowed = {"name", "kind", "eps", "norm"} | OPTIONAL_KEYS  # name is the caller's label
         unknown = set(cfg) - allowed
         if unknown:
             raise ValueError(f"unknown attack config keys {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -373,7 +361,7 @@ class AttackSpec:
         if kind not in DEFAULT_NORM:
             raise ValueError(f"attack kind must be one of {sorted(DEFAULT_NORM)}, got {kind!r}")
         given = {key: value for key, value in cfg.items() if value is not None}
-        foreign = sorted((set(given) & _OPTIONAL_KEYS) - KIND_KEYS[kind])
+        foreign = sorted((set(given) & OPTIONAL_KEYS) - KIND_KEYS[kind])
         if foreign:
             raise ValueError(f"attack kind {kind} takes no {foreign}; its options are {sorted(KIND_KEYS[kind])}")
         eps = float(cfg["eps"])
@@ -390,7 +378,7 @@ class AttackSpec:
             steps=steps,
             step_size=float(step_size),
             norm=norm,
-            restarts=int(given.get("restarts", 1 if kind in ("apgd", "square") else 0)),
+            restarts=int(given.get("restarts", default_restarts(kind))),
             loss=given.get("loss", "ce"),
             queries=int(given.get("queries", DEFAULT_QUERIES if kind in ("square", "autoattack") else 0)),
             seed=int(given.get("seed", 0)),

@@ -35,6 +35,8 @@ CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
 RELATIONS = ("greater", "equal")
 VERDICTS = ("supported", "contradicted", "inconclusive", "not tested")
 PAPER_TABLES = {"table1": TABLE1, "table2": TABLE2}
+# The columns of the evaluate job's predictions files (dpaat.evaluation.PREDICTION_COLUMNS).
+PREDICTION_COLUMNS: tuple[str, ...] = ("attack", "image_id", "label", "prediction", "logits")
 # Percentage points for accuracy (as Table I), fractions for mAP (as Table II).
 SCALE = {"accuracy": 100.0, "map": 1.0}
 
@@ -144,12 +146,11 @@ class Predictions:
     @classmethod
     def read(cls, paths: Iterable[str | os.PathLike]) -> Predictions:
         """Load results/predictions/{seed}/{method}/{arch}.parquet files (identity from the path)."""
-        from dpaat.evaluation import read_predictions
-
         frames = []
         for path in paths:
             seed, method, arch = Path(path).with_suffix("").parts[-3:]
-            frames.append(read_predictions(path).assign(seed=int(seed), method=method, arch=arch))
+            # Read here, not through dpaat.evaluation, so that the report jobs never import torch.
+            frames.append(pd.read_parquet(path, columns=list(PREDICTION_COLUMNS)).assign(seed=int(seed), method=method, arch=arch))
         if not frames:
             raise ValueError("no predictions files given")
         return cls(pd.concat(frames, ignore_index=True))

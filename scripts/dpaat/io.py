@@ -9,9 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-import torch
-
-if TYPE_CHECKING:  # imported where used: most jobs write no Parquet
+if TYPE_CHECKING:  # imported where used: most jobs write no Parquet, the report jobs no tensors
     import pandas as pd
     import pyarrow as pa
 
@@ -61,5 +59,7 @@ def write_text(text: str, path: str | os.PathLike) -> None:
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
     """torch.save atomically (load back with weights_only=True)."""
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)

@@ -10,25 +10,22 @@ confusion matrix, all from scikit-learn.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 import pandas.api.types as ptypes
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    precision_recall_fscore_support,
-    recall_score,
-)
 
 from dpaat.io import write_parquet
+
+if TYPE_CHECKING:  # torch and scikit-learn are imported where used: aggregate and report need neither
+    import torch
+
+    ArrayLike = np.ndarray | torch.Tensor | Sequence[Any]
 
 METRICS_SCHEMA = pa.schema(
     [
@@ -58,12 +55,11 @@ _DTYPE_CHECKS = {
     pa.float64(): lambda s: ptypes.is_numeric_dtype(s) and not ptypes.is_bool_dtype(s),
 }
 
-ArrayLike = np.ndarray | torch.Tensor | Sequence[Any]
-
 
 def _as_numpy(a: ArrayLike) -> np.ndarray:
     """A detached CPU numpy view of a tensor, array or sequence."""
-    if isinstance(a, torch.Tensor):
+    torch = sys.modules.get("torch")  # without torch loaded, `a` cannot be a tensor
+    if torch is not None and isinstance(a, torch.Tensor):
         return a.detach().cpu().numpy()
     return np.asarray(a)
 
@@ -93,6 +89,15 @@ def classification_metrics(
     scores_are: Literal["logits", "probs"] = "logits",
 ) -> dict[str, Any]:
     """n, accuracy, map, macro precision/recall/f1, balanced_accuracy, worst_recall and confusion (row = true class)."""
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+        recall_score,
+    )
+
     n_classes = len(classes)
     if n_classes < 2:
         raise ValueError(f"need at least 2 class names, got {list(classes)}")

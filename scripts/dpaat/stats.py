@@ -22,8 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as scipy_stats
-from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.multitest import multipletests
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
@@ -276,6 +274,8 @@ def mean_interval(groups: Sequence[np.ndarray], *, n_resamples: int, seed: int, 
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> PairedTest:
     """McNemar's exact test of paired successes (same images, pooled over any leading dimensions)."""
+    from statsmodels.stats.contingency_tables import mcnemar  # where used: the table jobs need no statsmodels
+
     a = np.asarray(correct_a, dtype=bool).ravel()
     b = np.asarray(correct_b, dtype=bool).ravel()
     if a.shape != b.shape:
@@ -330,6 +330,8 @@ def permutation_pvalue(
 
 def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> np.ndarray:
     """Holm-adjusted p-values (statsmodels' multipletests); NaN entries stay NaN and are not counted."""
+    from statsmodels.stats.multitest import multipletests
+
     p = np.asarray(pvalues, dtype=float)
     out = np.full(p.shape, np.nan)
     ok = ~np.isnan(p)
@@ -352,6 +354,8 @@ def minimum_detectable_difference(n: int, n_discordant: int, alpha: float = ALPH
     Given the observed number of discordant pairs (at least the few the exact test needs
     to reach `alpha` at all), over n paired images.
     """
+    from statsmodels.stats.contingency_tables import mcnemar
+
     if n < 1:
         raise ValueError(f"n must be positive, got {n}")
     d = max(int(n_discordant), min_discordant(alpha))

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,8 +86,8 @@ class TrainConfig:
                 problems.append(f"{key} must be >= 1, got {getattr(self, key)}")
         if not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            problems.append(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", self.device):
+            problems.append(f"device must be auto, cpu, cuda or cuda:<index>, got {self.device!r}")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 
