@@ -353,3 +353,17 @@ def test_pgd_restarts_keep_the_first_fooling_run(net, data):
     assert bool((fooled_three >= fooled_one).all())  # more restarts never lose a fooled image
     torch.testing.assert_close(three[fooled_one], one[fooled_one])
     assert bool((l2(three - x) <= 1.0 + 1e-9).all())
+
+
+def test_standard_autoattack_cannot_run_on_three_classes_and_ours_can():
+    """Why our autoattack kind drops APGD-T/FAB-T: torchattacks' standard version needs a fourth logit."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(192, 3)).eval()
+    with torch.no_grad():
+        model[1].weight.mul_(1e-3)
+        model[1].bias.copy_(torch.tensor([5.0, 0.0, -1.0]))  # no image can be moved off class 0
+    x, y = torch.rand(4, 3, 8, 8), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(IndexError):
+        torchattacks.AutoAttack(model, norm="L2", eps=0.5, version="standard", n_classes=3, seed=0)(x, y)
+    x_adv = AttackSpec.from_config({"kind": "autoattack", "eps": 0.5, "steps": 5, "queries": 20}).perturb(model, x, y)
+    assert bool((l2(x_adv - x) <= 0.5 + 1e-5).all())
