@@ -1,6 +1,13 @@
 """Stage script: a verdict on each claim of the paper, and DPAAT's paired comparisons with AT, SAT and AMAT."""
 
-from dpaat.claims import Predictions, comparisons_markdown, evaluate_claims, load_claims, method_comparisons, write_claims
+from dpaat.claims import (
+    Predictions,
+    comparisons_markdown,
+    evaluate_claims,
+    load_claims,
+    method_comparisons,
+    write_claims,
+)
 from dpaat.io import write_text
 from dpaat.runtime import setup_logging
 

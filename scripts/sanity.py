@@ -16,7 +16,11 @@ write_text(table.to_csv(index=False, float_format="%.6g"), snakemake.output.tabl
 write_text(sanity_markdown(table, {**METHOD_LABELS, **ARCH_LABELS}), snakemake.output.table_md)
 clean = metrics[metrics["attack"] == "clean"]
 robustness_curves_figure(
-    metrics, plan.curve, snakemake.output.curves, training_eps=plan.training_eps, chance=chance_level(clean["confusion"].iloc[0])
+    metrics,
+    plan.curve,
+    snakemake.output.curves,
+    training_eps=plan.training_eps,
+    chance=chance_level(clean["confusion"].iloc[0]),
 )
 flags = table[table["passed"] == False]  # noqa: E712 (nullable boolean: NA is not a flag)
 log.info("%d sanity checks on %d models, %d flags", len(table), clean.shape[0], len(flags))

@@ -306,7 +306,9 @@ def _stronger_net() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     x = 0.3 + 0.3 * torch.rand(96, 3, 8, 8, generator=g)
     x[torch.arange(96), y] += 0.1
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 3))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 3)
+    )
     opt = torch.optim.Adam(model.parameters(), 1e-2)
     for _ in range(200):
         opt.zero_grad()

@@ -78,7 +78,9 @@ def _predictions(correct: dict[tuple[str, str, str], np.ndarray], seed: int = 0)
     frames = []
     models = sorted({(m, a) for m, a, _ in correct})
     for method, arch in models:
-        logits = {atk: torch.from_numpy(_logits(c, rng)) for (m, a, atk), c in correct.items() if (m, a) == (method, arch)}
+        logits = {
+            atk: torch.from_numpy(_logits(c, rng)) for (m, a, atk), c in correct.items() if (m, a) == (method, arch)
+        }
         frame = predictions_frame(logits, torch.from_numpy(LABELS), IDS)
         frames.append(frame.assign(seed=0, method=method, arch=arch))
     return pd.concat(frames, ignore_index=True)
@@ -144,7 +146,11 @@ def test_method_comparisons_per_cnn_and_pooled():
     a = np.concatenate([correct[("dpaat", arch, "pgd20")] for arch in ("mobilenet_v2", "shufflenet_v2_x1_0")])
     b = np.concatenate([correct[("at", arch, "pgd20")] for arch in ("mobilenet_v2", "shufflenet_v2_x1_0")])
     ref = stats.mcnemar_exact(a, b)
-    assert (pooled["only_method"], pooled["only_versus"], pooled["p_value"]) == (ref.b, ref.c, pytest.approx(ref.pvalue))
+    assert (pooled["only_method"], pooled["only_versus"], pooled["p_value"]) == (
+        ref.b,
+        ref.c,
+        pytest.approx(ref.pvalue),
+    )
     assert table["p_holm"].tolist() == pytest.approx(list(stats.holm(table["p_value"].tolist())))
     assert "pooled" in comparisons_markdown(table)
 
@@ -154,10 +160,16 @@ def test_table_intervals_come_from_the_same_predictions_as_the_metrics():
     logits, rows, frames = {}, [], []
     for arch in ("mobilenet_v2", "shufflenet_v2_x1_0"):
         for method in ("std", "at", "dpaat"):
-            by_attack = {atk: torch.from_numpy(_logits(_correct(p, rng), rng)) for atk, p in (("clean", 0.8), ("pgd20", 0.4))}
+            by_attack = {
+                atk: torch.from_numpy(_logits(_correct(p, rng), rng)) for atk, p in (("clean", 0.8), ("pgd20", 0.4))
+            }
             for atk, lg in by_attack.items():
-                rows.append(model_metrics(LABELS, lg, ["mel", "bkl", "nv"], method=method, arch=arch, seed=0, attack=atk))
-            frames.append(predictions_frame(by_attack, torch.from_numpy(LABELS), IDS).assign(seed=0, method=method, arch=arch))
+                rows.append(
+                    model_metrics(LABELS, lg, ["mel", "bkl", "nv"], method=method, arch=arch, seed=0, attack=atk)
+                )
+            frames.append(
+                predictions_frame(by_attack, torch.from_numpy(LABELS), IDS).assign(seed=0, method=method, arch=arch)
+            )
     metrics = metrics_frame(rows)
     intervals = prediction_intervals(Predictions(pd.concat(frames, ignore_index=True)), n_resamples=300, seed=0)
     for table in (table1(metrics), table2(metrics, "pgd20")):

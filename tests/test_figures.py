@@ -119,7 +119,11 @@ def test_robustness_curves_figure(tmp_path) -> None:
 
     rng = np.random.default_rng(1)
     labels = np.repeat(np.arange(3), 10)
-    curve = [CurvePoint("curvel2x1", "l2", 0.15), CurvePoint("curvel2x2", "l2", 0.3), CurvePoint("curvelinf4", "linf", 4 / 255)]
+    curve = [
+        CurvePoint("curvel2x1", "l2", 0.15),
+        CurvePoint("curvel2x2", "l2", 0.3),
+        CurvePoint("curvelinf4", "linf", 4 / 255),
+    ]
     rows = [
         model_metrics(labels, rng.normal(size=(30, 3)) + 2.0 * np.eye(3)[labels], CLASSES, method=m, arch=a, seed=0, attack=atk)
         for m in ("std", "at") for a in ARCHS for atk in ("clean", *[p.name for p in curve])

@@ -136,7 +136,10 @@ def test_table_and_markdown_name_every_flag():
     rows = []
     for method, square in (("at", 0.5), ("dpaat", 0.0)):
         accs = {"clean": 0.9, "pgd20": 0.3, "square": square, "curvel2x1": 0.35}
-        rows += [{"seed": 0, "method": method, "arch": "mobilenet_v2", "attack": a, "accuracy": v, "confusion": confusion} for a, v in accs.items()]
+        rows += [
+            {"seed": 0, "method": method, "arch": "mobilenet_v2", "attack": a, "accuracy": v, "confusion": confusion}
+            for a, v in accs.items()
+        ]
     table = sanity_table(pd.DataFrame(rows), plan, {"pgd20": TEST_ATTACKS["pgd20"]})
     flagged = table[table["passed"] == False]  # noqa: E712 (nullable boolean)
     assert flagged[["method", "check"]].values.tolist() == [["dpaat", "square_not_stronger"]]

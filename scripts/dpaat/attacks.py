@@ -196,7 +196,9 @@ def pgd_restarts(
     generator = torch.Generator(device=x.device).manual_seed(seed)
     best, fooled = None, None
     for _ in range(restarts):
-        x_adv = pgd(model, x, y, eps=eps, steps=steps, step_size=step_size, norm=norm, random_start=True, generator=generator)
+        x_adv = pgd(
+            model, x, y, eps=eps, steps=steps, step_size=step_size, norm=norm, random_start=True, generator=generator
+        )
         with eval_mode(model), torch.no_grad():
             wrong = model(x_adv).argmax(dim=1) != y
         if best is None:
@@ -245,7 +247,9 @@ def apgd(
     if loss == "dlr":
         _n_classes(model, x, 3, "APGD-DLR")
     with _torchattacks_call(model, x):
-        attack = torchattacks.APGD(model, norm=_TA_NORM[norm], eps=eps, steps=steps, n_restarts=restarts, seed=seed, loss=loss)
+        attack = torchattacks.APGD(
+            model, norm=_TA_NORM[norm], eps=eps, steps=steps, n_restarts=restarts, seed=seed, loss=loss
+        )
         return attack(x, y).detach()
 
 
@@ -294,7 +298,9 @@ def autoattack(
             [
                 torchattacks.APGD(model, norm=norm_name, eps=eps, steps=steps, n_restarts=1, seed=seed, loss="ce"),
                 torchattacks.APGD(model, norm=norm_name, eps=eps, steps=steps, n_restarts=1, seed=seed, loss="dlr"),
-                torchattacks.FAB(model, norm=norm_name, eps=eps, steps=steps, n_restarts=1, seed=seed, n_classes=n_classes),
+                torchattacks.FAB(
+                    model, norm=norm_name, eps=eps, steps=steps, n_restarts=1, seed=seed, n_classes=n_classes
+                ),
                 torchattacks.Square(model, norm=norm_name, eps=eps, n_queries=queries, n_restarts=1, seed=seed),
             ]
         )
@@ -337,7 +343,9 @@ class AttackSpec:
         if self.loss not in get_args(ApgdLoss):
             raise ValueError(f"attack loss must be 'ce' or 'dlr', got {self.loss!r}")
         if self.restarts < (1 if self.kind in ("apgd", "square") else 0):
-            raise ValueError(f"{self.kind} restarts must be >= {1 if self.kind in ('apgd', 'square') else 0}, got {self.restarts}")
+            raise ValueError(
+                f"{self.kind} restarts must be >= {1 if self.kind in ('apgd', 'square') else 0}, got {self.restarts}"
+            )
         if self.kind in ("square", "autoattack") and self.queries < 1:
             raise ValueError(f"{self.kind} needs queries >= 1 (Square's query budget), got {self.queries}")
 
@@ -403,8 +411,12 @@ class AttackSpec:
                 restarts=self.restarts, seed=self.seed,
             )  # fmt: skip
         if self.kind == "square":
-            return square(model, x, y, eps=self.eps, queries=self.queries, norm=self.norm, restarts=self.restarts, seed=self.seed)
-        return autoattack(model, x, y, eps=self.eps, steps=self.steps, queries=self.queries, norm=self.norm, seed=self.seed)
+            return square(
+                model, x, y, eps=self.eps, queries=self.queries, norm=self.norm, restarts=self.restarts, seed=self.seed
+            )
+        return autoattack(
+            model, x, y, eps=self.eps, steps=self.steps, queries=self.queries, norm=self.norm, seed=self.seed
+        )
 
 
 def run_attack(
@@ -449,7 +461,9 @@ def attack_accuracies(
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
     """Accuracy of `model` on the clean images ("clean") and under each attack config entry (name -> entry)."""
-    accuracy = {"clean": float((predict_logits(model, x, batch_size=batch_size, device=device).argmax(1) == y).float().mean())}
+    accuracy = {
+        "clean": float((predict_logits(model, x, batch_size=batch_size, device=device).argmax(1) == y).float().mean())
+    }
     for name, cfg in attacks.items():
         x_adv = run_attack(model, x, y, AttackSpec.from_config(cfg), batch_size, device)
         logits = predict_logits(model, x_adv, batch_size=batch_size, device=device)

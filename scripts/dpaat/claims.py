@@ -117,7 +117,9 @@ def paper_numbers(claim: Claim) -> dict[tuple[str, str], float]:
     arms = {arm for pair in claim.arms() for arm in pair}
     # Table II keys its columns by metric (map, marp); Table I by attack.
     column = claim.paper.get("column")
-    return {(m, a): table[m][column or a] for m, a in sorted(arms, key=lambda arm: (claim.methods.index(arm[0]), arm[1]))}
+    return {
+        (m, a): table[m][column or a] for m, a in sorted(arms, key=lambda arm: (claim.methods.index(arm[0]), arm[1]))
+    }
 
 
 class Predictions:
@@ -150,7 +152,9 @@ class Predictions:
         for path in paths:
             seed, method, arch = Path(path).with_suffix("").parts[-3:]
             # Read here, not through dpaat.evaluation, so that the report jobs never import torch.
-            frames.append(pd.read_parquet(path, columns=list(PREDICTION_COLUMNS)).assign(seed=int(seed), method=method, arch=arch))
+            frames.append(
+                pd.read_parquet(path, columns=list(PREDICTION_COLUMNS)).assign(seed=int(seed), method=method, arch=arch)
+            )
         if not frames:
             raise ValueError("no predictions files given")
         return cls(pd.concat(frames, ignore_index=True))
@@ -167,7 +171,9 @@ class Predictions:
         labels = self._labels[archs[0]]
         for arch in archs[1:]:
             if self._ids[arch] != self._ids[archs[0]] or not np.array_equal(self._labels[arch], labels):
-                raise ValueError(f"{arch} and {archs[0]} were evaluated on different test images; a group needs one test set")
+                raise ValueError(
+                    f"{arch} and {archs[0]} were evaluated on different test images; a group needs one test set"
+                )
         return labels
 
     def probs(self, method: str, attack: str, archs: Sequence[str]) -> np.ndarray:
@@ -340,7 +346,9 @@ def claims_markdown(table: pd.DataFrame, n_images: int | None = None) -> str:
     ]
     for _, r in table.iterrows():
         if r["verdict"] == "not tested":
-            lines.append(f"| {r['statement']} (`{r['id']}`) | {r['paper']} | — | — | — | — | not tested: {r['reason']} |")
+            lines.append(
+                f"| {r['statement']} (`{r['id']}`) | {r['paper']} | — | — | — | — | not tested: {r['reason']} |"
+            )
             continue
         digits = 1 if r["metric"] == "accuracy" else 3
         cnns = ", ".join(arch_label(a) for a in str(r["cnns"]).split(";"))

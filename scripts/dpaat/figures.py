@@ -227,8 +227,7 @@ def robustness_curves_figure(
     norms = list(dict.fromkeys(points["norm"]))
     clean = metrics_df[metrics_df["attack"] == "clean"]
     long = pd.concat(
-        [metrics_df.merge(points, on="attack")]
-        + [clean.assign(norm=norm, eps=0.0) for norm in norms],
+        [metrics_df.merge(points, on="attack")] + [clean.assign(norm=norm, eps=0.0) for norm in norms],
         ignore_index=True,
     )
     if long["attack"].ne("clean").sum() == 0:

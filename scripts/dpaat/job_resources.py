@@ -78,7 +78,10 @@ def work_gflop(config: Mapping[str, Any], rule: str, arch: str, method: str | No
         epochs = training["warmup_epochs"] + training["epochs"]
         units = epochs * (sizes["train"] * TRAIN_UNITS[method](k) + sizes["val"] * (2 * k + 2))
     elif rule == "evaluate":
-        attacks = [*config["attacks"], *SanityPlan.from_config(config["sanity"], config["training"]["adversary"]).attacks.values()]
+        attacks = [
+            *config["attacks"],
+            *SanityPlan.from_config(config["sanity"], config["training"]["adversary"]).attacks.values(),
+        ]
         n_classes = len(config["data"]["classes"])
         units = sizes["test"] * (1 + sum(forward_units(attack, n_classes) for attack in attacks))
     elif rule == "gradcam":

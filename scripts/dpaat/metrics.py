@@ -129,7 +129,9 @@ def classification_metrics(
         "recall": float(recall),
         "f1": float(f1),
         "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
-        "worst_recall": float(recall_score(y, pred, labels=list(range(n_classes)), average=None, zero_division=0).min()),
+        "worst_recall": float(
+            recall_score(y, pred, labels=list(range(n_classes)), average=None, zero_division=0).min()
+        ),
         "confusion": confusion_matrix(y, pred, labels=list(range(n_classes))).tolist(),
         "classes": list(classes),
     }

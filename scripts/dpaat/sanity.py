@@ -88,11 +88,22 @@ class SanityPlan:
             if restart_reference not in attacks:
                 attacks[restart_reference] = {"kind": "pgd", "eps": eps, "steps": steps, "norm": norm}
             restart_name = "restarts"
-            attacks[restart_name] = {"kind": "pgd", "eps": eps, "steps": steps, "norm": norm, "restarts": int(sanity["restarts"])}
+            attacks[restart_name] = {
+                "kind": "pgd",
+                "eps": eps,
+                "steps": steps,
+                "norm": norm,
+                "restarts": int(sanity["restarts"]),
+            }
         square_name = None
         if sanity["square_queries"] > 0:
             square_name = "square"
-            attacks[square_name] = {"kind": "square", "eps": eps, "norm": norm, "queries": int(sanity["square_queries"])}
+            attacks[square_name] = {
+                "kind": "square",
+                "eps": eps,
+                "norm": norm,
+                "queries": int(sanity["square_queries"]),
+            }
         return cls(tuple(curve), attacks, restart_name, restart_reference, square_name, eps, float(sanity["tolerance"]))
 
     def check_names(self, test_attacks: Mapping[str, Mapping[str, Any]]) -> None:
@@ -115,13 +126,21 @@ def _row(check: str, passed: bool | None, value: float, detail: str) -> dict[str
 def _curve_rows(norm: str, points: list[tuple[float, float]], chance: float, tol: float) -> list[dict[str, Any]]:
     """Monotonicity and chance checks of one curve, points (eps, accuracy) sorted by eps, eps 0 = clean."""
     if len(points) < 2:
-        return [_row(f"{norm}_falls_with_eps", None, math.nan, "no curve"), _row(f"{norm}_reaches_chance", None, math.nan, "no curve")]
+        return [
+            _row(f"{norm}_falls_with_eps", None, math.nan, "no curve"),
+            _row(f"{norm}_reaches_chance", None, math.nan, "no curve"),
+        ]
     rises = [(b[1] - a[1], a[0], b[0]) for a, b in zip(points, points[1:])]
     worst, lo, hi = max(rises)
     text = ", ".join(f"{e:.4g}: {a:.3f}" for e, a in points)
     last_eps, last_acc = points[-1]
     return [
-        _row(f"{norm}_falls_with_eps", worst <= tol, worst, f"largest rise {worst:+.3f} from eps {lo:.4g} to {hi:.4g} ({text})"),
+        _row(
+            f"{norm}_falls_with_eps",
+            worst <= tol,
+            worst,
+            f"largest rise {worst:+.3f} from eps {lo:.4g} to {hi:.4g} ({text})",
+        ),
         _row(
             f"{norm}_reaches_chance",
             last_acc <= chance + tol,
@@ -168,7 +187,9 @@ def sanity_checks(
         rises = [(accuracy[b] - accuracy[a], a, b) for (_, a), (_, b) in zip(runs, runs[1:])]
         worst, a, b = max(rises)
         text = ", ".join(f"{name} ({steps} steps): {accuracy[name]:.3f}" for steps, name in runs)
-        rows.append(_row("more_steps_not_weaker", worst <= tol, worst, f"largest rise {worst:+.3f} from {a} to {b} ({text})"))
+        rows.append(
+            _row("more_steps_not_weaker", worst <= tol, worst, f"largest rise {worst:+.3f} from {a} to {b} ({text})")
+        )
     else:
         rows.append(_row("more_steps_not_weaker", None, math.nan, "fewer than two PGD runs at the training eps"))
 
@@ -188,7 +209,9 @@ def sanity_checks(
     else:
         rows.append(_row("square_not_stronger", None, math.nan, "no Square run or no PGD at the training eps"))
 
-    fgsm = {float(cfg["eps"]): name for name, cfg in test_attacks.items() if cfg.get("kind") == "fgsm" and name in accuracy}
+    fgsm = {
+        float(cfg["eps"]): name for name, cfg in test_attacks.items() if cfg.get("kind") == "fgsm" and name in accuracy
+    }
     pairs = [
         (accuracy[name] - accuracy[fgsm[float(cfg["eps"])]], name, fgsm[float(cfg["eps"])])
         for name, cfg in test_attacks.items()
@@ -196,7 +219,9 @@ def sanity_checks(
     ]
     if pairs:
         worst, name, ref = max(pairs)
-        rows.append(_row("ifgsm_not_weaker", worst <= tol, worst, f"{name} {accuracy[name]:.3f} vs {ref} {accuracy[ref]:.3f}"))
+        rows.append(
+            _row("ifgsm_not_weaker", worst <= tol, worst, f"{name} {accuracy[name]:.3f} vs {ref} {accuracy[ref]:.3f}")
+        )
     else:
         rows.append(_row("ifgsm_not_weaker", None, math.nan, "no FGSM / I-FGSM pair at one eps"))
     return rows
@@ -240,7 +265,11 @@ def sanity_markdown(table: pd.DataFrame, labels: Mapping[str, str] | None = None
             passed = by_check[c]["passed"] if c in by_check else pd.NA
             cells.append("n/a" if pd.isna(passed) else "ok" if passed else "**FLAG**")
             if not pd.isna(passed) and not passed:
-                flags.append(f"- {labels.get(method, method)} / {labels.get(arch, arch)} (seed {seed}): `{c}`: {by_check[c]['detail']}")
-        lines.append(f"| {seed} | {labels.get(method, method)} | {labels.get(arch, arch)} | " + " | ".join(cells) + " |")
+                flags.append(
+                    f"- {labels.get(method, method)} / {labels.get(arch, arch)} (seed {seed}): `{c}`: {by_check[c]['detail']}"
+                )
+        lines.append(
+            f"| {seed} | {labels.get(method, method)} | {labels.get(arch, arch)} | " + " | ".join(cells) + " |"
+        )
     lines += ["", f"**Flags ({len(flags)}).**" if flags else "**No flags.**", "", *flags]
     return "\n".join(lines) + "\n"

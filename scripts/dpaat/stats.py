@@ -204,7 +204,9 @@ def bootstrap(
     return Interval(estimate, float(low), float(high))
 
 
-def group_value(metric: str, labels: np.ndarray, probs: np.ndarray, w_images: np.ndarray, w_seeds: np.ndarray) -> np.ndarray:
+def group_value(
+    metric: str, labels: np.ndarray, probs: np.ndarray, w_images: np.ndarray, w_seeds: np.ndarray
+) -> np.ndarray:
     """Per resample: the seed-weighted mean over seeds of the arch-averaged metric; probs (A, S, N, C)."""
     values = weighted_metric(metric, labels, probs[None], w_images[:, None, None, :])  # (B, A, S)
     per_seed = values.mean(axis=1)
@@ -242,7 +244,9 @@ def difference_interval(
     """Paired bootstrap interval of cell(A) − cell(B), both (A, S, N, C) on the same images and seeds."""
     probs_a, probs_b = np.asarray(probs_a, dtype=float), np.asarray(probs_b, dtype=float)
     if probs_a.shape != probs_b.shape or probs_a.ndim != 4:
-        raise ValueError(f"paired predictions must share one (archs, seeds, images, classes) shape: {probs_a.shape}, {probs_b.shape}")
+        raise ValueError(
+            f"paired predictions must share one (archs, seeds, images, classes) shape: {probs_a.shape}, {probs_b.shape}"
+        )
     _, n_seeds, n_images, _ = probs_a.shape
     return bootstrap(
         lambda ws, wi: group_value(metric, labels, probs_a, wi, ws) - group_value(metric, labels, probs_b, wi, ws),
@@ -279,7 +283,9 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> PairedTest:
     a = np.asarray(correct_a, dtype=bool).ravel()
     b = np.asarray(correct_b, dtype=bool).ravel()
     if a.shape != b.shape:
-        raise ValueError(f"paired successes must have the same shape, got {np.shape(correct_a)} and {np.shape(correct_b)}")
+        raise ValueError(
+            f"paired successes must have the same shape, got {np.shape(correct_a)} and {np.shape(correct_b)}"
+        )
     table = [[int((a & b).sum()), int((a & ~b).sum())], [int((~a & b).sum()), int((~a & ~b).sum())]]
     only_a, only_b = table[0][1], table[1][0]
     pvalue = 1.0 if only_a + only_b == 0 else float(mcnemar(table, exact=True).pvalue)
@@ -312,7 +318,9 @@ def permutation_pvalue(
         for xs, ys in zip(x2, y2):
             pa = np.where((xs >= 0)[None, None, :, None], probs_a, probs_b)
             pb = np.where((ys >= 0)[None, None, :, None], probs_a, probs_b)
-            out.append(group_value(metric, labels, pa, ones, seeds)[0] - group_value(metric, labels, pb, ones, seeds)[0])
+            out.append(
+                group_value(metric, labels, pa, ones, seeds)[0] - group_value(metric, labels, pb, ones, seeds)[0]
+            )
         return np.asarray(out) if np.ndim(x) > 1 else np.asarray(out[0])
 
     image = np.arange(n_images)
