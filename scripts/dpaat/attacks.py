@@ -19,7 +19,6 @@ from typing import Any, Iterator, Literal, get_args
 
 import torch
 import torch.nn.functional as F
-import torchattacks
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -214,11 +213,16 @@ _TA_NORM = {"l2": "L2", "linf": "Linf"}
 
 
 @contextmanager
-def _torchattacks_call(model: nn.Module, x: Tensor) -> Iterator[None]:
-    """Eval mode, and the global RNG state kept: torchattacks reseeds torch's global generator."""
+def _torchattacks_call(model: nn.Module, x: Tensor) -> Iterator[Any]:
+    """torchattacks in eval mode with the global RNG state kept (it reseeds torch's global generator).
+
+    Imported here, not at the top: the training path never needs it.
+    """
+    import torchattacks
+
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
     with eval_mode(model), torch.random.fork_rng(devices=devices):
-        yield
+        yield torchattacks
 
 
 def _n_classes(model: nn.Module, x: Tensor, need: int, what: str) -> int:
@@ -246,7 +250,7 @@ def apgd(
     _check_images(x, y)
     if loss == "dlr":
         _n_classes(model, x, 3, "APGD-DLR")
-    with _torchattacks_call(model, x):
+    with _torchattacks_call(model, x) as torchattacks:
         attack = torchattacks.APGD(
             model, norm=_TA_NORM[norm], eps=eps, steps=steps, n_restarts=restarts, seed=seed, loss=loss
         )
@@ -266,7 +270,7 @@ def square(
 ) -> Tensor:
     """The black-box Square attack (Andriushchenko et al. 2020; margin loss, no gradients): torchattacks.Square."""
     _check_images(x, y)
-    with _torchattacks_call(model, x):
+    with _torchattacks_call(model, x) as torchattacks:
         attack = torchattacks.Square(
             model, norm=_TA_NORM[norm], eps=eps, n_queries=queries, n_restarts=restarts, seed=seed, loss="margin"
         )
@@ -293,7 +297,7 @@ def autoattack(
     _check_images(x, y)
     n_classes = _n_classes(model, x, 3, "AutoAttack (APGD-DLR)")
     norm_name = _TA_NORM[norm]
-    with _torchattacks_call(model, x):
+    with _torchattacks_call(model, x) as torchattacks:
         attack = torchattacks.MultiAttack(
             [
                 torchattacks.APGD(model, norm=norm_name, eps=eps, steps=steps, n_restarts=1, seed=seed, loss="ce"),
