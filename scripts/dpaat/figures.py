@@ -232,7 +232,12 @@ def robustness_curves_figure(
     )
     if long["attack"].ne("clean").sum() == 0:
         raise ValueError(f"the metrics hold none of the curve attacks {list(points['attack'])}; rerun the evaluation")
-    long = long.assign(value=long["accuracy"] * 100.0, method=long["method"].map(method_label))
+    # Linf budgets read as multiples of one grey level, as in the paper's 1/255.
+    long = long.assign(
+        value=long["accuracy"] * 100.0,
+        method=long["method"].map(method_label),
+        eps=np.where(long["norm"] == "linf", long["eps"] * 255, long["eps"]),
+    )
     archs = list(dict.fromkeys(metrics_df["arch"]))
     order = [method_label(m) for m in METHODS if method_label(m) in set(long["method"])]
     order += sorted(set(long["method"]) - set(order))
@@ -256,8 +261,11 @@ def robustness_curves_figure(
             if training_eps is not None and norm == points["norm"].iloc[0]:
                 ax.axvline(training_eps, color="grey", linestyle=":", linewidth=1)
                 ax.text(training_eps, 101, " training eps", fontsize=7, va="bottom", color="grey")
+            if norm == "linf":
+                ax.axvline(1.0, color="grey", linestyle=":", linewidth=1)
+                ax.text(1.0, 101, " paper's FGSM / I-FGSM", fontsize=7, va="bottom", color="grey")
             ax.set_title(f"{arch_label(arch)}, {'L2' if norm == 'l2' else 'Linf'}")
-            ax.set_xlabel(f"{'L2' if norm == 'l2' else 'Linf'} eps")
+            ax.set_xlabel("L2 eps" if norm == "l2" else "Linf eps (x 1/255)")
             ax.set_ylabel("accuracy (%)" if col == 0 else "")
             ax.set_ylim(-2, 105)
             if show_legend and ax.get_legend() is not None:
