@@ -14,7 +14,10 @@ w = snakemake.wildcards
 trained = load_trained(snakemake.input.weights, device)
 test = load_cache(snakemake.input.test)
 specs = attack_specs(snakemake.params.attacks)
-log.info("%s %s seed %s: clean and %d attacks on %d test images on %s", w.method, w.arch, w.seed, len(specs), len(test.labels), device)
+log.info(
+    "%s %s seed %s: clean and %d attacks on %d test images on %s",
+    *(w.method, w.arch, w.seed, len(specs), len(test.labels), device),
+)
 
 logits = evaluate_model(
     trained.model,
@@ -26,5 +29,8 @@ logits = evaluate_model(
     image_ids=list(test.image_ids),
     adversarial_dir=snakemake.params.adversarial_dir,
 )
-write_metrics(metrics_rows(logits, test.labels, trained.classes, method=w.method, arch=w.arch, seed=int(w.seed)), snakemake.output.metrics)
+write_metrics(
+    metrics_rows(logits, test.labels, trained.classes, method=w.method, arch=w.arch, seed=int(w.seed)),
+    snakemake.output.metrics,
+)
 write_predictions(predictions_frame(logits, test.labels, list(test.image_ids)), snakemake.output.predictions)

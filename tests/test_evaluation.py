@@ -69,13 +69,17 @@ def test_logits_equal_the_one_job_per_attack_path(model, test_set, logits):
     assert list(logits) == ["clean", *ATTACKS]
     assert torch.equal(logits["clean"], predict_logits(model, images, batch_size=BATCH, device="cpu"))
     for name, entry in ATTACKS.items():
-        x_adv = run_attack(model, as_float_images(images), labels, AttackSpec.from_config(entry), batch_size=BATCH, device="cpu")
+        x_adv = run_attack(
+            model, as_float_images(images), labels, AttackSpec.from_config(entry), batch_size=BATCH, device="cpu"
+        )
         assert torch.equal(logits[name], predict_logits(model, x_adv, batch_size=BATCH, device="cpu")), name
     old_rows = metrics_frame(
         model_metrics(labels, scores, CLASSES, method="std", arch="mobilenet_v2", seed=0, attack=attack)
         for attack, scores in logits.items()
     )
-    pd.testing.assert_frame_equal(metrics_rows(logits, labels, CLASSES, method="std", arch="mobilenet_v2", seed=0), old_rows)
+    pd.testing.assert_frame_equal(
+        metrics_rows(logits, labels, CLASSES, method="std", arch="mobilenet_v2", seed=0), old_rows
+    )
 
 
 def test_fgsm_logits_match_torchattacks(model, test_set, logits):

@@ -124,7 +124,9 @@ def test_slot_files_are_per_machine_slurm_allocation_and_visible_gpus(tmp_path):
     assert (first.device_index, second.device_index) == (0, 0)
 
 
-@pytest.mark.parametrize(("devices", "per_device", "message"), [(0, 1, "at least one visible GPU"), (1, 0, "jobs_per_device")])
+@pytest.mark.parametrize(
+    ("devices", "per_device", "message"), [(0, 1, "at least one visible GPU"), (1, 0, "jobs_per_device")]
+)
 def test_bad_slot_settings_are_clear_errors(tmp_path, devices, per_device, message):
     with pytest.raises(ValueError, match=message):
         claim_slot(tmp_path, devices, per_device)
@@ -143,7 +145,28 @@ def test_job_device_claims_a_slot_only_for_cuda(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
     monkeypatch.setattr(runtime, "_held_slots", [])
-    assert [runtime.job_device(name, gpu) for name in ("auto", "cuda")] == [torch.device("cuda", 0), torch.device("cuda", 1)]
+    assert [runtime.job_device(name, gpu) for name in ("auto", "cuda")] == [
+        torch.device("cuda", 0),
+        torch.device("cuda", 1),
+    ]
     assert runtime.job_device("cuda:1", gpu) == torch.device("cuda", 1), "an explicit device takes no slot"
     for slot in runtime._held_slots:
         slot.release()
+
+
+@pytest.mark.parametrize(("device", "ok"), [("cuda:1", True), ("cuda", True), ("cuda:x", False), ("gpu0", False)])
+def test_a_slot_device_passes_the_training_config(device, ok):
+    import yaml
+    from snakemake.utils import validate
+
+    from dpaat.training import TrainConfig
+
+    repo = SCRIPTS.parent
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    validate(config, str(repo / "config" / "schema" / "config.schema.yaml"), set_default=True)
+    training = {**config["training"], "device": device}  # what scripts/train.py passes for a claimed slot
+    if ok:
+        assert TrainConfig.from_mapping(training).device == device
+    else:
+        with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:<index>"):
+            TrainConfig.from_mapping(training)

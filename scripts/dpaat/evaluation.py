@@ -101,7 +101,8 @@ def metrics_rows(
 
     identity = {"method": method, "arch": arch, "seed": int(seed)}
     return metrics_frame(
-        model_metrics(labels, attack_logits, classes, attack=attack, **identity) for attack, attack_logits in logits.items()
+        model_metrics(labels, attack_logits, classes, attack=attack, **identity)
+        for attack, attack_logits in logits.items()
     )
 
 
