@@ -21,7 +21,7 @@ rule evaluate:
         mem_mb=job_mem_mb("evaluate"),
         runtime=job_runtime("evaluate"),
     params:
-        attacks=ATTACKS,
+        attacks=EVAL_ATTACKS,
         batch_size=config["evaluation"]["batch_size"],
         adversarial_dir=adversarial_dir,
     script:
@@ -64,7 +64,6 @@ if OWN_ABLATION:
             attacks=ABLATION_ATTACKS,
             batch_size=config["evaluation"]["batch_size"],
             adversarial_dir=None,
-            device=config["training"]["device"],
 
     use rule aggregate as aggregate_ablation with:
         input:

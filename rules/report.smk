@@ -52,6 +52,9 @@ rule gradcam_scores:
         "results/logs/gradcam_scores.log",
     conda:
         "../envs/report.yaml"
+    params:
+        resamples=config["report"]["bootstrap_resamples"],
+        seed=config["report"]["bootstrap_seed"],
     script:
         "../scripts/gradcam_scores.py"
 
@@ -61,6 +64,7 @@ rule report:
     input:
         metrics="results/metrics/metrics.parquet",
         ablation_metrics=ABLATION_METRICS,
+        predictions=model_files("results/predictions/{seed}/{method}/{arch}.parquet"),
         histories=model_files("results/models/{seed}/{method}/{arch}/history.parquet"),
         gradcam="results/metrics/gradcam.parquet" if GRADCAM_ARCHS else [],
     output:
@@ -106,5 +110,8 @@ rule report:
         confusion_archs=CONFUSION_ARCHS,
         confusion_methods=[m for m in METHODS if m not in ABLATION_METHODS],
         ablation_archs=ABLATION_ARCHS,
+        attacks=list(ATTACKS),
+        resamples=config["report"]["bootstrap_resamples"],
+        seed=config["report"]["bootstrap_seed"],
     script:
         "../scripts/report.py"

@@ -43,6 +43,10 @@ if OWN_ABLATION:
             f"results/logs/{ABLATION_TAG}/train/{{seed}}/{{method}}/{{arch}}.log",
         benchmark:
             f"results/benchmarks/{ABLATION_TAG}/train/{{seed}}/{{method}}/{{arch}}.tsv"
+        resources:
+            gpu=gpu_count,
+            mem_mb=job_mem_mb("train"),
+            runtime=job_runtime("train", ABLATION_TRAINING_SETTINGS),
         params:
             training=ABLATION_TRAINING_SETTINGS,
             pretrained=config["models"]["pretrained"],

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from dpaat.io import write_parquet, write_text
-from dpaat.report import gradcam_table, write_table
+from dpaat.report import add_intervals, gradcam_intervals, gradcam_table, write_table
 from dpaat.runtime import setup_logging
 
 log = setup_logging(snakemake.log[0])
@@ -15,7 +15,8 @@ if scores.empty:
     for fmt in ("csv", "md", "tex"):
         write_text(("# " if fmt == "csv" else "% " if fmt == "tex" else "") + note, snakemake.output[f"table_{fmt}"])
 else:
-    table = gradcam_table(scores)
+    intervals = gradcam_intervals(scores, n_resamples=snakemake.params.resamples, seed=snakemake.params.seed)
+    table = add_intervals(gradcam_table(scores), intervals)
     for fmt in ("csv", "md", "tex"):
         write_table(table, fmt, snakemake.output[f"table_{fmt}"])
 log.info("%d Grad-CAM scores", len(scores))

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from dpaat.claims import Predictions
 from dpaat.figures import ablation_figure, confusion_figure, training_curves_figure
 from dpaat.metrics import read_metrics
-from dpaat.report import OUT_KEYS, write_tables
+from dpaat.report import OUT_KEYS, prediction_intervals, write_tables
 from dpaat.runtime import setup_logging
 
 log = setup_logging(snakemake.log[0])
@@ -18,6 +19,10 @@ write_tables(
     {key: snakemake.output[key] for key in OUT_KEYS},
     paper_numbers=snakemake.params.paper_numbers,
     confusion_attack=attack,
+    attacks=snakemake.params.attacks,
+    interval_of=prediction_intervals(
+        Predictions.read(snakemake.input.predictions), n_resamples=snakemake.params.resamples, seed=snakemake.params.seed
+    ),
 )
 for arch, path in zip(snakemake.params.confusion_archs, snakemake.output.confusion):
     confusion_figure(metrics, arch, snakemake.params.confusion_methods, attack, path)

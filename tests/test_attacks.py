@@ -248,12 +248,13 @@ def test_spec_rejects_bad_config(cfg, message):
         AttackSpec.from_config(cfg)
 
 
-def test_config_attacks_resolve():
-    """Every attack of the shipped config resolves, with the SPEC's norm when it names none."""
-    entries = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["attacks"]
+@pytest.mark.parametrize("config", ["config.yaml", "paper.yaml"])
+def test_config_attacks_resolve(config):
+    """Every attack of the shipped configs resolves, with the SPEC's norm when it names none."""
+    entries = yaml.safe_load((REPO / "config" / config).read_text())["attacks"]
     for entry in entries:
         spec = AttackSpec.from_config(entry)
-        assert spec.norm == entry.get("norm", {"fgsm": "linf", "ifgsm": "linf", "pgd": "l2"}[entry["kind"]])
+        assert spec.norm == entry.get("norm", {"fgsm": "linf", "ifgsm": "linf"}.get(entry["kind"], "l2"))
 
 
 @pytest.mark.parametrize("kind", ["fgsm", "ifgsm", "pgd"])
@@ -272,3 +273,99 @@ def test_run_attack_refuses_a_model_on_another_device(net, data):
     x, y = data
     with pytest.raises(ValueError, match="model.to"):
         run_attack(net, x, y, AttackSpec.from_config({"kind": "fgsm", "eps": 0.1}), batch_size=2, device="cuda")
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+def test_apgd_is_torchattacks_apgd(loss, net, data):
+    x, y = data
+    ours = AttackSpec.from_config({"kind": "apgd", "eps": 0.5, "steps": 10, "loss": loss, "seed": 3}).perturb(net, x, y)
+    theirs = torchattacks.APGD(net, norm="L2", eps=0.5, steps=10, n_restarts=1, seed=3, loss=loss)(x, y)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def test_square_is_torchattacks_square(net, data):
+    x, y = data
+    ours = AttackSpec.from_config({"kind": "square", "eps": 0.5, "queries": 50}).perturb(net, x, y)
+    theirs = torchattacks.Square(net, norm="L2", eps=0.5, n_queries=50, n_restarts=1, seed=0, loss="margin")(x, y)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def test_torchattacks_kinds_leave_the_global_rng_alone(net, data):
+    x, y = data
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    AttackSpec.from_config({"kind": "apgd", "eps": 0.5, "steps": 3, "seed": 9}).perturb(net, x, y)
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
+def _stronger_net() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A small CNN trained on colour-coded 8x8 images, so that attacks have something to break."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(96) % 3
+    x = 0.3 + 0.3 * torch.rand(96, 3, 8, 8, generator=g)
+    x[torch.arange(96), y] += 0.1
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 3)
+    )
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(200):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval(), x[:48], y[:48]
+
+
+def test_autoattack_is_at_least_as_strong_as_pgd_and_stays_in_the_ball():
+    model, x, y = _stronger_net()
+    eps = 0.6
+
+    def accuracy(cfg: dict) -> float:
+        x_adv = AttackSpec.from_config(cfg).perturb(model, x, y)
+        assert bool((l2(x_adv - x) <= eps + 1e-4).all()) and x_adv.min() >= 0 and x_adv.max() <= 1
+        with torch.no_grad():
+            return float((model(x_adv).argmax(1) == y).float().mean())
+
+    clean = float((model(x).argmax(1) == y).float().mean())
+    pgd20 = accuracy({"kind": "pgd", "eps": eps, "steps": 20})
+    auto = accuracy({"kind": "autoattack", "eps": eps, "steps": 20, "queries": 100})
+    assert clean > 0.8 and pgd20 < clean  # the attack has something to find
+    assert auto <= pgd20
+
+
+def test_new_kinds_resolve_with_their_defaults_and_refuse_foreign_options():
+    assert AttackSpec.from_config({"kind": "apgd", "eps": 0.3}) == AttackSpec("apgd", 0.3, 100, 0.0, "l2", restarts=1)
+    auto = AttackSpec.from_config({"kind": "autoattack", "eps": 0.3, "steps": None, "queries": None})
+    assert (auto.steps, auto.queries, auto.norm) == (100, 5000, "l2")
+    assert AttackSpec.from_config({"kind": "pgd", "eps": 0.3, "steps": 5, "restarts": 2}).restarts == 2
+    with pytest.raises(ValueError, match="takes no"):
+        AttackSpec.from_config({"kind": "pgd", "eps": 0.3, "loss": "dlr"})
+    with pytest.raises(ValueError, match="loss"):
+        AttackSpec.from_config({"kind": "apgd", "eps": 0.3, "loss": "cw"})
+
+
+def test_pgd_restarts_keep_the_first_fooling_run(net, data):
+    x, y = data
+    one = AttackSpec.from_config({"kind": "pgd", "eps": 1.0, "steps": 3, "restarts": 1, "seed": 5}).perturb(net, x, y)
+    three = AttackSpec.from_config({"kind": "pgd", "eps": 1.0, "steps": 3, "restarts": 3, "seed": 5}).perturb(net, x, y)
+    with torch.no_grad():
+        fooled_one = net(one).argmax(1) != y
+        fooled_three = net(three).argmax(1) != y
+    assert bool((fooled_three >= fooled_one).all())  # more restarts never lose a fooled image
+    torch.testing.assert_close(three[fooled_one], one[fooled_one])
+    assert bool((l2(three - x) <= 1.0 + 1e-9).all())
+
+
+def test_standard_autoattack_cannot_run_on_three_classes_and_ours_can():
+    """Why our autoattack kind drops APGD-T/FAB-T: torchattacks' standard version needs a fourth logit."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(192, 3)).eval()
+    with torch.no_grad():
+        model[1].weight.mul_(1e-3)
+        model[1].bias.copy_(torch.tensor([5.0, 0.0, -1.0]))  # no image can be moved off class 0
+    x, y = torch.rand(4, 3, 8, 8), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(IndexError):
+        torchattacks.AutoAttack(model, norm="L2", eps=0.5, version="standard", n_classes=3, seed=0)(x, y)
+    x_adv = AttackSpec.from_config({"kind": "autoattack", "eps": 0.5, "steps": 5, "queries": 20}).perturb(model, x, y)
+    assert bool((l2(x_adv - x) <= 0.5 + 1e-5).all())

@@ -111,3 +111,25 @@ def test_training_curves_errors(tmp_path) -> None:
     restarted = _histories().assign(epoch=lambda d: np.where(d["phase"] == "full", d["epoch"] - 2, d["epoch"]))
     with pytest.raises(ValueError, match="epoch must count over the whole run"):
         training_curves_figure(restarted, tmp_path / "c.png")
+
+
+def test_robustness_curves_figure(tmp_path) -> None:
+    from dpaat.figures import robustness_curves_figure
+    from dpaat.sanity import CurvePoint
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(3), 10)
+    curve = [
+        CurvePoint("curvel2x1", "l2", 0.15),
+        CurvePoint("curvel2x2", "l2", 0.3),
+        CurvePoint("curvelinf4", "linf", 4 / 255),
+    ]
+    rows = [
+        model_metrics(labels, rng.normal(size=(30, 3)) + 2.0 * np.eye(3)[labels], CLASSES, method=m, arch=a, seed=0, attack=atk)
+        for m in ("std", "at") for a in ARCHS for atk in ("clean", *[p.name for p in curve])
+    ]  # fmt: skip
+    path = tmp_path / "curves.png"
+    robustness_curves_figure(metrics_frame(rows), curve, path, training_eps=0.15, chance=1 / 3)
+    _assert_png(path)
+    with pytest.raises(ValueError, match="no curve attacks"):
+        robustness_curves_figure(metrics_frame(rows), [], path)

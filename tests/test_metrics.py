@@ -52,6 +52,9 @@ def test_hand_worked_case_from_probabilities() -> None:
     assert m["precision"] == pytest.approx(HAND_PRECISION)
     assert m["recall"] == pytest.approx(HAND_RECALL)
     assert m["f1"] == pytest.approx(HAND_F1)
+    # Every class is present, so balanced accuracy is macro recall; bkl is never recalled.
+    assert m["balanced_accuracy"] == pytest.approx(HAND_RECALL)
+    assert m["worst_recall"] == 0.0
     assert m["confusion"] == HAND_CONFUSION
     assert m["classes"] == CLASSES
 

@@ -37,7 +37,7 @@ def _row(seed: int, method: str, arch: str, attack: str, acc: float) -> dict:
     return {
         "method": method, "arch": arch, "seed": seed, "attack": attack, "n": 100, "accuracy": acc,
         "map": 0.9 * acc, "precision": acc, "recall": 0.8 * acc, "f1": 0.7 * acc,
-        "confusion": [[1, 0], [0, 1]], "classes": ["a", "b"],
+        "balanced_accuracy": 0.8 * acc, "worst_recall": 0.6 * acc, "confusion": [[1, 0], [0, 1]], "classes": ["a", "b"],
     }  # fmt: skip
 
 
@@ -101,6 +101,10 @@ def test_table2_columns_come_from_the_right_attack() -> None:
     assert _cell(t, "lightweight", "dpaat", "precision")["mean"] == pytest.approx(0.675)
     assert _cell(t, "lightweight", "dpaat", "recall")["mean"] == pytest.approx(0.8 * 0.675)
     assert _cell(t, "lightweight", "dpaat", "f1")["mean"] == pytest.approx(0.7 * 0.675)
+    assert _cell(t, "lightweight", "dpaat", "worst_recall")["mean"] == pytest.approx(0.6 * 0.675)
+    # Like with like: the same metrics on clean data (dpaat clean 0.74), where the paper's P/R/F1 sit.
+    assert _cell(t, "lightweight", "dpaat", "precision_clean")["mean"] == pytest.approx(0.74)
+    assert _cell(t, "lightweight", "dpaat", "f1_clean")["mean"] == pytest.approx(0.7 * 0.74)
     assert "std" not in set(t.cells["method"])  # AT-family rows only
 
 
@@ -159,7 +163,10 @@ def _check_latex(tex: str) -> list[list[str]]:
 def test_latex_is_well_formed_booktabs_with_bold() -> None:
     tex = to_latex(table2(_hand_frame(), "pgd20"), paper_numbers=False)
     rows = _check_latex(tex)
-    assert rows[0] == ["Method", "mAP", "mARP", "Precision", "Recall", "F1"]
+    assert rows[0] == [
+        "Method", "mAP", "Precision (clean)", "Recall (clean)", "F1 (clean)", "mARP",
+        "Precision (20-PGD)", "Recall (20-PGD)", "F1 (20-PGD)", "Worst-class recall (20-PGD)",
+    ]  # fmt: skip
     dpaat = next(r for r in rows if r[0] == "DPAAT")
     assert dpaat[1] == r"\textbf{0.6660 $\pm$ 0.0127}"
     latex1 = to_latex(table1(_hand_frame()), paper_numbers=False)
@@ -184,6 +191,9 @@ def test_paper_numbers_beside_ours_for_complete_groups() -> None:
     assert _cell(t2, "all", "dpaat", "map")["paper"] == 0.8317
     assert np.isnan(_cell(t2, "all", "dpaat", "marp")["paper"])
     assert _cell(table2(df, "pgd20"), "all", "dpaat", "marp")["paper"] == 0.8150
+    # The paper's precision, recall and F1 stand beside our clean ones, never beside the adversarial ones.
+    assert _cell(t2, "all", "dpaat", "precision_clean")["paper"] == 0.7193
+    assert np.isnan(_cell(table2(df, "pgd20"), "all", "dpaat", "precision")["paper"])
 
 
 def test_csv_is_machine_readable(tmp_path) -> None:

@@ -55,9 +55,11 @@ def test_tiny_run_writes_every_target(tiny_run):
     workdir, _ = tiny_run
     results = workdir / "results"
     metrics = pd.read_parquet(results / "metrics/metrics.parquet")
-    # std, at, amat, dpaat on one arch, each clean + two attacks
-    assert len(metrics) == 4 * 3
-    assert set(metrics["attack"]) == {"clean", "fgsm", "pgd3"}
+    # std, at, amat, dpaat on one arch, each clean + two attacks + the sanity attacks
+    # (L2 curve at 1x and 4x eps, a Linf curve point, a restart run, Square)
+    attacks = ["clean", "fgsm", "pgd3", "curvel2x1", "curvel2x4", "curvelinf4", "restarts", "square"]
+    assert len(metrics) == 4 * len(attacks)
+    assert set(metrics["attack"]) == set(attacks)
     assert metrics["accuracy"].between(0, 1).all()
     # The ablation's own schedule: its models, trained with batch 8 for 2 epochs, scored clean and under pgd3.
     ablation = results / "ablation/batch8_epochs2"
@@ -71,14 +73,26 @@ def test_tiny_run_writes_every_target(tiny_run):
         assert len(pd.read_parquet(ablation / f"models/0/{method}/mobilenet_v2/history.parquet")) == 1 + 2
     # One evaluation job per model wrote its per-image predictions; adversarial images are not kept.
     predictions = pd.read_parquet(results / "predictions/0/dpaat/mobilenet_v2.parquet")
-    assert predictions["attack"].unique().tolist() == ["clean", "fgsm", "pgd3"]
-    assert len(predictions) == 3 * 3 * 6
+    assert predictions["attack"].unique().tolist() == attacks
+    assert len(predictions) == len(attacks) * 3 * 6
     assert not (results / "attacks").exists()
     for table in ("table1", "table2"):
         for ext in ("csv", "md", "tex"):
             assert (results / f"tables/{table}.{ext}").stat().st_size > 0
     assert "DPAAT" in (results / "tables/table1.md").read_text()
-    for figure in ("confusion_mobilenet_v2", "ablation", "training_curves", "gradcam_mobilenet_v2"):
+    # Intervals in every cell; Table I lists the configured test attacks only.
+    table1 = pd.read_csv(results / "tables/table1.csv")
+    assert {"racc_fgsm_low", "racc_pgd3_high", "gacc_low"} <= set(table1.columns)
+    assert not any(c.startswith("racc_curve") for c in table1.columns)
+    assert (table1["gacc_low"] <= table1["gacc"]).all() and (table1["gacc"] <= table1["gacc_high"]).all()
+    claims = pd.read_csv(results / "tables/claims.csv")
+    assert set(claims["verdict"]) <= {"supported", "contradicted", "inconclusive", "not tested"}
+    assert "dpaat_gacc_highest_of_at" in set(claims["id"])
+    assert "McNemar" in (results / "tables/comparisons.md").read_text()
+    sanity = pd.read_parquet(results / "metrics/sanity.parquet")
+    assert len(sanity) == 4 * 8 and sanity["check"].nunique() == 8
+    assert "Sanity checks" in (results / "tables/sanity.md").read_text()
+    for figure in ("confusion_mobilenet_v2", "ablation", "training_curves", "gradcam_mobilenet_v2", "robustness_curves"):
         with Image.open(results / f"figures/{figure}.png") as image:
             assert image.format == "PNG" and min(image.size) >= 300
     scores = pd.read_parquet(results / "metrics/gradcam.parquet")
@@ -115,7 +129,7 @@ def test_html_report(tiny_run):
     run = snakemake(workdir, "--configfile", "tests/configs/tiny.yaml", "--report", "results/report.html")
     assert run.returncode == 0, run.stderr[-3000:]
     html = (workdir / "results/report.html").read_text(errors="replace")
-    assert "ablation.png" in html and "table1.csv" in html
+    assert "ablation.png" in html and "table1.csv" in html and "claims.csv" in html
 
 
 def test_lint_is_silent():

@@ -3,8 +3,10 @@
 One implementation serves every attack: `pgd` takes `eps` as a float or an (N,)
 tensor, so the fixed-eps attacks of the paper and the per-sample eps of AMAT and
 DPAAT share a code path. Inputs live in [0, 1]; models normalise internally.
-`AttackSpec` names the paper's test attacks (FGSM, I-FGSM, PGD) as config values and
-`run_attack` applies one to a whole dataset.
+`AttackSpec` names the test attacks as config values and `run_attack` applies one to a
+whole dataset: the paper's FGSM, I-FGSM and PGD (ours), and the stronger, independent
+attacks of the robustness literature from torchattacks: APGD (CE or DLR loss), the
+black-box Square attack, and an AutoAttack ensemble valid for few classes.
 """
 
 from __future__ import annotations
@@ -20,10 +22,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from dpaat.predict import as_float_images
+from dpaat.attack_kinds import (
+    DEFAULT_NORM,
+    DEFAULT_QUERIES,
+    DEFAULT_STEPS,
+    KIND_KEYS,
+    OPTIONAL_KEYS,
+    AttackKind,
+    Norm,
+    default_restarts,
+)
+from dpaat.predict import as_float_images, predict_logits
 
-Norm = Literal["l2", "linf"]
-AttackKind = Literal["fgsm", "ifgsm", "pgd"]
+ApgdLoss = Literal["ce", "dlr"]
 
 
 @contextmanager
@@ -163,20 +174,160 @@ def ifgsm(
     return pgd(model, x, y, eps=eps, steps=steps, step_size=step_size, norm="linf")
 
 
-# The norm each test attack uses unless its config says otherwise (SPEC: FGSM and
-# I-FGSM are Linf by definition, PGD is the L2 training threat model).
-DEFAULT_NORM: Mapping[AttackKind, Norm] = {"fgsm": "linf", "ifgsm": "linf", "pgd": "l2"}
+def pgd_restarts(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    steps: int,
+    step_size: float,
+    norm: Norm,
+    restarts: int,
+    seed: int = 0,
+) -> Tensor:
+    """PGD from `restarts` random starts in the eps ball: per image, the first run that fools the model.
+
+    Images no run fools keep the first run's result. Seeded by `seed` (a generator of its own).
+    """
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    best, fooled = None, None
+    for _ in range(restarts):
+        x_adv = pgd(
+            model, x, y, eps=eps, steps=steps, step_size=step_size, norm=norm, random_start=True, generator=generator
+        )
+        with eval_mode(model), torch.no_grad():
+            wrong = model(x_adv).argmax(dim=1) != y
+        if best is None:
+            best, fooled = x_adv, wrong
+            continue
+        new = wrong & ~fooled
+        best = torch.where(new.view(-1, *([1] * (x.ndim - 1))), x_adv, best)
+        fooled = fooled | wrong
+    return best
+
+
+_TA_NORM = {"l2": "L2", "linf": "Linf"}
+
+
+@contextmanager
+def _torchattacks_call(model: nn.Module, x: Tensor) -> Iterator[Any]:
+    """torchattacks in eval mode with the global RNG state kept (it reseeds torch's global generator).
+
+    Imported here, not at the top: the training path never needs it.
+    """
+    import torchattacks
+
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    with eval_mode(model), torch.random.fork_rng(devices=devices):
+        yield torchattacks
+
+
+def _n_classes(model: nn.Module, x: Tensor, need: int, what: str) -> int:
+    """The model's number of outputs, checked against what an attack's loss needs."""
+    with eval_mode(model), torch.no_grad():
+        n = int(model(x[:1]).shape[1])
+    if n < need:
+        raise ValueError(f"{what} needs at least {need} classes (its DLR loss uses the third-largest logit), got {n}")
+    return n
+
+
+def apgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    steps: int,
+    norm: Norm = "l2",
+    loss: ApgdLoss = "ce",
+    restarts: int = 1,
+    seed: int = 0,
+) -> Tensor:
+    """Auto-PGD (Croce & Hein 2020) with the cross-entropy or the DLR loss: torchattacks.APGD."""
+    _check_images(x, y)
+    if loss == "dlr":
+        _n_classes(model, x, 3, "APGD-DLR")
+    with _torchattacks_call(model, x) as torchattacks:
+        attack = torchattacks.APGD(
+            model, norm=_TA_NORM[norm], eps=eps, steps=steps, n_restarts=restarts, seed=seed, loss=loss
+        )
+        return attack(x, y).detach()
+
+
+def square(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    queries: int,
+    norm: Norm = "l2",
+    restarts: int = 1,
+    seed: int = 0,
+) -> Tensor:
+    """The black-box Square attack (Andriushchenko et al. 2020; margin loss, no gradients): torchattacks.Square."""
+    _check_images(x, y)
+    with _torchattacks_call(model, x) as torchattacks:
+        attack = torchattacks.Square(
+            model, norm=_TA_NORM[norm], eps=eps, n_queries=queries, n_restarts=restarts, seed=seed, loss="margin"
+        )
+        return attack(x, y).detach()
+
+
+def autoattack(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    steps: int,
+    queries: int,
+    norm: Norm = "l2",
+    seed: int = 0,
+) -> Tensor:
+    """AutoAttack's untargeted ensemble: APGD-CE, APGD-DLR, FAB, Square, each on the images the earlier ones missed.
+
+    The standard version's APGD-T and FAB-T are left out: APGD-T's targeted DLR loss needs a
+    fourth-largest logit and the standard version targets the nine most likely other classes;
+    with three classes the untargeted attacks already cover both other classes.
+    """
+    _check_images(x, y)
+    n_classes = _n_classes(model, x, 3, "AutoAttack (APGD-DLR)")
+    norm_name = _TA_NORM[norm]
+    with _torchattacks_call(model, x) as torchattacks:
+        attack = torchattacks.MultiAttack(
+            [
+                torchattacks.APGD(model, norm=norm_name, eps=eps, steps=steps, n_restarts=1, seed=seed, loss="ce"),
+                torchattacks.APGD(model, norm=norm_name, eps=eps, steps=steps, n_restarts=1, seed=seed, loss="dlr"),
+                torchattacks.FAB(
+                    model, norm=norm_name, eps=eps, steps=steps, n_restarts=1, seed=seed, n_classes=n_classes
+                ),
+                torchattacks.Square(model, norm=norm_name, eps=eps, n_queries=queries, n_restarts=1, seed=seed),
+            ]
+        )
+        return attack(x, y).detach()
 
 
 @dataclass(frozen=True)
 class AttackSpec:
-    """One test attack of the paper, fully resolved: kind, budget, steps, step size and norm."""
+    """One test attack, fully resolved: kind, budget, steps, step size, norm and the kind's own options.
+
+    `restarts`: random-start runs for pgd (0 = one run from x), APGD/Square restarts;
+    `loss`: APGD's ce or dlr; `queries`: Square's query budget; `seed`: stochastic attacks' seed.
+    """
 
     kind: AttackKind
     eps: float
     steps: int
     step_size: float
     norm: Norm
+    restarts: int = 0
+    loss: ApgdLoss = "ce"
+    queries: int = 0
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in DEFAULT_NORM:
@@ -193,15 +344,25 @@ class AttackSpec:
             raise ValueError(f"{self.kind} is a Linf attack; for an L2 attack use kind: pgd with norm: l2")
         if self.kind == "fgsm" and (self.steps != 1 or self.step_size != self.eps):
             raise ValueError("fgsm is one step of size eps; drop steps/step_size or use kind: ifgsm")
+        if self.loss not in get_args(ApgdLoss):
+            raise ValueError(f"attack loss must be 'ce' or 'dlr', got {self.loss!r}")
+        if self.restarts < (1 if self.kind in ("apgd", "square") else 0):
+            raise ValueError(
+                f"{self.kind} restarts must be >= {1 if self.kind in ('apgd', 'square') else 0}, got {self.restarts}"
+            )
+        if self.kind in ("square", "autoattack") and self.queries < 1:
+            raise ValueError(f"{self.kind} needs queries >= 1 (Square's query budget), got {self.queries}")
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> AttackSpec:
-        """Build from a config entry {kind, eps, steps?, step_size?, norm?, name?}, filling SPEC defaults.
+        """Build from a config entry {kind, eps, steps?, step_size?, norm?, restarts?, loss?, queries?, seed?, name?}.
 
-        Defaults: steps 1; step_size eps for fgsm, eps/4 for ifgsm, 2.5*eps/steps for pgd;
-        norm linf for fgsm/ifgsm, l2 for pgd.
+        Defaults (SPEC): steps 1 (APGD/AutoAttack 100); step_size eps for fgsm, eps/4 for ifgsm,
+        2.5*eps/steps for pgd; norm linf for fgsm/ifgsm, l2 otherwise; restarts 0 for pgd, 1 for
+        apgd/square; loss ce; queries 5000. Keys another kind's options (e.g. loss for pgd) are errors;
+        None values (the schema's defaults) count as absent.
         """
-        allowed = {"name", "kind", "eps", "steps", "step_size", "norm"}  # name is the caller's label
+        allowed = {"name", "kind", "eps", "norm"} | OPTIONAL_KEYS  # name is the caller's label
         unknown = set(cfg) - allowed
         if unknown:
             raise ValueError(f"unknown attack config keys {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -211,23 +372,55 @@ class AttackSpec:
         kind = cfg["kind"]
         if kind not in DEFAULT_NORM:
             raise ValueError(f"attack kind must be one of {sorted(DEFAULT_NORM)}, got {kind!r}")
+        given = {key: value for key, value in cfg.items() if value is not None}
+        foreign = sorted((set(given) & OPTIONAL_KEYS) - KIND_KEYS[kind])
+        if foreign:
+            raise ValueError(f"attack kind {kind} takes no {foreign}; its options are {sorted(KIND_KEYS[kind])}")
         eps = float(cfg["eps"])
-        steps = int(cfg.get("steps", 1))
+        steps = int(given.get("steps", DEFAULT_STEPS[kind]))
         if steps < 1:
             raise ValueError(f"attack steps must be >= 1, got {steps}")
-        step_size = cfg.get("step_size")
+        step_size = given.get("step_size")
         if step_size is None:
-            step_size = {"fgsm": eps, "ifgsm": eps / 4, "pgd": 2.5 * eps / steps}[kind]
-        norm = cfg.get("norm") or DEFAULT_NORM[kind]
-        return cls(kind=kind, eps=eps, steps=steps, step_size=float(step_size), norm=norm)
+            step_size = {"fgsm": eps, "ifgsm": eps / 4, "pgd": 2.5 * eps / steps}.get(kind, 0.0)
+        norm = given.get("norm") or DEFAULT_NORM[kind]
+        return cls(
+            kind=kind,
+            eps=eps,
+            steps=steps,
+            step_size=float(step_size),
+            norm=norm,
+            restarts=int(given.get("restarts", default_restarts(kind))),
+            loss=given.get("loss", "ce"),
+            queries=int(given.get("queries", DEFAULT_QUERIES if kind in ("square", "autoattack") else 0)),
+            seed=int(given.get("seed", 0)),
+        )
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """Adversarial examples for one batch (no random start: test attacks are deterministic)."""
+        """Adversarial examples for one batch (deterministic: zero start or seeded random starts)."""
         if self.kind == "fgsm":
             return fgsm(model, x, y, eps=self.eps)
         if self.kind == "ifgsm":
             return ifgsm(model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size)
-        return pgd(model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size, norm=self.norm)
+        if self.kind == "pgd" and self.restarts:
+            return pgd_restarts(
+                model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size, norm=self.norm,
+                restarts=self.restarts, seed=self.seed,
+            )  # fmt: skip
+        if self.kind == "pgd":
+            return pgd(model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size, norm=self.norm)
+        if self.kind == "apgd":
+            return apgd(
+                model, x, y, eps=self.eps, steps=self.steps, norm=self.norm, loss=self.loss,
+                restarts=self.restarts, seed=self.seed,
+            )  # fmt: skip
+        if self.kind == "square":
+            return square(
+                model, x, y, eps=self.eps, queries=self.queries, norm=self.norm, restarts=self.restarts, seed=self.seed
+            )
+        return autoattack(
+            model, x, y, eps=self.eps, steps=self.steps, queries=self.queries, norm=self.norm, seed=self.seed
+        )
 
 
 def run_attack(
@@ -261,3 +454,22 @@ def run_attack(
         for xb, yb in tqdm(batches, total=math.ceil(len(x) / batch_size), disable=not progress, desc=spec.kind)
     ]
     return torch.cat(out) if out else torch.empty(x.shape, dtype=torch.float32)
+
+
+def attack_accuracies(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    attacks: Mapping[str, Mapping[str, Any]],
+    batch_size: int,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Accuracy of `model` on the clean images ("clean") and under each attack config entry (name -> entry)."""
+    accuracy = {
+        "clean": float((predict_logits(model, x, batch_size=batch_size, device=device).argmax(1) == y).float().mean())
+    }
+    for name, cfg in attacks.items():
+        x_adv = run_attack(model, x, y, AttackSpec.from_config(cfg), batch_size, device)
+        logits = predict_logits(model, x_adv, batch_size=batch_size, device=device)
+        accuracy[name] = float((logits.argmax(1) == y).float().mean())
+    return accuracy

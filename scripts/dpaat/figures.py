@@ -206,3 +206,70 @@ def training_curves_figure(histories: pd.DataFrame, path: str | os.PathLike) -> 
     band = "; eps band = ± per-sample std" if has_eps else ""
     fig.suptitle(f"Training curves ({seeds}){band}")
     save_figure(fig, path)
+
+
+def robustness_curves_figure(
+    metrics_df: pd.DataFrame,
+    curve: Sequence,
+    path: str | os.PathLike,
+    *,
+    training_eps: float | None = None,
+    chance: float | None = None,
+) -> None:
+    """Accuracy against eps per method, one column per CNN, one row per norm; eps 0 is the clean accuracy.
+
+    `curve` holds the curve attacks (objects with name, norm, eps, e.g. `dpaat.sanity.CurvePoint`).
+    """
+    _require_columns(metrics_df, ["seed", "method", "arch", "attack", "accuracy"], "metrics")
+    if not curve:
+        raise ValueError("no curve attacks configured (sanity.eps_multiples / sanity.linf_eps)")
+    points = pd.DataFrame([{"attack": p.name, "norm": p.norm, "eps": p.eps} for p in curve])
+    norms = list(dict.fromkeys(points["norm"]))
+    clean = metrics_df[metrics_df["attack"] == "clean"]
+    long = pd.concat(
+        [metrics_df.merge(points, on="attack")] + [clean.assign(norm=norm, eps=0.0) for norm in norms],
+        ignore_index=True,
+    )
+    if long["attack"].ne("clean").sum() == 0:
+        raise ValueError(f"the metrics hold none of the curve attacks {list(points['attack'])}; rerun the evaluation")
+    # Linf budgets read as multiples of one grey level, as in the paper's 1/255.
+    long = long.assign(
+        value=long["accuracy"] * 100.0,
+        method=long["method"].map(method_label),
+        eps=np.where(long["norm"] == "linf", long["eps"] * 255, long["eps"]),
+    )
+    archs = list(dict.fromkeys(metrics_df["arch"]))
+    order = [method_label(m) for m in METHODS if method_label(m) in set(long["method"])]
+    order += sorted(set(long["method"]) - set(order))
+    palette = dict(zip(order, sns.color_palette("tab10", len(order))))
+    errorbar = "sd" if metrics_df["seed"].nunique() > 1 else None
+    fig = Figure(figsize=(4.4 * len(archs) + 1.8, 3.4 * len(norms)), layout="constrained")
+    axes = fig.subplots(len(norms), len(archs), squeeze=False, sharey=True)
+    for row, norm in enumerate(norms):
+        for col, arch in enumerate(archs):
+            ax = axes[row, col]
+            sub = long[(long["arch"] == arch) & (long["norm"] == norm)]
+            show_legend = row == 0 and col == len(archs) - 1
+            if not sub.empty:
+                sns.lineplot(
+                    data=sub, x="eps", y="value", hue="method", hue_order=[m for m in order if m in set(sub["method"])],
+                    palette=palette, marker="o", errorbar=errorbar, ax=ax, legend="auto" if show_legend else False,
+                )  # fmt: skip
+            if chance is not None:
+                ax.axhline(100 * chance, color="grey", linestyle="--", linewidth=1)
+                ax.text(0, 100 * chance, " chance", fontsize=7, va="bottom", color="grey")
+            if training_eps is not None and norm == points["norm"].iloc[0]:
+                ax.axvline(training_eps, color="grey", linestyle=":", linewidth=1)
+                ax.text(training_eps, 101, " training eps", fontsize=7, va="bottom", color="grey")
+            if norm == "linf":
+                ax.axvline(1.0, color="grey", linestyle=":", linewidth=1)
+                ax.text(1.0, 101, " paper's FGSM / I-FGSM", fontsize=7, va="bottom", color="grey")
+            ax.set_title(f"{arch_label(arch)}, {'L2' if norm == 'l2' else 'Linf'}")
+            ax.set_xlabel("L2 eps" if norm == "l2" else "Linf eps (x 1/255)")
+            ax.set_ylabel("accuracy (%)" if col == 0 else "")
+            ax.set_ylim(-2, 105)
+            if show_legend and ax.get_legend() is not None:
+                sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, title=None, frameon=False)
+    seeds = f"mean ± std over {metrics_df['seed'].nunique()} seeds" if errorbar else "one seed"
+    fig.suptitle(f"Robust accuracy against the attack budget ({seeds}; eps 0 = clean)")
+    save_figure(fig, path)

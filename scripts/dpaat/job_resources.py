@@ -6,7 +6,8 @@ architecture's GFLOPs at the job's resolution (torchvision's figures, scaled by 
 
   train     epochs_total × (n_train × U(method) + n_val × (2K + 2))   U: std 3, at 2K+3,
             sat/amat/d_b 2K+6, dpaat/d_a 4K+8 (K = training adversary steps)
-  evaluate  n_test × (1 + Σ over attacks (2 × steps + 1))
+  evaluate  n_test × (1 + Σ over the test and sanity attacks of their forward units:
+            2 × steps + 1 for the gradient attacks, see dpaat.attack_kinds.forward_units)
   gradcam   n_test × 3 × (methods)
 
   runtime [min] = attempt × ceil(setup_minutes + margin × GFLOP / throughput / 60)
@@ -21,6 +22,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from typing import Any
+
+from dpaat.attack_kinds import forward_units
+from dpaat.sanity import SanityPlan
 
 # Forward GFLOPs of one image at the native resolution (torchvision weights' meta "_ops").
 ARCH_GFLOPS: Mapping[str, tuple[float, int]] = {
@@ -74,7 +78,12 @@ def work_gflop(config: Mapping[str, Any], rule: str, arch: str, method: str | No
         epochs = training["warmup_epochs"] + training["epochs"]
         units = epochs * (sizes["train"] * TRAIN_UNITS[method](k) + sizes["val"] * (2 * k + 2))
     elif rule == "evaluate":
-        units = sizes["test"] * (1 + sum(2 * attack.get("steps", 1) + 1 for attack in config["attacks"]))
+        attacks = [
+            *config["attacks"],
+            *SanityPlan.from_config(config["sanity"], config["training"]["adversary"]).attacks.values(),
+        ]
+        n_classes = len(config["data"]["classes"])
+        units = sizes["test"] * (1 + sum(forward_units(attack, n_classes) for attack in attacks))
     elif rule == "gradcam":
         units = sizes["test"] * 3 * len(config["report"]["gradcam_methods"])
     else:

@@ -2,7 +2,9 @@
 
 Accuracy (GAcc on clean data, RAcc on adversarial data), mAP (macro one-vs-rest average
 precision of the softmax scores, the paper's Eq. 18; mARP when the data are adversarial),
-macro precision/recall/F1 and the confusion matrix, all from scikit-learn.
+macro precision/recall/F1, balanced accuracy, the lowest per-class recall (worst_recall;
+on a balanced test set macro recall equals accuracy, the worst class does not) and the
+confusion matrix, all from scikit-learn.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ METRICS_SCHEMA = pa.schema(
         ("precision", pa.float64()),
         ("recall", pa.float64()),
         ("f1", pa.float64()),
+        ("balanced_accuracy", pa.float64()),
+        ("worst_recall", pa.float64()),
         ("confusion", pa.list_(pa.list_(pa.int64()))),
         ("classes", pa.list_(pa.string())),
     ]
@@ -84,12 +88,14 @@ def classification_metrics(
     classes: Sequence[str],
     scores_are: Literal["logits", "probs"] = "logits",
 ) -> dict[str, Any]:
-    """n, accuracy, map, macro precision/recall/f1 and confusion (row = true class) of one test set."""
+    """n, accuracy, map, macro precision/recall/f1, balanced_accuracy, worst_recall and confusion (row = true class)."""
     from sklearn.metrics import (
         accuracy_score,
         average_precision_score,
+        balanced_accuracy_score,
         confusion_matrix,
         precision_recall_fscore_support,
+        recall_score,
     )
 
     n_classes = len(classes)
@@ -122,6 +128,10 @@ def classification_metrics(
         "precision": float(precision),
         "recall": float(recall),
         "f1": float(f1),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "worst_recall": float(
+            recall_score(y, pred, labels=list(range(n_classes)), average=None, zero_division=0).min()
+        ),
         "confusion": confusion_matrix(y, pred, labels=list(range(n_classes))).tolist(),
         "classes": list(classes),
     }

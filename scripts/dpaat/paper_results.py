@@ -126,6 +126,8 @@ TABLE2: dict[str, dict[str, dict[str, float]]] = {
 }
 
 _ATTACK_NAME = re.compile(r"^(fgsm|ifgsm|pgd)(\d*)$")
+# Display names of the attacks the paper does not use (config names of dpaat.attacks kinds).
+OTHER_ATTACK_LABELS: dict[str, str] = {"apgd": "APGD", "autoattack": "AutoAttack", "square": "Square"}
 
 
 def method_label(method: str) -> str:
@@ -142,6 +144,8 @@ def attack_label(attack: str) -> str:
     """Display name of an attack in the paper's notation: pgd20 -> 20-PGD, clean -> Clean."""
     if attack == "clean":
         return "Clean"
+    if attack in OTHER_ATTACK_LABELS:
+        return OTHER_ATTACK_LABELS[attack]
     match = _ATTACK_NAME.match(attack)
     if match is None:
         return attack.upper()

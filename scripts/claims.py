@@ -1,0 +1,24 @@
+"""Stage script: a verdict on each claim of the paper, and DPAAT's paired comparisons with AT, SAT and AMAT."""
+
+from dpaat.claims import (
+    Predictions,
+    comparisons_markdown,
+    evaluate_claims,
+    load_claims,
+    method_comparisons,
+    write_claims,
+)
+from dpaat.io import write_text
+from dpaat.runtime import setup_logging
+
+log = setup_logging(snakemake.log[0])
+predictions = Predictions.read(snakemake.input.predictions)
+ablation = Predictions.read(snakemake.input.ablation_predictions) if snakemake.input.ablation_predictions else None
+resamples, seed = snakemake.params.resamples, snakemake.params.seed
+claims, _ = evaluate_claims(predictions, load_claims(), n_resamples=resamples, seed=seed, ablation=ablation)
+write_claims(claims, snakemake.output.claims_csv, snakemake.output.claims_md)
+for _, row in claims.iterrows():
+    log.info("%s: %s (%s)", row["id"], row["verdict"], row["reason"])
+comparisons = method_comparisons(predictions, snakemake.params.attacks, n_resamples=resamples, seed=seed)
+write_text(comparisons.to_csv(index=False, float_format="%.6g"), snakemake.output.comparisons_csv)
+write_text(comparisons_markdown(comparisons), snakemake.output.comparisons_md)

@@ -1,0 +1,374 @@
+"""Statistics of a test set's predictions: bootstrap intervals, paired tests, detectable differences.
+
+Every metric is computed from per-image predictions with per-image *weights*, so that a
+bootstrap resample (image i drawn k times = weight k) is one weighted evaluation and a
+thousand resamples are one vectorised numpy pass. The resampling itself is
+`scipy.stats.bootstrap` (independently over test images and, when there are several,
+over seeds); paired accuracy comparisons are McNemar's exact test
+(`statsmodels.stats.contingency_tables.mcnemar`); paired comparisons of a metric that
+is not a per-image success (mAP) are scipy's paired permutation test; multiple
+comparisons are Holm-corrected with `statsmodels.stats.multitest.multipletests`.
+
+Layout of the prediction arrays: `labels` (N,) class indices of the N test images;
+`probs` (..., N, C) softmax scores with any leading dimensions (archs, seeds).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+CONFIDENCE = 0.95
+ALPHA = 0.05
+# The metrics a cell can carry; "map" is macro one-vs-rest average precision (the paper's mAP/mARP).
+METRIC_NAMES: tuple[str, ...] = (
+    "accuracy", "precision", "recall", "f1", "balanced_accuracy", "worst_recall", "map",
+)  # fmt: skip
+# Resamples per scipy call batch: bounds memory to batch x archs x seeds x N x C floats.
+_BATCH = 100
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its two-sided bootstrap confidence interval."""
+
+    estimate: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """McNemar's exact test on paired successes: b = only A right, c = only B right."""
+
+    n: int
+    b: int
+    c: int
+    pvalue: float
+
+    @property
+    def difference(self) -> float:
+        """Accuracy of A minus accuracy of B on the same images."""
+        return (self.b - self.c) / self.n if self.n else math.nan
+
+
+def _confusion(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted confusion counts (..., C_true, C_pred) for weights (..., N) broadcast against probs (..., N, C)."""
+    n_classes = probs.shape[-1]
+    pred = np.eye(n_classes)[probs.argmax(axis=-1)]  # (..., N, C) one-hot predictions
+    truth = np.eye(n_classes)[labels]  # (N, C)
+    weighted_truth = weights[..., :, None] * truth  # (..., N, C)
+    return np.einsum("...nt,...np->...tp", weighted_truth, pred)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den with 0 where den is 0 (scikit-learn's zero_division=0)."""
+    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
+
+
+def _average_precision(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Macro one-vs-rest average precision with sample weights, as scikit-learn's average_precision_score.
+
+    AP = Σ_k (R_k − R_{k−1}) P_k over the distinct score thresholds, highest first.
+    """
+    n_classes = probs.shape[-1]
+    aps = []
+    for c in range(n_classes):
+        shape = np.broadcast_shapes(probs.shape[:-1], weights.shape)
+        score = np.broadcast_to(probs[..., c], shape)  # (..., N)
+        w = np.broadcast_to(weights, shape)
+        positive = (labels == c).astype(float)  # (N,)
+        order = np.argsort(-score, axis=-1, kind="stable")
+        s_sorted = np.take_along_axis(score, order, axis=-1)
+        w_sorted = np.take_along_axis(w, order, axis=-1)
+        pos_sorted = np.take(positive, order)
+        tp = np.cumsum(w_sorted * pos_sorted, axis=-1)
+        seen = np.cumsum(w_sorted, axis=-1)
+        # A threshold counts at the last element of each run of equal scores.
+        last = np.ones(s_sorted.shape, dtype=bool)
+        last[..., :-1] = s_sorted[..., 1:] != s_sorted[..., :-1]
+        total_pos = tp[..., -1:]
+        recall = _ratio(tp, total_pos)
+        precision = _ratio(tp, seen)
+        recall_at = np.where(last, recall, np.nan)
+        # Previous threshold's recall: carry the last seen value forward (0 before the first threshold).
+        prev = np.concatenate([np.zeros(recall.shape[:-1] + (1,)), recall_at[..., :-1]], axis=-1)
+        idx = np.where(~np.isnan(prev), np.arange(prev.shape[-1]), 0)
+        np.maximum.accumulate(idx, axis=-1, out=idx)
+        prev = np.take_along_axis(np.nan_to_num(prev), idx, axis=-1)
+        aps.append(np.where(last, (recall - prev) * precision, 0.0).sum(axis=-1))
+    return np.mean(aps, axis=0)
+
+
+def weighted_metric(metric: str, labels: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """`metric` of predictions `probs` (..., N, C) with per-image `weights` (..., N); returns shape (...).
+
+    With unit weights these equal scikit-learn's accuracy, macro precision/recall/F1 over all
+    classes (zero_division=0), balanced accuracy (mean recall of the classes present), the
+    lowest recall of a class present, and macro average precision.
+    """
+    if metric not in METRIC_NAMES:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {list(METRIC_NAMES)}")
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=float)
+    weights = np.asarray(weights, dtype=float)
+    if metric == "map":
+        return _average_precision(labels, probs, weights)
+    conf = _confusion(labels, probs, weights)
+    tp = np.diagonal(conf, axis1=-2, axis2=-1)
+    true_c = conf.sum(axis=-1)
+    pred_c = conf.sum(axis=-2)
+    if metric == "accuracy":
+        return _ratio(tp.sum(axis=-1), true_c.sum(axis=-1))
+    if metric == "precision":
+        return _ratio(tp, pred_c).mean(axis=-1)
+    if metric == "f1":
+        return _ratio(2 * tp, pred_c + true_c).mean(axis=-1)
+    recall = _ratio(tp, true_c)
+    if metric == "recall":
+        return recall.mean(axis=-1)
+    present = true_c > 0
+    if metric == "balanced_accuracy":
+        return _ratio((recall * present).sum(axis=-1), present.sum(axis=-1))
+    return np.where(present, recall, np.inf).min(axis=-1)  # worst_recall
+
+
+def _counts(indices: np.ndarray, size: int) -> np.ndarray:
+    """Resampled indices (..., n) into counts per original element (..., size): the bootstrap weights."""
+    flat = indices.reshape(-1, indices.shape[-1])
+    offsets = np.arange(flat.shape[0])[:, None] * size
+    counts = np.bincount((flat + offsets).ravel(), minlength=flat.shape[0] * size)
+    return counts.reshape(*indices.shape[:-1], size).astype(float)
+
+
+def bootstrap(
+    statistic: Callable[..., np.ndarray],
+    sizes: Sequence[int],
+    *,
+    n_resamples: int,
+    seed: int,
+    confidence: float = CONFIDENCE,
+) -> Interval:
+    """BCa bootstrap interval of `statistic(*weights)` resampling each of several samples independently.
+
+    `sizes` are the sample sizes (e.g. images, or seeds and images); `statistic` receives one
+    weight array per sample, shaped (B, size), and returns (B,). Samples of size 1 are not
+    resampled. scipy.stats.bootstrap draws the resamples, seeded by `seed`; where BCa is
+    undefined (every resample equal) the percentile interval of the same resamples is used.
+    """
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be positive, got {n_resamples}")
+    if any(n < 1 for n in sizes):
+        raise ValueError(f"every sample needs at least one element, got sizes {list(sizes)}")
+    estimate = float(statistic(*(np.ones((1, n)) for n in sizes))[0])
+    resampled = [i for i, n in enumerate(sizes) if n > 1]
+    if not resampled or math.isnan(estimate):
+        return Interval(estimate, math.nan, math.nan)
+
+    def on_indices(*indices: np.ndarray, axis: int = -1) -> np.ndarray:
+        # scipy passes resamples (B, n) of every sample, or, for BCa's jackknife, leave-one-out
+        # resamples (n_i, n_i - 1) of one sample beside the others' original (n_j,) data.
+        batch = np.broadcast_shapes(*(np.shape(idx)[:-1] for idx in indices))
+        rows = int(np.prod(batch)) if batch else 1
+        weights = [np.ones((rows, n)) for n in sizes]
+        for i, idx in zip(resampled, indices):
+            weights[i] = np.broadcast_to(_counts(np.atleast_2d(idx), sizes[i]), (rows, sizes[i]))
+        values = statistic(*weights)
+        return values.reshape(batch) if batch else values[0]
+
+    with warnings.catch_warnings():
+        # BCa is undefined when every resample gives the same value (e.g. 100 % accuracy); handled below.
+        warnings.simplefilter("ignore", scipy_stats.DegenerateDataWarning)
+        warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
+        result = scipy_stats.bootstrap(
+            tuple(np.arange(sizes[i]) for i in resampled),
+            on_indices,
+            n_resamples=n_resamples,
+            batch=_BATCH,
+            vectorized=True,
+            paired=False,
+            confidence_level=confidence,
+            method="BCa",
+            rng=np.random.default_rng(seed),
+        )
+    low, high = result.confidence_interval
+    if math.isnan(low) or math.isnan(high):
+        # Degenerate BCa: fall back to the percentile interval of the same resamples.
+        tail = 100 * (1 - confidence) / 2
+        low, high = np.nanpercentile(result.bootstrap_distribution, [tail, 100 - tail])
+    return Interval(estimate, float(low), float(high))
+
+
+def group_value(
+    metric: str, labels: np.ndarray, probs: np.ndarray, w_images: np.ndarray, w_seeds: np.ndarray
+) -> np.ndarray:
+    """Per resample: the seed-weighted mean over seeds of the arch-averaged metric; probs (A, S, N, C)."""
+    values = weighted_metric(metric, labels, probs[None], w_images[:, None, None, :])  # (B, A, S)
+    per_seed = values.mean(axis=1)
+    return (per_seed * w_seeds).sum(axis=-1) / w_seeds.sum(axis=-1)
+
+
+def cell_interval(
+    metric: str, labels: np.ndarray, probs: np.ndarray, *, n_resamples: int, seed: int, scale: float = 1.0
+) -> Interval:
+    """A table cell with its interval: `metric` averaged over archs, then over seeds, of probs (A, S, N, C).
+
+    Resamples test images and (with several seeds) seeds.
+    """
+    probs = np.asarray(probs, dtype=float)
+    if probs.ndim != 4:
+        raise ValueError(f"probs must be (archs, seeds, images, classes), got shape {probs.shape}")
+    _, n_seeds, n_images, _ = probs.shape
+    return bootstrap(
+        lambda w_seeds, w_images: scale * group_value(metric, labels, probs, w_images, w_seeds),
+        [n_seeds, n_images],
+        n_resamples=n_resamples,
+        seed=seed,
+    )
+
+
+def difference_interval(
+    metric: str,
+    labels: np.ndarray,
+    probs_a: np.ndarray,
+    probs_b: np.ndarray,
+    *,
+    n_resamples: int,
+    seed: int,
+) -> Interval:
+    """Paired bootstrap interval of cell(A) − cell(B), both (A, S, N, C) on the same images and seeds."""
+    probs_a, probs_b = np.asarray(probs_a, dtype=float), np.asarray(probs_b, dtype=float)
+    if probs_a.shape != probs_b.shape or probs_a.ndim != 4:
+        raise ValueError(
+            f"paired predictions must share one (archs, seeds, images, classes) shape: {probs_a.shape}, {probs_b.shape}"
+        )
+    _, n_seeds, n_images, _ = probs_a.shape
+    return bootstrap(
+        lambda ws, wi: group_value(metric, labels, probs_a, wi, ws) - group_value(metric, labels, probs_b, wi, ws),
+        [n_seeds, n_images],
+        n_resamples=n_resamples,
+        seed=seed,
+    )
+
+
+def mean_interval(groups: Sequence[np.ndarray], *, n_resamples: int, seed: int, scale: float = 1.0) -> Interval:
+    """Mean over groups of each group's NaN-ignoring mean, resampling each group's values independently.
+
+    A group with no value (all NaN) makes the mean NaN, as pandas' mean over groups would.
+    """
+    arrays = [np.asarray(g, dtype=float) for g in groups]
+    if not arrays or any(a.ndim != 1 or a.size == 0 for a in arrays):
+        raise ValueError("mean_interval needs one non-empty 1-D array per group")
+
+    def statistic(*weights: np.ndarray) -> np.ndarray:
+        means = []
+        for a, w in zip(arrays, weights):
+            ok = ~np.isnan(a)
+            total, count = (w * np.where(ok, a, 0.0)).sum(axis=-1), (w * ok).sum(axis=-1)
+            means.append(np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0))
+        return scale * np.mean(means, axis=0)
+
+    return bootstrap(statistic, [a.size for a in arrays], n_resamples=n_resamples, seed=seed)
+
+
+def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> PairedTest:
+    """McNemar's exact test of paired successes (same images, pooled over any leading dimensions)."""
+    from statsmodels.stats.contingency_tables import mcnemar  # where used: the table jobs need no statsmodels
+
+    a = np.asarray(correct_a, dtype=bool).ravel()
+    b = np.asarray(correct_b, dtype=bool).ravel()
+    if a.shape != b.shape:
+        raise ValueError(
+            f"paired successes must have the same shape, got {np.shape(correct_a)} and {np.shape(correct_b)}"
+        )
+    table = [[int((a & b).sum()), int((a & ~b).sum())], [int((~a & b).sum()), int((~a & ~b).sum())]]
+    only_a, only_b = table[0][1], table[1][0]
+    pvalue = 1.0 if only_a + only_b == 0 else float(mcnemar(table, exact=True).pvalue)
+    return PairedTest(n=int(a.size), b=only_a, c=only_b, pvalue=pvalue)
+
+
+def permutation_pvalue(
+    metric: str,
+    labels: np.ndarray,
+    probs_a: np.ndarray,
+    probs_b: np.ndarray,
+    *,
+    n_resamples: int,
+    seed: int,
+) -> float:
+    """Two-sided paired permutation test of cell(A) − cell(B): each image's A and B predictions may swap.
+
+    A swap exchanges one image's predictions in every arch and seed at once (scipy.stats.permutation_test,
+    permutation_type="samples"), the exchangeable unit under the null that A and B do equally well.
+    """
+    probs_a, probs_b = np.asarray(probs_a, dtype=float), np.asarray(probs_b, dtype=float)
+    n_images = probs_a.shape[2]
+    ones = np.ones((1, n_images))
+    seeds = np.ones((1, probs_a.shape[1]))
+
+    def statistic(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        # x holds i (A's prediction of image i) or -i-1 (B's); y the complement.
+        x2, y2 = np.atleast_2d(x), np.atleast_2d(y)
+        out = []
+        for xs, ys in zip(x2, y2):
+            pa = np.where((xs >= 0)[None, None, :, None], probs_a, probs_b)
+            pb = np.where((ys >= 0)[None, None, :, None], probs_a, probs_b)
+            out.append(
+                group_value(metric, labels, pa, ones, seeds)[0] - group_value(metric, labels, pb, ones, seeds)[0]
+            )
+        return np.asarray(out) if np.ndim(x) > 1 else np.asarray(out[0])
+
+    image = np.arange(n_images)
+    result = scipy_stats.permutation_test(
+        (image, -image - 1),
+        statistic,
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=n_resamples,
+        batch=_BATCH,
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.pvalue)
+
+
+def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> np.ndarray:
+    """Holm-adjusted p-values (statsmodels' multipletests); NaN entries stay NaN and are not counted."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], alpha=alpha, method="holm")[1]
+    return out
+
+
+def min_discordant(alpha: float = ALPHA) -> int:
+    """Fewest discordant pairs for which McNemar's exact two-sided test can reach p < alpha (all one way)."""
+    d = 1
+    while 2 * 0.5**d >= alpha:
+        d += 1
+    return d
+
+
+def minimum_detectable_difference(n: int, n_discordant: int, alpha: float = ALPHA) -> float:
+    """Smallest accuracy difference |b − c| / n that McNemar's exact test calls significant at `alpha`.
+
+    Given the observed number of discordant pairs (at least the few the exact test needs
+    to reach `alpha` at all), over n paired images.
+    """
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
+    d = max(int(n_discordant), min_discordant(alpha))
+    for gap in range(d % 2, d + 1, 2):
+        b = (d + gap) // 2
+        if mcnemar([[0, b], [d - b, 0]], exact=True).pvalue < alpha:
+            return gap / n
+    return math.nan

@@ -1,0 +1,238 @@
+"""The claims file reproduces the paper's numbers from paper_results; verdicts follow their rules."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dpaat import stats
+from dpaat.claims import (
+    CLAIMS_FILE,
+    Claim,
+    Predictions,
+    claims_markdown,
+    comparisons_markdown,
+    evaluate_claims,
+    load_claims,
+    method_comparisons,
+    paper_numbers,
+)
+from dpaat.evaluation import predictions_frame
+from dpaat.metrics import metrics_frame, model_metrics
+from dpaat.paper_results import TABLE1, TABLE2
+from dpaat.report import add_intervals, prediction_intervals, table1, table2, to_csv, to_markdown
+
+import torch
+
+N = 60
+LABELS = np.arange(N) % 3
+IDS = [f"ISIC_{i:07d}" for i in range(N)]
+
+
+def test_the_claims_file_holds_no_copy_of_the_papers_numbers():
+    text = CLAIMS_FILE.read_text()
+    numbers = {f"{v:.2f}" for g in TABLE1.values() for m in g.values() for v in m.values()}
+    numbers |= {f"{v:.4f}" for g in TABLE2.values() for m in g.values() for v in m.values()}
+    found = sorted(n for n in numbers if re.search(rf"(?<![\d.]){re.escape(n)}(?![\d])", text))
+    assert not found, f"claims.yaml repeats the paper's numbers {found}; reference paper_results instead"
+
+
+def test_claims_reproduce_the_papers_numbers_and_say_what_they_say():
+    claims = {c.id: c for c in load_claims()}
+    assert len(claims) == 9
+    assert paper_numbers(claims["dpaat_racc_pgd20_highest"]) == {
+        ("dpaat", "pgd20"): TABLE1["all"]["dpaat"]["pgd20"],
+        ("at", "pgd20"): TABLE1["all"]["at"]["pgd20"],
+        ("sat", "pgd20"): TABLE1["all"]["sat"]["pgd20"],
+        ("amat", "pgd20"): TABLE1["all"]["amat"]["pgd20"],
+    }
+    assert paper_numbers(claims["sat_marp_exceeds_at"]) == {
+        ("sat", "pgd20"): TABLE2["all"]["sat"]["marp"],
+        ("at", "pgd20"): TABLE2["all"]["at"]["marp"],
+    }
+    for claim in claims.values():
+        numbers = paper_numbers(claim)
+        if claim.paper is None:
+            assert numbers == {} and "Fig. 3" in claim.source
+            continue
+        # Each claim, as encoded, holds in the paper's own numbers.
+        for a, b in claim.arms():
+            if claim.relation == "greater":
+                assert numbers[a] > numbers[b], (claim.id, a, b)
+            else:
+                assert abs(numbers[a] - numbers[b]) <= claim.margin * 100, (claim.id, a, b)
+
+
+def _logits(correct: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    logits = rng.normal(size=(N, 3)).astype(np.float32)
+    logits[np.arange(N), LABELS] += np.where(correct, 6.0, -6.0)
+    return logits
+
+
+def _predictions(correct: dict[tuple[str, str, str], np.ndarray], seed: int = 0) -> pd.DataFrame:
+    """A predictions frame (as the evaluate job writes, with identity columns) from per-image successes."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    models = sorted({(m, a) for m, a, _ in correct})
+    for method, arch in models:
+        logits = {
+            atk: torch.from_numpy(_logits(c, rng)) for (m, a, atk), c in correct.items() if (m, a) == (method, arch)
+        }
+        frame = predictions_frame(logits, torch.from_numpy(LABELS), IDS)
+        frames.append(frame.assign(seed=0, method=method, arch=arch))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _claim(**kw) -> Claim:
+    base = dict(id="c", source="s", statement="x", relation="greater", metric="accuracy", group="all",
+                methods=("dpaat", "at"), attacks=("pgd20",))  # fmt: skip
+    return Claim(**{**base, **kw})
+
+
+def _correct(rate: float, rng: np.random.Generator) -> np.ndarray:
+    c = np.zeros(N, dtype=bool)
+    c[rng.permutation(N)[: round(rate * N)]] = True
+    return c
+
+
+def test_verdicts_supported_contradicted_inconclusive():
+    rng = np.random.default_rng(0)
+    base = _correct(0.3, rng)
+    better = base | _correct(0.5, rng)  # everything base gets right and more: many discordant pairs one way
+    slightly = base.copy()
+    slightly[np.flatnonzero(~base)[:2]] = True  # two more images
+    preds = Predictions(
+        _predictions(
+            {("at", "mobilenet_v2", "pgd20"): base, ("dpaat", "mobilenet_v2", "pgd20"): better,
+             ("sat", "mobilenet_v2", "pgd20"): slightly, ("amat", "mobilenet_v2", "pgd20"): base,
+             ("amat", "mobilenet_v2", "pgd50"): base}
+        )
+    )  # fmt: skip
+    claims = [
+        _claim(id="up", methods=("dpaat", "at")),
+        _claim(id="down", methods=("at", "dpaat")),
+        _claim(id="tiny", methods=("sat", "at")),
+        _claim(id="same", relation="equal", methods=("amat",), attacks=("pgd20", "pgd50"), margin=0.01),
+        _claim(id="absent", methods=("d_a", "at")),
+    ]
+    table, comparisons = evaluate_claims(preds, claims, n_resamples=300, seed=0)
+    verdict = dict(zip(table["id"], table["verdict"]))
+    assert verdict == {"up": "supported", "down": "contradicted", "tiny": "inconclusive", "same": "supported",
+                       "absent": "not tested"}  # fmt: skip
+    tiny = table.set_index("id").loc["tiny"]
+    assert tiny["effect"] == pytest.approx(100 * 2 / N)
+    assert tiny["mdd"] == pytest.approx(100 * 6 / N)  # the exact test needs 6 discordant pairs
+    # Holm over the family of four comparisons.
+    raw = [c.pvalue for c in comparisons]
+    assert [c.p_holm for c in comparisons] == pytest.approx(list(stats.holm(raw)))
+    md = claims_markdown(table)
+    assert md.count("\n| ") == 2 + len(claims) and "**supported**" in md and "not tested" in md
+
+
+def test_ablation_claims_are_tested_on_the_ablations_own_models():
+    rng = np.random.default_rng(2)
+    low, high = _correct(0.2, rng), _correct(0.2, rng)
+    high |= _correct(0.6, rng)
+    # Main schedule: D-A below AT; the ablation's own schedule: D-A above AT.
+    main = Predictions(_predictions({("at", "mobilenet_v2", "clean"): high, ("d_a", "mobilenet_v2", "clean"): low}))
+    own = Predictions(_predictions({("at", "mobilenet_v2", "clean"): low, ("d_a", "mobilenet_v2", "clean"): high}))
+    claims = [
+        _claim(id="fig3", methods=("d_a", "at"), attacks=("clean",), ablation=True),
+        _claim(id="main", methods=("d_a", "at"), attacks=("clean",)),
+    ]
+    with_own, _ = evaluate_claims(main, claims, n_resamples=200, seed=0, ablation=own)
+    assert dict(zip(with_own["id"], with_own["verdict"])) == {"fig3": "supported", "main": "contradicted"}
+    # Without models of its own schedule, the ablation claim reads the main models (the default config).
+    reused, _ = evaluate_claims(main, claims, n_resamples=200, seed=0)
+    assert dict(zip(reused["id"], reused["verdict"])) == {"fig3": "contradicted", "main": "contradicted"}
+    flagged = {c.id for c in load_claims() if c.ablation}
+    assert flagged == {"da_gacc_exceeds_at", "db_gacc_highest_of_ablation", "dab_racc_highest_of_ablation"}
+
+
+def test_method_comparisons_per_cnn_and_pooled():
+    rng = np.random.default_rng(1)
+    correct = {}
+    for arch in ("mobilenet_v2", "shufflenet_v2_x1_0"):
+        for method in ("dpaat", "at", "sat", "amat"):
+            for attack in ("clean", "pgd20"):
+                correct[(method, arch, attack)] = _correct(0.5, rng)
+    preds = Predictions(_predictions(correct))
+    table = method_comparisons(preds, ["pgd20"], n_resamples=200, seed=0)
+    assert len(table) == 2 * 3 * 3  # (clean, pgd20) x (at, sat, amat) x (two CNNs, pooled)
+    pooled = table[(table["cnn"] == "pooled") & (table["attack"] == "pgd20") & (table["versus"] == "at")].iloc[0]
+    a = np.concatenate([correct[("dpaat", arch, "pgd20")] for arch in ("mobilenet_v2", "shufflenet_v2_x1_0")])
+    b = np.concatenate([correct[("at", arch, "pgd20")] for arch in ("mobilenet_v2", "shufflenet_v2_x1_0")])
+    ref = stats.mcnemar_exact(a, b)
+    assert (pooled["only_method"], pooled["only_versus"], pooled["p_value"]) == (
+        ref.b,
+        ref.c,
+        pytest.approx(ref.pvalue),
+    )
+    assert table["p_holm"].tolist() == pytest.approx(list(stats.holm(table["p_value"].tolist())))
+    assert "pooled" in comparisons_markdown(table)
+
+
+def test_table_intervals_come_from_the_same_predictions_as_the_metrics():
+    rng = np.random.default_rng(2)
+    logits, rows, frames = {}, [], []
+    for arch in ("mobilenet_v2", "shufflenet_v2_x1_0"):
+        for method in ("std", "at", "dpaat"):
+            by_attack = {
+                atk: torch.from_numpy(_logits(_correct(p, rng), rng)) for atk, p in (("clean", 0.8), ("pgd20", 0.4))
+            }
+            for atk, lg in by_attack.items():
+                rows.append(
+                    model_metrics(LABELS, lg, ["mel", "bkl", "nv"], method=method, arch=arch, seed=0, attack=atk)
+                )
+            frames.append(
+                predictions_frame(by_attack, torch.from_numpy(LABELS), IDS).assign(seed=0, method=method, arch=arch)
+            )
+    metrics = metrics_frame(rows)
+    intervals = prediction_intervals(Predictions(pd.concat(frames, ignore_index=True)), n_resamples=300, seed=0)
+    for table in (table1(metrics), table2(metrics, "pgd20")):
+        with_ci = add_intervals(table, intervals)
+        cells = with_ci.cells
+        assert ((cells["low"] <= cells["mean"] + 1e-9) & (cells["mean"] <= cells["high"] + 1e-9)).all()
+        columns = {c.key: c for c in table.columns}
+        for _, cell in cells.iterrows():
+            column = columns[cell["column"]]
+            estimate = intervals(tuple(cell["archs"].split(";")), cell["method"], column).estimate
+            assert estimate == pytest.approx(cell["mean"], abs=1e-9)  # our weighted metric = sklearn's
+        assert "_low" in to_csv(with_ci, paper_numbers=False) and " [" in to_markdown(with_ci, paper_numbers=False)
+
+
+def test_gradcam_table_intervals_resample_each_archs_images():
+    from dpaat.report import gradcam_intervals, gradcam_table
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for arch, n in (("mobilenet_v2", 12), ("shufflenet_v2_x1_0", 9)):
+        for method in ("std", "at", "dpaat"):
+            energy = rng.random(n)
+            energy[0] = np.nan  # an all-zero CAM
+            rows.append(pd.DataFrame({"seed": 0, "method": method, "arch": arch, "image_id": [f"i{k}" for k in range(n)],
+                                      "energy_in_mask": energy, "pointing_hit": pd.array(rng.random(n) < 0.5, dtype="boolean"),
+                                      "mask_fraction": rng.random(n)}))  # fmt: skip
+    scores = pd.concat(rows, ignore_index=True)
+    table = add_intervals(gradcam_table(scores), gradcam_intervals(scores, n_resamples=300, seed=0))
+    cells = table.cells
+    assert ((cells["low"] <= cells["mean"] + 1e-9) & (cells["mean"] <= cells["high"] + 1e-9)).all()
+    assert (cells["high"] > cells["low"]).all()
+    assert "bootstrap interval" in table.caption
+
+
+def test_predictions_read_from_the_files_the_evaluate_job_writes(tmp_path):
+    from dpaat.claims import PREDICTION_COLUMNS as OURS
+    from dpaat.evaluation import PREDICTION_COLUMNS, write_predictions
+
+    assert OURS == PREDICTION_COLUMNS
+    path = tmp_path / "0" / "dpaat" / "mobilenet_v2.parquet"
+    path.parent.mkdir(parents=True)
+    frame = _predictions({("dpaat", "mobilenet_v2", "clean"): np.ones(N, dtype=bool)})
+    write_predictions(frame[list(PREDICTION_COLUMNS)], path)
+    preds = Predictions.read([path])
+    assert preds.seeds == [0] and preds.has("dpaat", "mobilenet_v2", "clean")
+    assert (preds.probs("dpaat", "clean", ["mobilenet_v2"]).argmax(-1) == LABELS).all()

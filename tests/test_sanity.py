@@ -1,0 +1,148 @@
+"""Sanity checks against gradient masking: a gradient-masked model is flagged, an ordinary one is not."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from snakemake.utils import validate
+from torch import nn
+
+from dpaat.attacks import attack_accuracies
+from dpaat.sanity import CHECKS, SanityPlan, chance_level, sanity_checks, sanity_markdown, sanity_table
+
+from test_attacks import REPO
+
+TEST_ATTACKS = {
+    "fgsm": {"kind": "fgsm", "eps": 8 / 255},
+    "ifgsm10": {"kind": "ifgsm", "eps": 8 / 255, "steps": 10},
+    "pgd20": {"kind": "pgd", "eps": 4.0, "steps": 20},
+}
+SANITY = {
+    "enabled": True,
+    "eps_multiples": [0.125, 0.25, 0.5, 1, 2],
+    "linf_eps": [2 / 255, 8 / 255, 32 / 255, 64 / 255],
+    "curve_steps": 5,
+    "restarts": 1,
+    "square_queries": 300,
+    "tolerance": 0.05,
+}
+
+
+class Quantised(nn.Module):
+    """A gradient-masked model: its forward pass rounds the input to 5 grey levels, so input gradients are 0."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.round(x * 4) / 4)
+
+
+def _images(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """8x8 images whose class is the brighter colour channel."""
+    y = torch.arange(n) % 3
+    x = 0.3 + 0.3 * torch.rand(n, 3, 8, 8, generator=generator)
+    x[torch.arange(n), y] += 0.12
+    return x.clamp(0, 1), y
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x, y = _images(300, g)
+    x_test, y_test = _images(60, g)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(192, 16), nn.ReLU(), nn.Linear(16, 3))
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net.eval(), x_test, y_test
+
+
+def _flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, bool | None]:
+    plan = SanityPlan.from_config(SANITY, {"norm": "l2", "eps": 4.0})
+    accuracy = attack_accuracies(model, x, y, {**TEST_ATTACKS, **plan.attacks}, batch_size=64)
+    assert accuracy["clean"] == 1.0
+    rows = sanity_checks(accuracy, plan, TEST_ATTACKS, chance=1 / 3)
+    assert [r["check"] for r in rows] == list(CHECKS)
+    return {r["check"]: r["passed"] for r in rows}
+
+
+def test_an_ordinary_model_passes_every_check(trained):
+    net, x, y = trained
+    assert _flags(net, x, y) == dict.fromkeys(CHECKS, True)
+
+
+def test_a_gradient_masked_model_is_flagged(trained):
+    net, x, y = trained
+    flags = _flags(Quantised(net), x, y)
+    # No gradient: PGD never moves the image, so accuracy stays at 100 % at any eps, and
+    # Square (no gradients needed) breaks what PGD cannot.
+    failed = {check for check, passed in flags.items() if passed is False}
+    assert failed == {"l2_reaches_chance", "linf_reaches_chance", "square_not_stronger"}
+
+
+def test_each_check_flags_its_own_symptom():
+    plan = SanityPlan.from_config(SANITY, {"norm": "l2", "eps": 4.0})
+    good = {"clean": 0.9, "fgsm": 0.6, "ifgsm10": 0.4, "pgd20": 0.3, "restarts": 0.3, "square": 0.5}
+    good.update(zip([p.name for p in plan.curve if p.norm == "l2"], [0.8, 0.6, 0.45, 0.32, 0.0]))
+    good.update(zip([p.name for p in plan.curve if p.norm == "linf"], [0.8, 0.5, 0.2, 0.0]))
+    assert all(r["passed"] for r in sanity_checks(good, plan, TEST_ATTACKS, 1 / 3))
+    symptoms = {
+        "l2_falls_with_eps": {"curvel2x0p5": 0.1},
+        "l2_reaches_chance": {"curvel2x2": 0.5, "curvel2x1": 0.5, "curvel2x0p5": 0.6},
+        "more_steps_not_weaker": {"pgd20": 0.45},
+        "restarts_not_weaker": {"restarts": 0.4},
+        "square_not_stronger": {"square": 0.2},
+        "ifgsm_not_weaker": {"ifgsm10": 0.7},
+    }
+    for check, change in symptoms.items():
+        rows = sanity_checks({**good, **change}, plan, TEST_ATTACKS, 1 / 3)
+        failed = [r["check"] for r in rows if r["passed"] is False]
+        assert check in failed, (check, rows)
+
+
+def test_checks_without_their_attacks_are_not_run():
+    plan = SanityPlan.from_config({**SANITY, "enabled": False}, {"norm": "l2", "eps": 4.0})
+    assert plan.attacks == {}
+    rows = sanity_checks({"clean": 0.9, "pgd20": 0.3}, plan, {"pgd20": TEST_ATTACKS["pgd20"]}, 1 / 3)
+    assert all(r["passed"] is None for r in rows)
+
+
+def test_plan_names_and_collisions():
+    plan = SanityPlan.from_config(SANITY, {"norm": "l2", "eps": 0.15})
+    assert list(plan.attacks)[:3] == ["curvel2x0p125", "curvel2x0p25", "curvel2x0p5"]
+    assert plan.attacks["curvel2x2"] == {"kind": "pgd", "eps": 0.3, "steps": 5, "norm": "l2"}
+    assert plan.attacks["curvelinf8"]["kind"] == "ifgsm"
+    with pytest.raises(ValueError, match="share names"):
+        plan.check_names({"square": {"kind": "pgd", "eps": 0.1}})
+
+
+def test_default_config_plan_resolves():
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    validate(cfg, str(REPO / "config" / "schema" / "config.schema.yaml"))  # fills the schema's defaults
+    plan = SanityPlan.from_config(cfg["sanity"], cfg["training"]["adversary"])
+    assert plan.attacks and all(name.isalnum() and name.islower() for name in plan.attacks)
+
+
+def test_table_and_markdown_name_every_flag():
+    plan = SanityPlan.from_config(SANITY, {"norm": "l2", "eps": 4.0})
+    confusion = [[20, 0, 0], [0, 20, 0], [0, 0, 20]]
+    rows = []
+    for method, square in (("at", 0.5), ("dpaat", 0.0)):
+        accs = {"clean": 0.9, "pgd20": 0.3, "square": square, "curvel2x1": 0.35}
+        rows += [
+            {"seed": 0, "method": method, "arch": "mobilenet_v2", "attack": a, "accuracy": v, "confusion": confusion}
+            for a, v in accs.items()
+        ]
+    table = sanity_table(pd.DataFrame(rows), plan, {"pgd20": TEST_ATTACKS["pgd20"]})
+    flagged = table[table["passed"] == False]  # noqa: E712 (nullable boolean)
+    assert flagged[["method", "check"]].values.tolist() == [["dpaat", "square_not_stronger"]]
+    md = sanity_markdown(table)
+    assert "**Flags (1).**" in md and "`square_not_stronger`: Square 0.000" in md
+    assert chance_level(confusion) == pytest.approx(1 / 3)
