@@ -21,6 +21,8 @@ rule acquire:
     localrule: True
     conda:
         "../envs/data.yaml"
+    # Rendering the synthetic images is the first job and nothing else can run beside it.
+    threads: 4
     params:
         settings={
             key: config["data"][key]

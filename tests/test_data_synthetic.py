@@ -86,6 +86,14 @@ def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
     assert md5(first[0].read_bytes()) != md5(other[0].read_bytes())
 
 
+def test_parallel_rendering_writes_the_same_bytes(tmp_path):
+    images = {"mel": 20, "bkl": 20, "nv": 20}  # more images than one pool chunk
+    serial = generate(tmp_path / "serial", images, seed=5, size=TINY, images_per_archive=25)
+    parallel = generate(tmp_path / "parallel", images, seed=5, size=TINY, images_per_archive=25, workers=2)
+    assert [p.name for p in serial] == [p.name for p in parallel]
+    assert [md5(p.read_bytes()) for p in serial] == [md5(p.read_bytes()) for p in parallel]
+
+
 def test_unknown_dx_code_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match=r"unknown dx codes \['melanoma'\]"):
         generate(tmp_path, {"melanoma": 3})

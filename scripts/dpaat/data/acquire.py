@@ -40,6 +40,7 @@ def acquire(
     *,
     files: Sequence[RemoteFile] = HAM10000_FILES,
     isic_files: Sequence[RemoteFile] = isic2018.ISIC2018_FILES,
+    workers: int = 1,
     **download_options: Any,
 ) -> dict[str, Any]:
     """Acquire the files `settings["source"]` names, write the manifest and return it.
@@ -48,7 +49,8 @@ def acquire(
     images_per_archive); ham10000: `base_url`, `download_masks`, `masks_datafile_id`;
     isic2018: `isic_base_url`; local: `local_dir`, `local_layout`, `require_published_checksums`.
     They are recorded in the manifest. `files`/`isic_files` (the published files and their
-    md5s) and `download_options` (see `download`) are for tests.
+    md5s) and `download_options` (see `download`) are for tests. `workers` processes render
+    synthetic images (the bytes do not depend on it).
     """
     source = settings.get("source")
     if source not in SOURCES:
@@ -58,7 +60,11 @@ def acquire(
     if source == "synthetic":
         options = settings["synthetic"]
         paths = synthetic.generate(
-            target, options["images"], seed=options["seed"], images_per_archive=options["images_per_archive"]
+            target,
+            options["images"],
+            seed=options["seed"],
+            images_per_archive=options["images_per_archive"],
+            workers=workers,
         )
         records = [file_record(path, _role(path.name)) for path in paths]
         layout = "synthetic"

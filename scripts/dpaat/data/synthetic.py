@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import multiprocessing
 import time
 import zipfile
 from contextlib import ExitStack
@@ -91,21 +92,32 @@ def generate(
     seed: int = 0,
     images_per_archive: int = 5000,
     size: tuple[int, int] = IMAGE_SIZE,
+    workers: int = 1,
 ) -> list[Path]:
-    """Write HAM10000-format image zips, metadata csv and mask zip to `out_dir`; return their paths."""
+    """Write HAM10000-format image zips, metadata csv and mask zip to `out_dir`; return their paths.
+
+    `workers` processes render the images; the bytes do not depend on it (every draw was
+    made in `plan`, and the members are written in image-id order).
+    """
     started = time.perf_counter()
     metadata, lesions, views = plan(images, seed)
     out_dir = Path(out_dir)
     order = np.argsort(metadata["image_id"].to_numpy(), kind="stable")
     n_parts = math.ceil(len(order) / images_per_archive)
     parts = [out_dir / image_archive_name(k + 1) for k in range(n_parts)]
+    jobs = ((lesions[row], views[row], size) for row in order)
     with ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
+            encoded = pool.imap(_render_encoded, jobs, chunksize=16)
+        else:
+            encoded = map(_render_encoded, jobs)
         masks = _open_zip(stack, out_dir / MASKS_NAME)
         for k, part in enumerate(parts):
             archive = _open_zip(stack, part)
             for row in order[k * images_per_archive : (k + 1) * images_per_archive]:
                 name = metadata["image_id"].iat[row]
-                jpeg, png = _encode(*render(lesions[row], views[row], size))
+                jpeg, png = next(encoded)
                 _write_member(archive, f"{name}.jpg", jpeg)
                 _write_member(masks, mask_member(name), png)
             archive.close()
@@ -174,6 +186,11 @@ def _patient(dx: str, rng: np.random.Generator) -> dict[str, object]:
         "sex": str(rng.choice(["male", "female", "unknown"], p=[0.54, 0.45, 0.01])),
         "localization": str(rng.choice(list(_SITES), p=sites / sites.sum())),
     }
+
+
+def _render_encoded(job: tuple[Lesion, View, tuple[int, int]]) -> tuple[bytes, bytes]:
+    """One image and its mask, rendered and encoded (a pool worker's unit of work)."""
+    return _encode(*render(*job))
 
 
 def _encode(image: Image.Image, mask: Image.Image) -> tuple[bytes, bytes]:
