@@ -168,9 +168,12 @@ def _write_config(cluster: SlurmCluster) -> None:
 
 
 def _node_state() -> str:
-    """The node's state as sinfo reports it ('' while the controller is not answering)."""
+    """The node's state as sinfo reports it ('' while the controller is not answering).
+
+    sinfo prints the node once per partition it is in (debug and gpu), hence the set.
+    """
     result = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True, timeout=10)
-    return result.stdout.strip() if result.returncode == 0 else ""
+    return ",".join(sorted(set(result.stdout.split()))) if result.returncode == 0 else ""
 
 
 def _wait(ready: Callable[[], bool], timeout: float, what: str, cluster: SlurmCluster) -> None:
