@@ -232,6 +232,16 @@ def cell_interval(
     )
 
 
+def _paired(probs_a: np.ndarray, probs_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two arms' scores as float arrays, checked to share one (archs, seeds, images, classes) shape."""
+    probs_a, probs_b = np.asarray(probs_a, dtype=float), np.asarray(probs_b, dtype=float)
+    if probs_a.shape != probs_b.shape or probs_a.ndim != 4:
+        raise ValueError(
+            f"paired predictions must share one (archs, seeds, images, classes) shape: {probs_a.shape}, {probs_b.shape}"
+        )
+    return probs_a, probs_b
+
+
 def difference_interval(
     metric: str,
     labels: np.ndarray,
@@ -242,11 +252,7 @@ def difference_interval(
     seed: int,
 ) -> Interval:
     """Paired bootstrap interval of cell(A) − cell(B), both (A, S, N, C) on the same images and seeds."""
-    probs_a, probs_b = np.asarray(probs_a, dtype=float), np.asarray(probs_b, dtype=float)
-    if probs_a.shape != probs_b.shape or probs_a.ndim != 4:
-        raise ValueError(
-            f"paired predictions must share one (archs, seeds, images, classes) shape: {probs_a.shape}, {probs_b.shape}"
-        )
+    probs_a, probs_b = _paired(probs_a, probs_b)
     _, n_seeds, n_images, _ = probs_a.shape
     return bootstrap(
         lambda ws, wi: group_value(metric, labels, probs_a, wi, ws) - group_value(metric, labels, probs_b, wi, ws),
@@ -306,7 +312,7 @@ def permutation_pvalue(
     A swap exchanges one image's predictions in every arch and seed at once (scipy.stats.permutation_test,
     permutation_type="samples"), the exchangeable unit under the null that A and B do equally well.
     """
-    probs_a, probs_b = np.asarray(probs_a, dtype=float), np.asarray(probs_b, dtype=float)
+    probs_a, probs_b = _paired(probs_a, probs_b)
     n_images = probs_a.shape[2]
     ones = np.ones((1, n_images))
     seeds = np.ones((1, probs_a.shape[1]))
