@@ -90,12 +90,15 @@ def acquire(
                 "data.source is local but data.local_dir is not set: point it at the folder (or the Kaggle zip) "
                 "with the HAM10000 files"
             )
-        layout, records = find_local(
+        # Records carry each file's computed md5 and whether it equals the published one; a
+        # mismatch is a logged notice unless data.require_published_checksums.
+        found = find_layout(
             settings["local_dir"],
             files=files,
             layout=settings.get("local_layout") or "auto",
             strict=bool(settings.get("require_published_checksums")),
         )
+        layout, records = found.name, found.records
     manifest = {
         "source": source,
         "layout": layout,
@@ -116,22 +119,6 @@ def download_files(
         md5 = download(remote.url(base_url), path, md5=remote.md5, size=remote.size, **options)
         records.append(_record(path, remote.role, md5, remote.md5))
     return records
-
-
-def find_local(
-    local_dir: str | os.PathLike,
-    *,
-    files: Sequence[RemoteFile] = HAM10000_FILES,
-    layout: str = "auto",
-    strict: bool = False,
-) -> tuple[str, list[dict[str, Any]]]:
-    """The layout of `local_dir` and the records of its files (see `layouts`); they stay where they are.
-
-    Each record carries the file's computed md5 and whether it equals the published one; a
-    mismatch is a logged notice unless `strict` (data.require_published_checksums).
-    """
-    found = find_layout(local_dir, files=files, layout=layout, strict=strict)
-    return found.name, found.records
 
 
 def file_record(path: Path, role: Role, published_md5: str | None = None) -> dict[str, Any]:

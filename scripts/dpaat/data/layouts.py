@@ -74,12 +74,6 @@ class _Tree:
         else:
             self.files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
-    def read(self, rel: str) -> bytes:
-        if self.in_zip:
-            with zipfile.ZipFile(self.root) as archive:
-                return archive.read(rel)
-        return (self.root / rel).read_bytes()
-
     def header(self, rel: str) -> list[str]:
         """The column names of a csv (its first line)."""
         if self.in_zip:
@@ -206,16 +200,16 @@ def _candidates(tree: _Tree, files: Sequence[RemoteFile]) -> dict[str, Layout]:
             found.records.append(_record(tree, _single(tree, by_name, input_zip), "images", "zip"))
         truth = [r for r in csvs if isic2018.is_ground_truth(headers[r])]
         if truth:
-            found.records.append(_record(tree, _prefer(tree, truth, isic2018.GROUND_TRUTH_NAME), "metadata", "csv"))
+            truth_record = _record(tree, _prefer(tree, truth, isic2018.GROUND_TRUTH_NAME), "metadata", "csv")
+            found.records.append({**truth_record, "format": "isic2018"})
         elif isic2018.GROUND_TRUTH_ZIP in by_name and not tree.in_zip:
-            found.records.append(_zipped_csv(tree, _single(tree, by_name, isic2018.GROUND_TRUTH_ZIP)))
+            truth_record = _zipped_csv(tree, _single(tree, by_name, isic2018.GROUND_TRUTH_ZIP))
+            found.records.append({**truth_record, "format": "isic2018"})
         else:
             found.missing.append(
                 f"{isic2018.GROUND_TRUTH_NAME} (or {isic2018.GROUND_TRUTH_ZIP}, or a csv with the columns image, "
                 f"{', '.join(isic2018.DX_COLUMNS)})"
             )
-        if found.records and found.records[-1]["role"] == "metadata":
-            found.records[-1]["format"] = "isic2018"
         if isic2018.LESIONS_NAME in by_name:
             found.records.append(_record(tree, _single(tree, by_name, isic2018.LESIONS_NAME), "lesions", "csv"))
         candidates["isic2018"] = found
