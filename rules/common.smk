@@ -6,6 +6,7 @@ from pathlib import Path
 # The library's torch-free helpers (the ImageNet checkpoint check) run in snakemake itself.
 sys.path.insert(0, str(Path(workflow.basedir).parent / "scripts"))
 from dpaat.imagenet_weights import missing_weights_error
+from dpaat import job_resources
 from dpaat.job_resources import mem_mb, runtime_minutes
 from dpaat.sanity import SanityPlan
 
@@ -54,9 +55,7 @@ wildcard_constraints:
 
 def image_size(arch):
     """Input resolution of an architecture (InceptionV3 has its own)."""
-    if arch == "inception_v3":
-        return config["models"]["inception_image_size"]
-    return config["models"]["image_size"]
+    return job_resources.image_size(config, arch)
 
 
 # Centre-cropped and squashed caches live apart, so a changed data.centre_crop never reuses a cache.
@@ -154,11 +153,11 @@ MODELS = [
 ]
 
 
-def model_files(pattern):
-    """`pattern` filled with every trained model's seed, method and arch."""
+def model_files(pattern, models=MODELS):
+    """`pattern` filled with every trained model's (or `models`') seed, method and arch."""
     return [
         pattern.format(seed=seed, method=method, arch=arch)
-        for seed, method, arch in MODELS
+        for seed, method, arch in models
     ]
 
 
@@ -203,14 +202,6 @@ ABLATION_METRICS = (
     if OWN_ABLATION
     else "results/metrics/metrics.parquet"
 )
-
-
-def ablation_files(pattern):
-    """`pattern` filled with every own-schedule ablation model's seed, method and arch."""
-    return [
-        pattern.format(seed=seed, method=method, arch=arch)
-        for seed, method, arch in ABLATION_MODELS
-    ]
 
 
 GRADCAM_ARCHS = (

@@ -67,8 +67,9 @@ if OWN_ABLATION:
 
     use rule aggregate as aggregate_ablation with:
         input:
-            metrics=ablation_files(
-                f"{ABLATION_DIR}/metrics/models/{{seed}}/{{method}}/{{arch}}.parquet"
+            metrics=model_files(
+                f"{ABLATION_DIR}/metrics/models/{{seed}}/{{method}}/{{arch}}.parquet",
+                ABLATION_MODELS,
             ),
         output:
             metrics=f"{ABLATION_DIR}/metrics.parquet",

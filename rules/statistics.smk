@@ -6,8 +6,9 @@ rule claims:
     input:
         predictions=model_files("results/predictions/{seed}/{method}/{arch}.parquet"),
         # Fig. 3's claims are tested on the ablation's own models when it has them.
-        ablation_predictions=ablation_files(
-            f"{ABLATION_DIR}/predictions/{{seed}}/{{method}}/{{arch}}.parquet"
+        ablation_predictions=model_files(
+            f"{ABLATION_DIR}/predictions/{{seed}}/{{method}}/{{arch}}.parquet",
+            ABLATION_MODELS,
         ),
     output:
         claims_csv=report(
