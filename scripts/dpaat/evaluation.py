@@ -112,6 +112,7 @@ def predictions_frame(logits: Mapping[str, Tensor], labels: Tensor, image_ids: l
     import pandas as pd
 
     n = len(image_ids)
+    ids, label_values = list(image_ids), labels.cpu().numpy().astype(np.int64)
     frames = []
     for attack, attack_logits in logits.items():
         if attack_logits.ndim != 2 or len(attack_logits) != n or len(labels) != n:
@@ -123,8 +124,8 @@ def predictions_frame(logits: Mapping[str, Tensor], labels: Tensor, image_ids: l
             pd.DataFrame(
                 {
                     "attack": attack,
-                    "image_id": list(image_ids),
-                    "label": labels.cpu().numpy().astype(np.int64),
+                    "image_id": ids,
+                    "label": label_values,
                     "prediction": values.argmax(axis=1).astype(np.int64),
                     "logits": list(values),
                 }
