@@ -9,7 +9,7 @@ import yaml
 from snakemake.utils import validate
 from torch import nn
 
-from dpaat.attacks import attack_accuracies
+from dpaat.evaluation import attack_specs, evaluate_model
 from dpaat.sanity import CHECKS, SanityPlan, chance_level, sanity_checks, sanity_markdown, sanity_table
 
 from test_attacks import REPO
@@ -66,7 +66,8 @@ def trained() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
 def _flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, bool | None]:
     plan = SanityPlan.from_config(SANITY, {"norm": "l2", "eps": 4.0})
-    accuracy = attack_accuracies(model, x, y, {**TEST_ATTACKS, **plan.attacks}, batch_size=64)
+    logits = evaluate_model(model, x, y, attack_specs({**TEST_ATTACKS, **plan.attacks}), batch_size=64, device="cpu")
+    accuracy = {name: float((out.argmax(1) == y).float().mean()) for name, out in logits.items()}
     assert accuracy["clean"] == 1.0
     rows = sanity_checks(accuracy, plan, TEST_ATTACKS, chance=1 / 3)
     assert [r["check"] for r in rows] == list(CHECKS)

@@ -32,7 +32,7 @@ from dpaat.attack_kinds import (
     Norm,
     default_restarts,
 )
-from dpaat.predict import as_float_images, predict_logits
+from dpaat.predict import as_float_images
 
 ApgdLoss = Literal["ce", "dlr"]
 
@@ -346,10 +346,9 @@ class AttackSpec:
             raise ValueError("fgsm is one step of size eps; drop steps/step_size or use kind: ifgsm")
         if self.loss not in get_args(ApgdLoss):
             raise ValueError(f"attack loss must be 'ce' or 'dlr', got {self.loss!r}")
-        if self.restarts < (1 if self.kind in ("apgd", "square") else 0):
-            raise ValueError(
-                f"{self.kind} restarts must be >= {1 if self.kind in ('apgd', 'square') else 0}, got {self.restarts}"
-            )
+        fewest_restarts = default_restarts(self.kind)  # the default is also the least a kind accepts
+        if self.restarts < fewest_restarts:
+            raise ValueError(f"{self.kind} restarts must be >= {fewest_restarts}, got {self.restarts}")
         if self.kind in ("square", "autoattack") and self.queries < 1:
             raise ValueError(f"{self.kind} needs queries >= 1 (Square's query budget), got {self.queries}")
 
@@ -455,21 +454,3 @@ def run_attack(
     ]
     return torch.cat(out) if out else torch.empty(x.shape, dtype=torch.float32)
 
-
-def attack_accuracies(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    attacks: Mapping[str, Mapping[str, Any]],
-    batch_size: int,
-    device: torch.device | str = "cpu",
-) -> dict[str, float]:
-    """Accuracy of `model` on the clean images ("clean") and under each attack config entry (name -> entry)."""
-    accuracy = {
-        "clean": float((predict_logits(model, x, batch_size=batch_size, device=device).argmax(1) == y).float().mean())
-    }
-    for name, cfg in attacks.items():
-        x_adv = run_attack(model, x, y, AttackSpec.from_config(cfg), batch_size, device)
-        logits = predict_logits(model, x_adv, batch_size=batch_size, device=device)
-        accuracy[name] = float((logits.argmax(1) == y).float().mean())
-    return accuracy
