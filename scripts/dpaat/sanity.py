@@ -22,6 +22,8 @@ from typing import Any
 
 import pandas as pd
 
+from dpaat.attack_kinds import DEFAULT_NORM, DEFAULT_STEPS
+
 # Every check, in report order, with the property it verifies (a failed check is a flag).
 CHECKS: dict[str, str] = {
     "l2_falls_with_eps": "L2 robust accuracy does not rise as eps grows (PGD curve over eps multiples)",
@@ -175,11 +177,11 @@ def sanity_checks(
     # More steps: every L2 PGD run from the clean image at the training eps, by number of steps.
     same_eps = {**test_attacks, **plan.attacks}
     runs = sorted(
-        (int(cfg.get("steps") or 1), name)
+        (int(cfg.get("steps") or DEFAULT_STEPS["pgd"]), name)
         for name, cfg in same_eps.items()
         if cfg.get("kind") == "pgd"
         and not cfg.get("restarts")
-        and (cfg.get("norm") or "l2") == "l2"
+        and (cfg.get("norm") or DEFAULT_NORM["pgd"]) == "l2"
         and math.isclose(float(cfg["eps"]), plan.training_eps)
         and name in accuracy
     )
