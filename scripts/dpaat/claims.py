@@ -221,13 +221,24 @@ def compare(
     n_resamples: int,
     seed: int,
     claim: str = "",
+    cells: dict[tuple[Any, ...], stats.Interval] | None = None,
 ) -> Comparison:
-    """Arm A against arm B on `archs`: both cells, their difference (paired bootstrap) and the paired test."""
+    """Arm A against arm B on `archs`: both cells, their difference (paired bootstrap) and the paired test.
+
+    `cells` memoises each arm's interval across calls: a claim's subject meets every competitor.
+    """
     labels = preds.labels(archs)
     pa, pb = preds.probs(*a, archs), preds.probs(*b, archs)
     scale = SCALE[metric]
-    value_a = stats.cell_interval(metric, labels, pa, n_resamples=n_resamples, seed=seed, scale=scale)
-    value_b = stats.cell_interval(metric, labels, pb, n_resamples=n_resamples, seed=seed, scale=scale)
+    cells = {} if cells is None else cells
+
+    def cell(arm: tuple[str, str], probs: np.ndarray) -> stats.Interval:
+        key = (id(preds), metric, arm, tuple(archs))
+        if key not in cells:
+            cells[key] = stats.cell_interval(metric, labels, probs, n_resamples=n_resamples, seed=seed, scale=scale)
+        return cells[key]
+
+    value_a, value_b = cell(a, pa), cell(b, pb)
     diff = stats.difference_interval(metric, labels, pa, pb, n_resamples=n_resamples, seed=seed)
     effect = stats.Interval(diff.estimate * scale, diff.low * scale, diff.high * scale)
     n = pa.shape[0] * pa.shape[1] * pa.shape[2]
@@ -264,6 +275,7 @@ def evaluate_claims(
     ablation's own schedule) when given, else on the main models like the others.
     """
     plans, comparisons = [], []
+    cells: dict[tuple[Any, ...], stats.Interval] = {}
     for claim in claims:
         preds = ablation if claim.ablation and ablation is not None else main
         archs = [
@@ -278,7 +290,7 @@ def evaluate_claims(
             plans.append((claim, [], reason))
             continue
         mine = [
-            compare(preds, claim.metric, a, b, archs, n_resamples=n_resamples, seed=seed, claim=claim.id)
+            compare(preds, claim.metric, a, b, archs, n_resamples=n_resamples, seed=seed, claim=claim.id, cells=cells)
             for a, b in claim.arms()
         ]
         comparisons += mine
