@@ -121,9 +121,9 @@ def download_files(
     return records
 
 
-def file_record(path: Path, role: Role, published_md5: str | None = None) -> dict[str, Any]:
-    """Manifest record of a file: its computed md5 and whether it equals `published_md5`."""
-    return _record(path, role, md5_file(path), published_md5)
+def file_record(path: Path, role: Role) -> dict[str, Any]:
+    """Manifest record of a file with no published md5 (a generated one): its computed md5."""
+    return _record(path, role, md5_file(path), None)
 
 
 def _record(path: Path, role: Role, md5: str, published_md5: str | None) -> dict[str, Any]:
