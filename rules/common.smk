@@ -3,9 +3,9 @@
 import sys
 from pathlib import Path
 
-# The library's torch-free helpers (the ImageNet checkpoint check) run in snakemake itself.
+# The library's torch-free helpers (ImageNet checkpoint paths, job resources) run in snakemake itself.
 sys.path.insert(0, str(Path(workflow.basedir).parent / "scripts"))
-from dpaat.imagenet_weights import missing_weights_error
+from dpaat.imagenet_weights import weights_file
 from dpaat import job_resources
 from dpaat.job_resources import mem_mb, runtime_minutes
 from dpaat.sanity import SanityPlan
@@ -97,17 +97,30 @@ def adversarial_dir(wildcards):
     return f"results/attacks/{wildcards.seed}/{wildcards.method}/{wildcards.arch}"
 
 
-def imagenet_weights_checked(wildcards):
-    """No input, but planning a train job fails (at `snakemake -n`) when an ImageNet checkpoint is missing.
+WEIGHTS_RECORD = "results/weights/imagenet.json"
+# Where rule weights puts each checkpoint on this machine (TORCH_HOME): a rule parameter, so
+# a machine whose torch cache is elsewhere fetches them again (and retrains nothing).
+WEIGHTS_DESTINATIONS = {
+    arch: str(weights_file(arch, files=config["models"]["weights_files"]))
+    for arch in ARCHS
+}
 
-    The checkpoints are not inputs: their folder differs between machines, and moving
-    machines must rerun nothing.
+
+def imagenet_weights(wildcards):
+    """The weights rule's record when models.pretrained, else nothing.
+
+    Ancient: a rerun of rule weights (another machine, a new arch) retrains nothing.
     """
-    if config["models"]["pretrained"]:
-        error = missing_weights_error(ARCHS)
-        if error:
-            raise WorkflowError(error)
-    return []
+    return ancient(WEIGHTS_RECORD) if config["models"]["pretrained"] else []
+
+
+if config["models"]["pretrained"] and Path(WEIGHTS_RECORD).is_file():
+    _gone = [p for p in WEIGHTS_DESTINATIONS.values() if not Path(p).is_file()]
+    if _gone:
+        logger.warning(
+            f"{WEIGHTS_RECORD} lists ImageNet checkpoints that are gone ({', '.join(_gone)}): "
+            "add --forcerun weights to fetch them again (trained models are kept)"
+        )
 
 
 def job_runtime(rule, training=None):

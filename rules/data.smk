@@ -8,6 +8,9 @@ ACQUIRE_SETTINGS = {
     "isic2018": ["source", "isic_base_url"],
     "local": ["source", "local_dir", "local_layout", "require_published_checksums"],
 }
+# The sources acquire downloads: it then runs where snakemake runs (a cluster's login node
+# has the internet, its compute nodes often not); generating or hashing files may go to a node.
+DOWNLOADING_SOURCES = {"ham10000", "isic2018"}
 
 
 rule acquire:
@@ -18,7 +21,7 @@ rule acquire:
         "results/logs/data/acquire.log",
     benchmark:
         "results/benchmarks/data/acquire.tsv"
-    localrule: True
+    localrule: config["data"]["source"] in DOWNLOADING_SOURCES
     conda:
         "../envs/data.yaml"
     # Rendering the synthetic images is the first job and nothing else can run beside it.

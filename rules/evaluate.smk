@@ -59,6 +59,10 @@ if OWN_ABLATION:
             f"results/logs/{ABLATION_TAG}/evaluate/{{seed}}/{{method}}/{{arch}}.log",
         benchmark:
             f"results/benchmarks/{ABLATION_TAG}/evaluate/{{seed}}/{{method}}/{{arch}}.tsv"
+        resources:
+            gpu=gpu_count,
+            mem_mb=job_mem_mb("evaluate_ablation"),
+            runtime=job_runtime("evaluate_ablation"),
         params:
             # Fig. 3 needs the clean pass and the confusion attack only.
             attacks=ABLATION_ATTACKS,

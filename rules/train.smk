@@ -1,10 +1,31 @@
+rule weights:
+    """Download each architecture's ImageNet checkpoint into the torch cache (kept when present), sha256-verified."""
+    output:
+        record=WEIGHTS_RECORD,
+    log:
+        "results/logs/weights.log",
+    benchmark:
+        "results/benchmarks/weights.tsv"
+    # Downloads: run where snakemake runs (the login node has the internet, compute nodes often not).
+    localrule: True
+    conda:
+        "../envs/data.yaml"
+    params:
+        archs=ARCHS,
+        base_url=config["models"]["weights_base_url"],
+        files=config["models"]["weights_files"],
+        destinations=WEIGHTS_DESTINATIONS,
+    script:
+        "../scripts/weights.py"
+
+
 rule train:
     """Train one method on one architecture with one seed (a GPU job when CUDA is visible)."""
     input:
         train=lambda w: cache_path("train", w.arch),
         val=lambda w: cache_path("val", w.arch),
         reference=reference_weights,
-        imagenet=imagenet_weights_checked,
+        imagenet=imagenet_weights,
     output:
         weights="results/models/{seed}/{method}/{arch}/weights.pt",
         history="results/models/{seed}/{method}/{arch}/history.parquet",

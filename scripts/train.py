@@ -1,8 +1,11 @@
 """Stage script: train one method on one architecture with one seed."""
 
+from pathlib import Path
+
 import torch
 
 from dpaat.data import load_cache
+from dpaat.imagenet_weights import recorded_weights_file
 from dpaat.io import write_json
 from dpaat.methods import build_method
 from dpaat.models import build_model
@@ -29,7 +32,11 @@ if snakemake.input.reference:
     log.info("AMAT xi = %.4f (mean clean validation CE of %s)", xi, snakemake.input.reference)
 
 torch.manual_seed(seed)
-model = build_model(w.arch, len(train_split.classes), pretrained=snakemake.params.pretrained)
+# Where rule weights put the ImageNet checkpoint (its record is an input only when pretrained).
+imagenet = recorded_weights_file(snakemake.input.imagenet, w.arch) if snakemake.params.pretrained else None
+if imagenet is not None:
+    log.info("starting from the ImageNet weights in %s", imagenet)
+model = build_model(w.arch, len(train_split.classes), pretrained=snakemake.params.pretrained, weights_file=imagenet)
 method = build_method(w.method, snakemake.params.training, num_samples=len(train_split.labels), xi=xi)
 log.info(
     "training %s on %s, seed %d: %d train and %d val images at %d px",
@@ -70,3 +77,5 @@ write_json(
     snakemake.output.run,
 )
 log.info("best epoch %d, val loss %.4f", result.best_epoch, result.best_val_loss)
+# Every output is written: the checkpoint (kept by a killed job, for its resume) has served.
+Path(snakemake.params.checkpoint).unlink(missing_ok=True)

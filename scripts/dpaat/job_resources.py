@@ -8,6 +8,7 @@ architecture's GFLOPs at the job's resolution (torchvision's figures, scaled by 
             sat/amat/d_b 2K+6, dpaat/d_a 4K+8 (K = training adversary steps)
   evaluate  n_test × (1 + Σ over the test and sanity attacks of their forward units:
             2 × steps + 1 for the gradient attacks, see dpaat.attack_kinds.forward_units)
+  evaluate_ablation  n_test × (1 + forward units of evaluation.confusion_attack)
   gradcam   n_test × 3 × (methods)
 
   runtime [min] = attempt × ceil(setup_minutes + margin × GFLOP / throughput / 60)
@@ -15,12 +16,24 @@ architecture's GFLOPs at the job's resolution (torchvision's figures, scaled by 
   mem_mb        = base_mem_mb + the job's cached images in MB × a per-rule factor
                   (train 2: images and their device copy; evaluate 13: uint8 test set,
                   float32 adversarial set and its batches; gradcam 5: a float32 copy)
+
+`gpu_gflops` (or `cpu_gflops_per_thread`) is best measured: after the first jobs on a new
+machine, `PYTHONPATH=scripts python -m dpaat.job_resources calibrate results/benchmarks
+--configfile <the run's config>` divides each finished job's work by the seconds in its
+Snakemake benchmark file and prints the value to set.
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
 import math
-from collections.abc import Mapping
+import re
+import statistics
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dpaat.attack_kinds import forward_units
@@ -45,7 +58,7 @@ TRAIN_UNITS = {
     "dpaat": lambda k: 4 * k + 8,
     "d_a": lambda k: 4 * k + 8,
 }
-MEMORY_FACTOR = {"train": 2, "evaluate": 13, "gradcam": 5}
+MEMORY_FACTOR = {"train": 2, "evaluate": 13, "evaluate_ablation": 13, "gradcam": 5}
 
 
 def image_size(config: Mapping[str, Any], arch: str) -> int:
@@ -84,6 +97,10 @@ def work_gflop(config: Mapping[str, Any], rule: str, arch: str, method: str | No
         ]
         n_classes = len(config["data"]["classes"])
         units = sizes["test"] * (1 + sum(forward_units(attack, n_classes) for attack in attacks))
+    elif rule == "evaluate_ablation":
+        # Fig. 3 needs the clean pass and the confusion attack only (no sanity attacks).
+        confusion = next(a for a in config["attacks"] if a["name"] == config["evaluation"]["confusion_attack"])
+        units = sizes["test"] * (1 + forward_units(confusion, len(config["data"]["classes"])))
     elif rule == "gradcam":
         units = sizes["test"] * 3 * len(config["report"]["gradcam_methods"])
     else:
@@ -108,3 +125,113 @@ def mem_mb(config: Mapping[str, Any], rule: str, arch: str) -> int:
     images = sizes["train"] + sizes["val"] if rule == "train" else sizes["test"]
     cached_mb = images * 3 * image_size(config, arch) ** 2 / 1e6
     return math.ceil(config["job_resources"]["base_mem_mb"] + MEMORY_FACTOR[rule] * cached_mb)
+
+
+# --------------------------------------------------------------- calibration from measured jobs
+
+REPO = Path(__file__).resolve().parents[2]
+# The model rules' benchmark files (rules/*.smk) and the rule each is the benchmark of.
+_BENCHMARKS = (
+    (re.compile(r"train/\d+/(?P<method>\w+)/(?P<arch>\w+)\.tsv"), "train"),
+    (re.compile(r"evaluate/\d+/\w+/(?P<arch>\w+)\.tsv"), "evaluate"),
+    (re.compile(r"gradcam/(?P<arch>\w+)\.tsv"), "gradcam"),
+    (re.compile(r"ablation/batch(?P<batch>\d+)_epochs(?P<epochs>\d+)/train/\d+/(?P<method>\w+)/(?P<arch>\w+)\.tsv"), "train_ablation"),
+    (re.compile(r"ablation/batch\d+_epochs\d+/evaluate/\d+/\w+/(?P<arch>\w+)\.tsv"), "evaluate_ablation"),
+)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One rule and architecture's finished jobs: how many, and their median GFLOP/s."""
+
+    rule: str
+    arch: str
+    jobs: int
+    gflops: float
+
+
+def benchmark_seconds(path: str | Path) -> float:
+    """Wall-clock seconds of a job from its Snakemake benchmark file (the mean of its rows)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    if not rows or "s" not in rows[0]:
+        raise ValueError(f"{path} is not a Snakemake benchmark file (no 's' column)")
+    return statistics.fmean(float(row["s"]) for row in rows)
+
+
+def measured_gflops(benchmark_dir: str | Path, config: Mapping[str, Any]) -> list[Measured]:
+    """GFLOP/s of every finished model job under `benchmark_dir` (its work under `config` over its seconds),
+    as the median per rule and architecture."""
+    per_group: dict[tuple[str, str], list[float]] = {}
+    root = Path(benchmark_dir)
+    for path in sorted(root.rglob("*.tsv")):
+        rel = path.relative_to(root).as_posix()
+        for pattern, rule in _BENCHMARKS:
+            match = pattern.fullmatch(rel)
+            if match:
+                break
+        else:
+            continue  # the data and report rules have no resource model
+        found = match.groupdict()
+        settings = config
+        if rule == "train_ablation":
+            training = {**config["training"], "batch_size": int(found["batch"]), "epochs": int(found["epochs"])}
+            settings = {**config, "training": training}
+        model_rule = "train" if rule == "train_ablation" else rule
+        work = work_gflop(settings, model_rule, found["arch"], found.get("method"))
+        per_group.setdefault((rule, found["arch"]), []).append(work / benchmark_seconds(path))
+    return [Measured(rule, arch, len(v), statistics.median(v)) for (rule, arch), v in sorted(per_group.items())]
+
+
+def calibrated_setting(config: Mapping[str, Any], measured: Sequence[Measured]) -> tuple[str, float]:
+    """The job_resources key and value the measurements call for: the slowest rule and architecture's
+    GFLOP/s (per thread on a CPU config), so every measured job would get at least margin x its time."""
+    slowest = min(m.gflops for m in measured)
+    if config["training"]["device"] == "cpu":
+        return "cpu_gflops_per_thread", slowest / max(1, config["training"]["threads"])
+    return "gpu_gflops", slowest
+
+
+def load_config(configfiles: Sequence[str | Path]) -> dict[str, Any]:
+    """config/config.yaml updated with `configfiles` as snakemake does, validated, with the schema's defaults."""
+    import yaml
+    from snakemake.utils import validate
+
+    config: dict[str, Any] = {}
+    for path in [REPO / "config" / "config.yaml", *configfiles]:
+        _update(config, yaml.safe_load(Path(path).read_text()) or {})
+    validate(config, str(REPO / "config" / "schema" / "config.schema.yaml"), set_default=True)
+    return config
+
+
+def _update(config: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(config.get(key), dict):
+            _update(config[key], value)
+        else:
+            config[key] = value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`calibrate BENCHMARK_DIR [--configfile ...]`: measured GFLOP/s per rule and arch, and the value to set."""
+    parser = argparse.ArgumentParser(prog="python -m dpaat.job_resources", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    calibrate = commands.add_parser("calibrate", help="GFLOP/s of finished jobs from their benchmark files")
+    calibrate.add_argument("benchmark_dir", help="the run's results/benchmarks")
+    calibrate.add_argument("--configfile", nargs="*", default=[], help="the config file(s) the run used")
+    args = parser.parse_args(argv)
+    config = load_config(args.configfile)
+    measured = measured_gflops(args.benchmark_dir, config)
+    if not measured:
+        print(f"no finished model jobs under {args.benchmark_dir}: run some first", file=sys.stderr)
+        return 1
+    print(f"{'rule':<18} {'arch':<20} {'jobs':>4} {'GFLOP/s':>10}")
+    for m in measured:
+        print(f"{m.rule:<18} {m.arch:<20} {m.jobs:>4} {m.gflops:>10.1f}")
+    key, value = calibrated_setting(config, measured)
+    print(f"set job_resources.{key}: {float(f'{value:.3g}'):g}  (now {config['job_resources'][key]})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -194,14 +194,13 @@ def weights_path(arch: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / _spec(arch).weights_file
 
 
-def _load_imagenet_weights(arch: str, backbone: nn.Module) -> None:
-    """Load the cached ImageNet checkpoint into the 1000-class backbone; never downloads."""
-    path = weights_path(arch)
+def _load_imagenet_weights(arch: str, backbone: nn.Module, path: Path) -> None:
+    """Load the cached ImageNet checkpoint at `path` into the 1000-class backbone; never downloads."""
     if not path.is_file():
         raise FileNotFoundError(
             f"ImageNet weights for {arch} were requested but {path} does not exist (jobs never download). "
-            f"Fix: put {path.name} (from {_spec(arch).weights.url}) there, or set TORCH_HOME to a torch cache "
-            "that holds it under hub/checkpoints/, or set models.pretrained: false."
+            "Fix: rerun snakemake with --forcerun weights where the internet is (rule weights fetches it; trained "
+            f"models are kept), or put {path.name} there, or set models.pretrained: false."
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
     fixed = {}
@@ -235,8 +234,14 @@ def _replace_head(backbone: nn.Module, path: str, num_classes: int) -> None:
     backbone.set_submodule(path, new)
 
 
-def build_model(arch: str, num_classes: int, *, pretrained: bool = False) -> Classifier:
-    """Build `arch` for `num_classes` classes, from cached ImageNet weights when `pretrained`."""
+def build_model(
+    arch: str, num_classes: int, *, pretrained: bool = False, weights_file: str | os.PathLike | None = None
+) -> Classifier:
+    """Build `arch` for `num_classes` classes, from ImageNet weights when `pretrained`.
+
+    The weights are read from `weights_file` (where rule weights put them), else from the
+    torch cache under torchvision's name (`weights_path`).
+    """
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     spec = _spec(arch)
@@ -245,7 +250,7 @@ def build_model(arch: str, num_classes: int, *, pretrained: bool = False) -> Cla
         kwargs["init_weights"] = False  # the checkpoint overwrites every weight; InceptionV3's init is slow
     backbone = spec.builder(weights=None, **kwargs)
     if pretrained:
-        _load_imagenet_weights(arch, backbone)
+        _load_imagenet_weights(arch, backbone, Path(weights_file) if weights_file else weights_path(arch))
     _replace_head(backbone, spec.head, num_classes)
     _make_activations_out_of_place(backbone)
     return Classifier(arch, backbone)

@@ -1,8 +1,8 @@
-"""HTTP download with resume, a progress bar and md5 verification.
+"""HTTP download with resume, a progress bar and md5 (or sha256 prefix) verification.
 
 Bytes go to `<dest>.part` (kept across failed attempts and reruns, so a cut connection
 resumes with an HTTP Range request) and the file is renamed to `dest` only once its
-size and md5 check out: a file under its final name is always a verified one.
+size and digest check out: a file under its final name is always a verified one.
 """
 
 from __future__ import annotations
@@ -42,6 +42,15 @@ def md5_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def partial_path(dest: str | os.PathLike) -> Path:
     """Where the unverified bytes of a download to `dest` accumulate."""
     dest = Path(dest)
@@ -54,24 +63,28 @@ def download(
     *,
     md5: str | None = None,
     size: int | None = None,
+    sha256_prefix: str | None = None,
+    setting: str = "data.base_url",
     retries: int = 5,
     backoff: float = 2.0,
     timeout: float = 60.0,
     progress: bool = True,
 ) -> str:
-    """Download `url` to `dest`, resuming a partial download, verify size and md5; return the md5.
+    """Download `url` to `dest`, resuming a partial download, verify size and digests; return the md5.
 
-    A `dest` already in place with the expected md5 is kept. `retries` counts consecutive
-    attempts that brought no new byte; the wait doubles from `backoff` seconds.
+    A `dest` already in place with the expected md5 (and sha256 prefix) is kept. `retries`
+    counts consecutive attempts that brought no new byte; the wait doubles from `backoff`
+    seconds. `setting` is the config key an error tells the user to check.
     """
     dest = Path(dest)
     name = dest.name
     if dest.exists():
         got = md5_file(dest)
-        if md5 is None or got == md5:
+        problem = _digest_problem(dest, md5, got, sha256_prefix)
+        if problem is None:
             log.info("%s already downloaded (md5 %s)", name, got)
             return got
-        log.warning("%s has md5 %s, expected %s: downloading it again", name, got, md5)
+        log.warning("%s in place: downloading it again", problem)
         dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = partial_path(dest)
@@ -79,38 +92,53 @@ def download(
     while True:
         before = _size(part)
         try:
-            _fetch(url, part, name=name, size=size, timeout=timeout, progress=progress)
+            _fetch(url, part, name=name, size=size, timeout=timeout, progress=progress, setting=setting)
             break
         except _Interrupted as err:
             failures = 0 if _size(part) > before else failures + 1
             if failures > retries:
                 raise DataError(
                     f"downloading {name} from {url} failed {failures} times in a row ({err}): "
-                    "check the connection and data.base_url, then rerun (a partial download resumes)"
+                    f"check the connection and {setting}, then rerun (a partial download resumes)"
                 ) from None
             wait = backoff * 2 ** max(failures - 1, 0)
             log.warning("%s: %s; resuming from byte %d in %.1f s", name, err, _size(part), wait)
             time.sleep(wait)
     got = md5_file(part)
-    problem = None
     if size is not None and _size(part) != size:
         problem = f"size mismatch for {name}: expected {size} bytes, got {_size(part)}"
-    elif md5 is not None and got != md5:
-        problem = f"md5 mismatch for {name}: expected {md5}, got {got}"
+    else:
+        problem = _digest_problem(part, md5, got, sha256_prefix, name)
     if problem:
         # A rerun must neither trust nor resume these bytes.
         part.unlink()
-        raise DataError(f"{problem} (downloaded from {url}); the bad file was deleted: check data.base_url and rerun")
+        raise DataError(f"{problem} (downloaded from {url}); the bad file was deleted: check {setting} and rerun")
     os.replace(part, dest)
     log.info("%s downloaded and verified (md5 %s)", name, got)
     return got
+
+
+def _digest_problem(
+    path: Path, md5: str | None, got_md5: str, sha256_prefix: str | None, name: str | None = None
+) -> str | None:
+    """Why the file at `path` (of md5 `got_md5`) is not the expected `name`, or None when it is."""
+    name = name or path.name
+    if md5 is not None and got_md5 != md5:
+        return f"md5 mismatch for {name}: expected {md5}, got {got_md5}"
+    if sha256_prefix:
+        got = sha256_file(path)
+        if not got.startswith(sha256_prefix):
+            return f"sha256 mismatch for {name}: expected a sha256 starting {sha256_prefix}, got {got}"
+    return None
 
 
 def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def _fetch(url: str, part: Path, *, name: str, size: int | None, timeout: float, progress: bool) -> None:
+def _fetch(
+    url: str, part: Path, *, name: str, size: int | None, timeout: float, progress: bool, setting: str
+) -> None:
     """Append the rest of `url` to `part`; raise _Interrupted when the transfer stops early."""
     start = _size(part)
     if size is not None and start > size:
@@ -131,7 +159,8 @@ def _fetch(url: str, part: Path, *, name: str, size: int | None, timeout: float,
         if err.code in _RETRY_STATUS:
             raise _Interrupted(f"HTTP {err.code} {err.reason}") from None
         raise DataError(
-            f"HTTP {err.code} {err.reason} for {url} ({name}): check data.base_url and the datafile id"
+            f"HTTP {err.code} {err.reason} for {url} ({name}): check {setting}"
+            + (" and the datafile id" if setting == "data.base_url" else "")
         ) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
         raise _Interrupted(f"connection failed: {err}") from None
@@ -141,7 +170,7 @@ def _fetch(url: str, part: Path, *, name: str, size: int | None, timeout: float,
         total = offset + int(length) if length is not None else None
         if size is not None and total is not None and total != size:
             raise DataError(
-                f"{url} ({name}) is {total} bytes, expected {size}: not the published file; check data.base_url"
+                f"{url} ({name}) is {total} bytes, expected {size}: not the published file; check {setting}"
             )
         written = 0
         with open(part, "r+b" if offset else "wb") as fh, tqdm(

@@ -1,0 +1,14 @@
+"""Stage script: put each architecture's ImageNet checkpoint in the torch cache, verified, and record where."""
+
+from dpaat.data.stage import run_stage
+from dpaat.imagenet_weights import fetch_weights
+from dpaat.io import write_json
+
+
+def main() -> None:
+    params = snakemake.params
+    records = fetch_weights(params.archs, base_url=params.base_url, files=params.files)
+    write_json({"base_url": params.base_url, "checkpoints": records}, snakemake.output.record)
+
+
+run_stage(snakemake.log[0], main)
