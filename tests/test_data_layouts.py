@@ -117,6 +117,41 @@ def test_kaggle_zip_read_in_place(ham, tmp_path):
     assert not list(tmp_path.glob("raw/local/*"))  # nothing unpacked beside the zip
 
 
+def test_a_folder_holding_only_the_kaggle_zip_is_read_as_that_zip(ham, tmp_path, caplog):
+    folder, table = ham
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    archive = kaggle_zip(folder, downloads / "skin-cancer-mnist-ham10000.zip")
+    (downloads / "README.txt").write_text("from Kaggle")
+    with caplog.at_level("INFO"):
+        manifest, index = local(tmp_path, downloads, table)
+    assert f"reading {archive.name} as the dataset" in caplog.text
+    direct = acquire(
+        {"source": "local", "local_dir": str(archive)}, tmp_path / "direct", tmp_path / "direct/m.json", files=table
+    )
+    assert manifest["layout"] == direct["layout"] == "kaggle"
+    assert manifest["files"] == direct["files"]
+    assert len(index) == 14
+
+
+def test_a_folder_without_any_layout_lists_what_it_holds_beside_what_each_layout_expects(ham, tmp_path):
+    folder, table = ham
+    other = write_tree(tmp_path / "other", {f"notes_{i}.txt": b"x" for i in range(12)} | {"photo.png": b"png"})
+    with pytest.raises(DataError) as err:
+        local(tmp_path, other, table)
+    message = str(err.value)
+    assert "Found: notes_0.txt, notes_1.txt, notes_10.txt" in message and "and 3 more" in message
+    for layout in ("dataverse: HAM10000_images_part_1.zip", "kaggle: the folders", "folders:", "isic2018:"):
+        assert layout in message
+    # A lone zip holding no layout: the error names the zip and what it holds.
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    with zipfile.ZipFile(lonely / "photos.zip", "w") as archive:
+        archive.writestr("holiday.jpg", b"jpg")
+    with pytest.raises(DataError, match=r"holds one zip, photos\.zip, read as the dataset: .*Found: holiday\.jpg"):
+        local(tmp_path, lonely, table)
+
+
 def test_kaggle_zip_with_an_escaping_member_is_refused_at_acquire(ham, tmp_path):
     folder, table = ham
     archive = kaggle_zip(folder, tmp_path / "archive.zip")

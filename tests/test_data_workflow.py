@@ -7,7 +7,7 @@ import shutil
 
 import pandas as pd
 import pytest
-from data_helpers import isic_members, kaggle_tree, own_members, tiny_ham, write_tree
+from data_helpers import isic_members, kaggle_tree, kaggle_zip, own_members, tiny_ham, write_tree
 from test_workflow import copy_repo, snakemake
 
 from dpaat.io import read_parquet_metadata
@@ -31,6 +31,11 @@ def build(layout, ham, dest):
         return shutil.copytree(ham, dest), lesions
     if layout == "kaggle":
         return kaggle_tree(ham, dest), lesions
+    if layout == "kaggle_zip_in_folder":
+        # Kaggle's download as it arrives, alone in a folder.
+        dest.mkdir()
+        kaggle_zip(ham, dest / "archive.zip")
+        return dest, lesions
     if layout == "isic2018":
         return write_tree(dest, isic_members(ham)), lesions
     members, renamed = own_members(ham)
@@ -38,7 +43,7 @@ def build(layout, ham, dest):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", ["dataverse", "kaggle", "isic2018", "folders"])
+@pytest.mark.parametrize("layout", ["dataverse", "kaggle", "isic2018", "folders", "kaggle_zip_in_folder"])
 def test_split_of_a_local_folder_in_each_layout(ham, tmp_path, layout):
     local_dir, lesions = build(layout, ham, tmp_path / "copy")
     workdir = copy_repo(tmp_path / "workflow")
@@ -62,7 +67,7 @@ def test_split_of_a_local_folder_in_each_layout(ham, tmp_path, layout):
     assert splits.groupby("lesion_id")["split"].nunique().max() == 1
     assert splits["lesion_id"].nunique() < len(splits)  # some lesions do have several images
     stored = read_parquet_metadata(workdir / "results/data/splits.parquet")["dpaat"]
-    assert stored["layout"] == layout and stored["lesion_grouping"].startswith("lesion_id from")
+    assert stored["layout"] == layout.removesuffix("_zip_in_folder") and stored["lesion_grouping"].startswith("lesion_id from")
     achieved = splits.groupby(["split", "dx"]).size()
     assert {(c["split"], c["dx"]): c["achieved"] for c in stored["counts"]} == achieved.to_dict()
     counts = pd.read_csv(workdir / "results/tables/split_counts.csv")

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from snakemake.utils import validate
 
-from dpaat.job_resources import ARCH_GFLOPS, TRAIN_UNITS, mem_mb, runtime_minutes, split_sizes, work_gflop
+from dpaat.job_resources import (
+    ARCH_GFLOPS,
+    TRAIN_UNITS,
+    calibrated_setting,
+    measured_gflops,
+    mem_mb,
+    runtime_minutes,
+    split_sizes,
+    work_gflop,
+)
+from dpaat.job_resources import load_config as load_config_files
 from dpaat.models import ARCHITECTURES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,3 +90,73 @@ def test_cpu_jobs_scale_with_threads_and_image_area():
 def test_unknown_rule_is_an_error():
     with pytest.raises(ValueError, match="no resource model"):
         work_gflop(load_config("config.yaml"), "report", "mobilenet_v2")
+
+
+def test_evaluate_ablation_asks_only_for_the_clean_pass_and_the_confusion_attack():
+    config = load_config("paper.yaml")
+    assert config["evaluation"]["confusion_attack"] == "pgd20"
+    # 897 test images x (clean 1 + PGD-20's 2 x 20 + 1) units of 3.664 GFLOP.
+    work = 897 * 42 * 3.664
+    assert work_gflop(config, "evaluate_ablation", "resnet34") == pytest.approx(work)
+    assert runtime_minutes(config, "evaluate_ablation", "resnet34") == math.ceil(5 + 2 * work / 1000 / 60) == 10
+    assert mem_mb(config, "evaluate_ablation", "resnet34") == mem_mb(config, "evaluate", "resnet34")
+
+
+def test_the_two_evaluate_rules_request_what_their_own_attacks_cost(tmp_path):
+    """The planned jobs' requests for the same model: evaluate's every attack, evaluate_ablation's two passes."""
+    from test_workflow import IMAGENET_WEIGHTS_URLS, snakemake, torch_cache
+
+    config = load_config_files([REPO / "config/paper.yaml"])  # on top of config/config.yaml, as snakemake reads it
+    targets = {
+        "evaluate": "results/metrics/models/0/at/resnet34.parquet",
+        "evaluate_ablation": "results/ablation/batch64_epochs100/metrics/models/0/at/resnet34.parquet",
+    }
+    env = torch_cache(tmp_path, IMAGENET_WEIGHTS_URLS)
+    run = snakemake(REPO, *targets.values(), "-n", "--configfile", "config/paper.yaml", timeout=120, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    planned = {
+        rule: int(re.search(r"runtime=(\d+)", body).group(1))
+        for rule, body in re.findall(r"^rule (\w+):\n((?:    .*\n)+)", run.stdout, flags=re.MULTILINE)
+        if rule in targets
+    }
+    expected = {rule: runtime_minutes(config, rule, "resnet34") for rule in targets}
+    assert planned == expected
+    assert expected["evaluate_ablation"] * 50 < expected["evaluate"]
+
+
+def write_benchmark(path: Path, seconds: float) -> None:
+    """A Snakemake benchmark file of one finished job."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time"
+    path.write_text(f"{header}\n{seconds}\t0:00:{int(seconds):02d}\t700.1\t3000.2\t400.0\t420.5\t0.1\t5.2\t95.0\t{seconds}\n")
+
+
+def test_calibration_from_hand_built_benchmark_files(tmp_path):
+    bench = tmp_path / "benchmarks"
+    # tests/configs/tiny.yaml without the sanity attacks: 36 train, 12 val, 18 test images at 48 px, K = 2.
+    write_benchmark(bench / "train/0/std/mobilenet_v2.tsv", 10)  # 2 epochs x (36 x 3 + 12 x 6) = 360 units
+    write_benchmark(bench / "train/1/std/mobilenet_v2.tsv", 30)
+    write_benchmark(bench / "evaluate/0/std/mobilenet_v2.tsv", 99)  # 18 x (1 + FGSM 3 + PGD-3 7) = 198 units
+    write_benchmark(bench / "ablation/batch8_epochs2/train/0/at/mobilenet_v2.tsv", 81)  # 3 x (36 x 7 + 12 x 6) = 972
+    write_benchmark(bench / "data/acquire.tsv", 5)  # no resource model: ignored
+    (tmp_path / "nosanity.yaml").write_text("sanity: {enabled: false}\n")
+    configs = [REPO / "tests/configs/tiny.yaml", tmp_path / "nosanity.yaml"]
+    config = load_config_files(configs)
+    unit = 0.301 * (48 / 224) ** 2  # MobileNetV2's GFLOP per image at 48 px
+    measured = {(m.rule, m.arch): (m.jobs, m.gflops) for m in measured_gflops(bench, config)}
+    assert measured == {
+        ("train", "mobilenet_v2"): (2, pytest.approx((360 * unit / 10 + 360 * unit / 30) / 2)),  # median of two
+        ("evaluate", "mobilenet_v2"): (1, pytest.approx(198 * unit / 99)),
+        ("train_ablation", "mobilenet_v2"): (1, pytest.approx(972 * unit / 81)),
+    }
+    # The slowest (evaluate, 2 units a second) sets the value; a CPU config's is per thread (tiny: 1 thread).
+    assert calibrated_setting(config, measured_gflops(bench, config)) == ("cpu_gflops_per_thread", pytest.approx(2 * unit))
+    on_gpu = {**config, "training": {**config["training"], "device": "auto"}}
+    assert calibrated_setting(on_gpu, measured_gflops(bench, on_gpu)) == ("gpu_gflops", pytest.approx(2 * unit))
+    cli = subprocess.run(
+        [sys.executable, "-m", "dpaat.job_resources", "calibrate", str(bench), "--configfile", *map(str, configs)],
+        cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(REPO / "scripts")}, capture_output=True, text=True,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert f"set job_resources.cpu_gflops_per_thread: {2 * unit:.3g}  (now 4)" in cli.stdout
+    assert re.search(r"^evaluate\s+mobilenet_v2\s+1\s+0\.0276$", cli.stdout, flags=re.MULTILINE)

@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(f"{'rule':<18} {'arch':<20} {'jobs':>4} {'GFLOP/s':>10}")
     for m in measured:
-        print(f"{m.rule:<18} {m.arch:<20} {m.jobs:>4} {m.gflops:>10.1f}")
+        print(f"{m.rule:<18} {m.arch:<20} {m.jobs:>4} {m.gflops:>10.3g}")
     key, value = calibrated_setting(config, measured)
     print(f"set job_resources.{key}: {float(f'{value:.3g}'):g}  (now {config['job_resources'][key]})")
     return 0

@@ -5,7 +5,8 @@ The copies researchers have, each recognised as it comes (nothing to rename):
   without the `dataset` column), optionally the lesion-mask zip;
 - kaggle: the unzipped `HAM10000_images_part_{1,2}/` folders and their lower-case
   duplicates with the csv (the `hmnist_*.csv` files are ignored), as a folder or as the
-  Kaggle zip itself (`archive.zip`, read in place);
+  Kaggle zip itself (`archive.zip`, read in place; also when it is the only dataset file
+  of the folder `data.local_dir` names);
 - folders: any folders of `ISIC_<digits>.jpg` images beside a csv with HAM10000's columns
   (a lab's own collection, or ISIC 2018's images with HAM10000's metadata);
 - isic2018: `ISIC2018_Task3_Training_Input/` (or its zip), the Task 3 ground truth csv (or its
@@ -44,6 +45,14 @@ _WHY = {
 _KAGGLE_FOLDER = re.compile(r"^ham10000_images_part_\d+$", re.IGNORECASE)
 _IGNORED_CSV = re.compile(r"^hmnist_.*\.csv$", re.IGNORECASE)
 _SHOWN = 10
+# What each layout expects, for the error when a folder holds none of them.
+_EXPECTS = {
+    "dataverse": "HAM10000_images_part_1.zip and HAM10000_images_part_2.zip beside HAM10000_metadata.csv",
+    "kaggle": "the folders HAM10000_images_part_1/ and HAM10000_images_part_2/ of ISIC_*.jpg images beside "
+    "HAM10000_metadata.csv, or Kaggle's zip of them (archive.zip, any name)",
+    "folders": f"folders of ISIC_<digits>.jpg images beside a csv with the columns {', '.join(METADATA_COLUMNS)}",
+    "isic2018": f"{isic2018.INPUT_FOLDER}/ (or its zip) beside {isic2018.GROUND_TRUTH_NAME} (or its zip)",
+}
 
 
 @dataclass
@@ -116,6 +125,14 @@ def find_layout(
         raise DataError(f"data.local_layout {layout!r} is not one of {['auto', *LAYOUTS]}: fix data.local_layout")
     tree = _Tree(root)
     candidates = _candidates(tree, files)
+    zips = [rel for rel in tree.files if rel.lower().endswith(".zip")]
+    if not candidates and not tree.in_zip and len(zips) == 1:
+        # A download as it arrives (Kaggle's archive.zip) in a folder of its own: read the zip.
+        log.info("data.local_dir %s holds no dataset files but one zip: reading %s as the dataset", root, zips[0])
+        try:
+            return find_layout(root / zips[0], files=files, layout=layout, strict=strict, md5s=md5s)
+        except DataError as err:
+            raise DataError(f"data.local_dir {root} holds one zip, {zips[0]}, read as the dataset: {err}") from None
     if layout != "auto":
         if layout not in candidates:
             raise DataError(
@@ -366,9 +383,8 @@ def _incomplete(tree: _Tree, candidates: Mapping[str, Layout]) -> DataError:
     """The error for a folder without a complete layout: what each partial layout lacks, and what is there."""
     where = f"data.local_dir {tree.root}"
     if not candidates:
-        lacks = (
-            f"lacks {' and '.join(f.name for f in HAM10000_FILES if f.role == 'images')} (or the unzipped ISIC_*.jpg "
-            f"images) and {METADATA_NAME}"
+        lacks = "holds no copy in a layout the workflow knows; each expects: " + "; ".join(
+            f"{name}: {expects}" for name, expects in _EXPECTS.items()
         )
         if tree.in_zip and any(r.lower().endswith(".zip") for r in tree.files):
             lacks += " (zips inside a zip are not read in place: unzip it and point data.local_dir at the folder)"
