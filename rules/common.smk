@@ -98,8 +98,8 @@ def adversarial_dir(wildcards):
 
 
 WEIGHTS_RECORD = "results/weights/imagenet.json"
-# Where rule weights puts each checkpoint on this machine (TORCH_HOME): a rule parameter, so
-# a machine whose torch cache is elsewhere fetches them again (and retrains nothing).
+# Where the weights job puts each checkpoint on this machine (TORCH_HOME). A parameter of
+# that job, so a machine whose torch cache is elsewhere fetches them again (retraining nothing).
 WEIGHTS_DESTINATIONS = {
     arch: str(weights_file(arch, files=config["models"]["weights_files"]))
     for arch in ARCHS
@@ -107,9 +107,9 @@ WEIGHTS_DESTINATIONS = {
 
 
 def imagenet_weights(wildcards):
-    """The weights rule's record when models.pretrained, else nothing.
+    """The weights job's record when models.pretrained, else nothing.
 
-    Ancient: a rerun of rule weights (another machine, a new arch) retrains nothing.
+    Ancient, so a rerun of the weights job (another machine, a new arch) retrains nothing.
     """
     return ancient(WEIGHTS_RECORD) if config["models"]["pretrained"] else []
 

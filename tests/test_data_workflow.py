@@ -67,7 +67,9 @@ def test_split_of_a_local_folder_in_each_layout(ham, tmp_path, layout):
     assert splits.groupby("lesion_id")["split"].nunique().max() == 1
     assert splits["lesion_id"].nunique() < len(splits)  # some lesions do have several images
     stored = read_parquet_metadata(workdir / "results/data/splits.parquet")["dpaat"]
-    assert stored["layout"] == layout.removesuffix("_zip_in_folder") and stored["lesion_grouping"].startswith("lesion_id from")
+    assert stored["layout"] == layout.removesuffix("_zip_in_folder") and stored["lesion_grouping"].startswith(
+        "lesion_id from"
+    )
     achieved = splits.groupby(["split", "dx"]).size()
     assert {(c["split"], c["dx"]): c["achieved"] for c in stored["counts"]} == achieved.to_dict()
     counts = pd.read_csv(workdir / "results/tables/split_counts.csv")

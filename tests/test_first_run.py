@@ -58,8 +58,12 @@ def test_pretrained_run_downloads_verifies_trains_survives_a_kill_and_downloads_
         args = [TARGET, "--cores", "2", "--configfile", "pretrained.yaml"]
         # Killed (kill -9, the whole process group) once the training job has checkpointed an epoch.
         first = subprocess.Popen(
-            [*SNAKEMAKE, *args], cwd=workdir, env=os.environ | env, start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [*SNAKEMAKE, *args],
+            cwd=workdir,
+            env=os.environ | env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 300
         while not (workdir / CHECKPOINT).exists() and first.poll() is None and time.monotonic() < deadline:

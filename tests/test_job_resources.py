@@ -128,7 +128,9 @@ def write_benchmark(path: Path, seconds: float) -> None:
     """A Snakemake benchmark file of one finished job."""
     path.parent.mkdir(parents=True, exist_ok=True)
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time"
-    path.write_text(f"{header}\n{seconds}\t0:00:{int(seconds):02d}\t700.1\t3000.2\t400.0\t420.5\t0.1\t5.2\t95.0\t{seconds}\n")
+    path.write_text(
+        f"{header}\n{seconds}\t0:00:{int(seconds):02d}\t700.1\t3000.2\t400.0\t420.5\t0.1\t5.2\t95.0\t{seconds}\n"
+    )
 
 
 def test_calibration_from_hand_built_benchmark_files(tmp_path):
@@ -150,12 +152,18 @@ def test_calibration_from_hand_built_benchmark_files(tmp_path):
         ("train_ablation", "mobilenet_v2"): (1, pytest.approx(972 * unit / 81)),
     }
     # The slowest (evaluate, 2 units a second) sets the value; a CPU config's is per thread (tiny: 1 thread).
-    assert calibrated_setting(config, measured_gflops(bench, config)) == ("cpu_gflops_per_thread", pytest.approx(2 * unit))
+    assert calibrated_setting(config, measured_gflops(bench, config)) == (
+        "cpu_gflops_per_thread",
+        pytest.approx(2 * unit),
+    )
     on_gpu = {**config, "training": {**config["training"], "device": "auto"}}
     assert calibrated_setting(on_gpu, measured_gflops(bench, on_gpu)) == ("gpu_gflops", pytest.approx(2 * unit))
     cli = subprocess.run(
         [sys.executable, "-m", "dpaat.job_resources", "calibrate", str(bench), "--configfile", *map(str, configs)],
-        cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(REPO / "scripts")}, capture_output=True, text=True,
+        cwd=tmp_path,
+        env=os.environ | {"PYTHONPATH": str(REPO / "scripts")},
+        capture_output=True,
+        text=True,
     )
     assert cli.returncode == 0, cli.stderr
     assert f"set job_resources.cpu_gflops_per_thread: {2 * unit:.3g}  (now 4)" in cli.stdout

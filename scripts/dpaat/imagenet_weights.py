@@ -60,9 +60,7 @@ def sha256_prefix(name: str) -> str | None:
     return match.group(1) if match and match.group(1) else None
 
 
-def weights_file(
-    arch: str, environ: Mapping[str, str] | None = None, files: Mapping[str, str] | None = None
-) -> Path:
+def weights_file(arch: str, environ: Mapping[str, str] | None = None, files: Mapping[str, str] | None = None) -> Path:
     """The cached ImageNet checkpoint of `arch`, named as torch.hub names a download."""
     return checkpoint_dir(environ) / file_name(arch, files)
 

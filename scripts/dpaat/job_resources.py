@@ -135,7 +135,10 @@ _BENCHMARKS = (
     (re.compile(r"train/\d+/(?P<method>\w+)/(?P<arch>\w+)\.tsv"), "train"),
     (re.compile(r"evaluate/\d+/\w+/(?P<arch>\w+)\.tsv"), "evaluate"),
     (re.compile(r"gradcam/(?P<arch>\w+)\.tsv"), "gradcam"),
-    (re.compile(r"ablation/batch(?P<batch>\d+)_epochs(?P<epochs>\d+)/train/\d+/(?P<method>\w+)/(?P<arch>\w+)\.tsv"), "train_ablation"),
+    (
+        re.compile(r"ablation/batch(?P<batch>\d+)_epochs(?P<epochs>\d+)/train/\d+/(?P<method>\w+)/(?P<arch>\w+)\.tsv"),
+        "train_ablation",
+    ),
     (re.compile(r"ablation/batch\d+_epochs\d+/evaluate/\d+/\w+/(?P<arch>\w+)\.tsv"), "evaluate_ablation"),
 )
 

@@ -136,9 +136,7 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def _fetch(
-    url: str, part: Path, *, name: str, size: int | None, timeout: float, progress: bool, setting: str
-) -> None:
+def _fetch(url: str, part: Path, *, name: str, size: int | None, timeout: float, progress: bool, setting: str) -> None:
     """Append the rest of `url` to `part`; raise _Interrupted when the transfer stops early."""
     start = _size(part)
     if size is not None and start > size:
