@@ -101,6 +101,8 @@ def test_tiny_run_writes_every_target(tiny_run):
     assert scores["energy_in_mask"].dropna().between(0, 1).all()
     splits = pd.read_parquet(results / "data/splits.parquet")
     assert splits.groupby("lesion_id")["split"].nunique().max() == 1
+    # Each training job (the ablation's too) deleted its checkpoint once its files were written.
+    assert not [p for p in (results / "checkpoints").rglob("*") if p.is_file()]
 
 
 @pytest.mark.slow

@@ -200,7 +200,8 @@ def _load_imagenet_weights(arch: str, backbone: nn.Module, path: Path) -> None:
         raise FileNotFoundError(
             f"ImageNet weights for {arch} were requested but {path} does not exist (jobs never download). "
             "Fix: rerun snakemake with --forcerun weights where the internet is (rule weights fetches it; trained "
-            f"models are kept), or put {path.name} there, or set models.pretrained: false."
+            f"models are kept), or put {path.name} there, or set TORCH_HOME to a torch cache that holds it under "
+            "hub/checkpoints/, or set models.pretrained: false."
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
     fixed = {}
