@@ -116,7 +116,9 @@ def test_without_the_pin_avx512_kernels_train_another_model(pinned_widest):
 def test_the_pinned_job_reproduces_the_committed_reference(pinned_widest):
     """A machine on which the pin does not hold fails here, loudly (tests/cpu_kernels_reference.json)."""
     if torch.__version__.split("+")[0] != REFERENCE["torch"].split("+")[0]:
-        pytest.skip(f"the reference was made with torch {REFERENCE['torch']} (requirements.txt); this is {torch.__version__}")
+        pytest.skip(
+            f"the reference was made with torch {REFERENCE['torch']} (requirements.txt); this is {torch.__version__}"
+        )
     assert pinned_widest["job"] == REFERENCE["job"]
     assert pinned_widest["train_loss"] == REFERENCE["train_loss"], (
         f"the pinned reference job's losses {pinned_widest['train_loss']} differ from the committed "

@@ -111,8 +111,14 @@ def reference_job(
         "threads": 1,
         "deterministic": True,
         "augmentation": {
-            "enabled": False, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2,
-            "horizontal_flip": True, "vertical_flip": True, "affine_degrees": 10, "rotation_degrees": 50,
+            "enabled": False,
+            "brightness": 0.2,
+            "contrast": 0.2,
+            "saturation": 0.2,
+            "horizontal_flip": True,
+            "vertical_flip": True,
+            "affine_degrees": 10,
+            "rotation_degrees": 50,
         },
     }
     torch.manual_seed(0)
