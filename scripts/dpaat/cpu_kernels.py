@@ -10,8 +10,8 @@ weights; ATen's own capability (`ATEN_CPU_CAPABILITY`), `MKL_ENABLE_INSTRUCTIONS
 `MKL_CBWR=AVX2` changed nothing there. MKL's code path does decide the result
 (`MKL_CBWR=COMPATIBLE` changes the weights) and MKL picks AVX-512 code on an Intel CPU
 that has it, where on that AMD machine neither MKL setting changes anything; so
-`MKL_ENABLE_INSTRUCTIONS=AVX2` is set as well, for Intel machines. It costs nothing on
-the AMD machine: its results and speed are unchanged.
+`MKL_ENABLE_INSTRUCTIONS=AVX2` is set as well, for Intel machines (not tried on one);
+on the AMD machine it leaves weights and speed as they are.
 
 `pin_cpu_kernels` must run before anything imports torch: every stage script calls it
 first. Running this module (`python -m dpaat.cpu_kernels`) trains the tiny reference
