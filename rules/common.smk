@@ -9,6 +9,7 @@ from dpaat.imagenet_weights import weights_file
 from dpaat import job_resources
 from dpaat.job_resources import mem_mb, runtime_minutes
 from dpaat.sanity import SanityPlan
+from dpaat.front_page import front_page
 
 SEEDS = [str(seed) for seed in config["seeds"]]
 ARCHS = config["models"]["archs"]
@@ -31,6 +32,8 @@ SANITY.check_names(ATTACKS)
 # What every evaluate job runs: the configured test attacks, then the sanity attacks.
 EVAL_ATTACKS = {**ATTACKS, **SANITY.attacks}
 SPLITS = ["train", "val", "test"]
+# The HTML report's front page (report/workflow.rst) in words: its template sees only the config.
+config["report_front_page"] = front_page(config, "results/data/splits.parquet")
 # What a training job depends on: everything under `training` except the list of
 # methods, so adding a method does not retrain the others, and the execution settings
 # (the jobs read them from snakemake.config and snakemake.threads), so moving to

@@ -1,5 +1,10 @@
 """Stage script: every model's metrics rows in one schema-checked Parquet table."""
 
+from dpaat.cpu_kernels import pin_cpu_kernels
+
+# Before anything imports torch: the math libraries read their instruction set once.
+pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
+
 import pandas as pd
 
 from dpaat.metrics import write_metrics

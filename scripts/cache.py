@@ -1,5 +1,10 @@
 """Stage script: resize one split's images (and masks) into a uint8 tensor cache."""
 
+from dpaat.cpu_kernels import pin_cpu_kernels
+
+# Before anything imports torch: the math libraries read their instruction set once.
+pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
+
 import pandas as pd
 
 from dpaat.data.cache import build_cache, write_cache

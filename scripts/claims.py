@@ -1,5 +1,10 @@
 """Stage script: a verdict on each claim of the paper, and DPAAT's paired comparisons with AT, SAT and AMAT."""
 
+from dpaat.cpu_kernels import pin_cpu_kernels
+
+# Before anything imports torch: the math libraries read their instruction set once.
+pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
+
 from dpaat.claims import (
     Predictions,
     comparisons_markdown,

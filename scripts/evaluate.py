@@ -1,5 +1,10 @@
 """Stage script: one trained model's clean and adversarial evaluation into its metrics and predictions."""
 
+from dpaat.cpu_kernels import pin_cpu_kernels
+
+# Before anything imports torch: the math libraries read their instruction set once.
+pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
+
 from dpaat.data import load_cache
 from dpaat.evaluation import attack_specs, evaluate_model, metrics_rows, predictions_frame, write_predictions
 from dpaat.metrics import write_metrics

@@ -1,5 +1,10 @@
 """Stage script: Grad-CAM of several methods on one architecture (Fig. 4) and its lesion-mask scores."""
 
+from dpaat.cpu_kernels import pin_cpu_kernels
+
+# Before anything imports torch: the math libraries read their instruction set once.
+pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
+
 import pandas as pd
 
 from dpaat.data import load_cache

@@ -1,5 +1,10 @@
 """Stage script: Grad-CAM localisation scores of every architecture in one table, and its summary table."""
 
+from dpaat.cpu_kernels import pin_cpu_kernels
+
+# Before anything imports torch: the math libraries read their instruction set once.
+pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
+
 import pandas as pd
 
 from dpaat.io import write_parquet, write_text

@@ -1,5 +1,10 @@
 """Stage script: Tables I and II, Figs. 2 and 3 and the training curves from the metrics."""
 
+from dpaat.cpu_kernels import pin_cpu_kernels
+
+# Before anything imports torch: the math libraries read their instruction set once.
+pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
+
 from pathlib import Path
 
 import pandas as pd

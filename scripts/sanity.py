@@ -1,5 +1,10 @@
 """Stage script: sanity checks against gradient masking for every model, their table and the robustness curves."""
 
+from dpaat.cpu_kernels import pin_cpu_kernels
+
+# Before anything imports torch: the math libraries read their instruction set once.
+pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
+
 from dpaat.figures import robustness_curves_figure
 from dpaat.io import write_parquet, write_text
 from dpaat.metrics import read_metrics

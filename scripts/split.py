@@ -1,5 +1,10 @@
 """Stage script: split the configured classes into train/val/test, grouped by lesion; tabulate the counts."""
 
+from dpaat.cpu_kernels import pin_cpu_kernels
+
+# Before anything imports torch: the math libraries read their instruction set once.
+pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
+
 from dpaat import io as atomic
 from dpaat.data.extract import METADATA_KEY, read_index
 from dpaat.data.split import count_markdown, count_table, make_splits, requested_counts, split_metadata, write_splits

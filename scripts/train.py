@@ -1,5 +1,10 @@
 """Stage script: train one method on one architecture with one seed."""
 
+from dpaat.cpu_kernels import kernel_record, pin_cpu_kernels
+
+# Before anything imports torch: the math libraries read their instruction set once.
+CPU_KERNELS = pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
+
 from pathlib import Path
 
 import torch
@@ -73,6 +78,7 @@ write_json(
         "amat_xi": xi,
         "training": snakemake.params.training,
         "pretrained": snakemake.params.pretrained,
+        "cpu_kernels": kernel_record(CPU_KERNELS),
     },
     snakemake.output.run,
 )

@@ -69,9 +69,9 @@ def test_hand_worked_paper_resnet34_dpaat():
     # InceptionV3 at its own 299 px costs its native GFLOPs.
     assert work_gflop(paper_only, "evaluate", "inception_v3") == pytest.approx(897 * 208 * 5.713)
     # APGD-100: 2 x 101 + 1; AutoAttack (100 steps, 3 classes, 5000 queries): 4 x 101 + 600 + 5001;
-    # the sanity attacks: 5 L2 + 5 Linf curve points of 10 steps (21 each), a 10-step restart
-    # run (21) and a 1000-query Square (1001).
-    units = 208 + 203 + 6005 + 10 * 21 + 21 + 1001
+    # the sanity attacks: 5 L2 + 5 Linf curve points of 10 steps (21 each), the restart check's
+    # 10-step PGD from one random start (21) and from the best of 5 (5 x 20 + 1), a 1000-query Square (1001).
+    units = 208 + 203 + 6005 + 10 * 21 + 21 + 101 + 1001
     assert work_gflop(config, "evaluate", "resnet34") == pytest.approx(897 * units * 3.664)
     assert mem_mb(config, "evaluate", "resnet34") == math.ceil(3000 + 13 * 897 * 3 * 224 * 224 / 1e6)
 

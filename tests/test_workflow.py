@@ -56,8 +56,8 @@ def test_tiny_run_writes_every_target(tiny_run):
     results = workdir / "results"
     metrics = pd.read_parquet(results / "metrics/metrics.parquet")
     # std, at, amat, dpaat on one arch, each clean + two attacks + the sanity attacks
-    # (L2 curve at 1x and 4x eps, a Linf curve point, a restart run, Square)
-    attacks = ["clean", "fgsm", "pgd3", "curvel2x1", "curvel2x4", "curvelinf4", "restarts", "square"]
+    # (L2 curve at 1x and 4x eps, a Linf curve point, one random start and the best of two, Square)
+    attacks = ["clean", "fgsm", "pgd3", "curvel2x1", "curvel2x4", "curvelinf4", "restart1", "restarts", "square"]
     assert len(metrics) == 4 * len(attacks)
     assert set(metrics["attack"]) == set(attacks)
     assert metrics["accuracy"].between(0, 1).all()
@@ -70,6 +70,7 @@ def test_tiny_run_writes_every_target(tiny_run):
     for method in ("at", "dpaat"):
         run_record = json.loads((ablation / f"models/0/{method}/mobilenet_v2/run.json").read_text())
         assert (run_record["training"]["batch_size"], run_record["training"]["epochs"]) == (8, 2)
+        assert run_record["cpu_kernels"]["reproducible_cpu_kernels"] is True  # the schema's default
         assert len(pd.read_parquet(ablation / f"models/0/{method}/mobilenet_v2/history.parquet")) == 1 + 2
     # One evaluation job per model wrote its per-image predictions; adversarial images are not kept.
     predictions = pd.read_parquet(results / "predictions/0/dpaat/mobilenet_v2.parquet")
@@ -132,6 +133,8 @@ def test_html_report(tiny_run):
     assert run.returncode == 0, run.stderr[-3000:]
     html = (workdir / "results/report.html").read_text(errors="replace")
     assert "ablation.png" in html and "table1.csv" in html and "claims.csv" in html
+    # The front page in words, with the split the run achieved (tests/test_front_page.py checks it has no repr).
+    assert "STD, AT, AMAT and DPAAT" in html and "achieved split: train" in html
 
 
 def test_lint_is_silent():

@@ -188,24 +188,26 @@ def pgd_restarts(
 ) -> Tensor:
     """PGD from `restarts` random starts in the eps ball: per image, the first run that fools the model.
 
-    Images no run fools keep the first run's result. Seeded by `seed` (a generator of its own).
+    Images no run fools keep the first run's result; each later run attacks only the images
+    the runs before it left unfooled. Seeded by `seed` (a generator of its own), so the first
+    run is the same for any number of restarts.
     """
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    best, fooled = None, None
-    for _ in range(restarts):
-        x_adv = pgd(
-            model, x, y, eps=eps, steps=steps, step_size=step_size, norm=norm, random_start=True, generator=generator
-        )
+    attack = dict(eps=eps, steps=steps, step_size=step_size, norm=norm, random_start=True, generator=generator)
+    best = pgd(model, x, y, **attack)
+    with eval_mode(model), torch.no_grad():
+        fooled = model(best).argmax(dim=1) != y
+    for _ in range(restarts - 1):
+        left = (~fooled).nonzero().flatten()
+        if len(left) == 0:
+            break
+        x_adv = pgd(model, x[left], y[left], **attack)
         with eval_mode(model), torch.no_grad():
-            wrong = model(x_adv).argmax(dim=1) != y
-        if best is None:
-            best, fooled = x_adv, wrong
-            continue
-        new = wrong & ~fooled
-        best = torch.where(new.view(-1, *([1] * (x.ndim - 1))), x_adv, best)
-        fooled = fooled | wrong
+            wrong = model(x_adv).argmax(dim=1) != y[left]
+        best[left[wrong]] = x_adv[wrong]
+        fooled[left[wrong]] = True
     return best
 
 

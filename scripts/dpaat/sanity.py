@@ -3,9 +3,10 @@
 A defence that only hides its gradients looks robust to gradient attacks while being
 no more robust. Its tell-tale signs, each a named check here: robust accuracy does not
 fall as eps grows, or stays above chance at an eps large enough to change any image's
-class; more PGD steps or random restarts score *higher* than fewer; the black-box Square
-attack (which needs no gradient) is markedly stronger than white-box PGD at the same eps;
-iterative I-FGSM is weaker than single-step FGSM.
+class; more PGD steps score *higher* than fewer; the best of k random starts breaks
+markedly more images than its first start alone (one run gets stuck on a rugged loss
+surface); the black-box Square attack (which needs no gradient) is markedly stronger
+than white-box PGD at the same eps; iterative I-FGSM is weaker than single-step FGSM.
 
 `SanityPlan.from_config` turns the `sanity` config into extra test attacks (ordinary
 attack config entries, run by the evaluation like the others); `sanity_checks` reads the
@@ -31,11 +32,13 @@ CHECKS: dict[str, str] = {
     "linf_falls_with_eps": "Linf robust accuracy does not rise as eps grows (I-FGSM curve)",
     "linf_reaches_chance": "Linf robust accuracy at the largest eps is at or below chance",
     "more_steps_not_weaker": "PGD with more steps never scores higher than with fewer (training eps, L2)",
-    "restarts_not_weaker": "PGD from random restarts never scores higher than PGD from the clean image",
+    "restarts_not_weaker": "PGD from one random start is not markedly weaker than the best of k random starts",
     "square_not_stronger": "black-box Square is not markedly stronger than white-box PGD at the same eps",
     "ifgsm_not_weaker": "I-FGSM is not weaker than FGSM at the same eps",
 }
 SANITY_COLUMNS: tuple[str, ...] = ("seed", "method", "arch", "check", "passed", "value", "detail")
+# Standard errors of an accuracy on n test images that the restart check allows on top of the tolerance.
+RESTART_NOISE_SE = 2.0
 
 
 def _eps_name(value: float) -> str:
@@ -85,18 +88,17 @@ class SanityPlan:
                 curve.append(point)
                 attacks[point.name] = {"kind": "ifgsm", "eps": point.eps, "steps": steps}
         restart_name = restart_reference = None
-        if sanity["restarts"] > 0:
-            restart_reference = f"curve{norm}x1"
-            if restart_reference not in attacks:
-                attacks[restart_reference] = {"kind": "pgd", "eps": eps, "steps": steps, "norm": norm}
-            restart_name = "restarts"
-            attacks[restart_name] = {
-                "kind": "pgd",
-                "eps": eps,
-                "steps": steps,
-                "norm": norm,
-                "restarts": int(sanity["restarts"]),
-            }
+        restarts = int(sanity["restarts"])
+        if restarts == 1:
+            raise ValueError(
+                "sanity.restarts is the k of the restart check's best-of-k PGD, compared with its first start: "
+                "set it to 2 or more, or to 0 for no restart check"
+            )
+        if restarts > 1:
+            # The same seed draws the same first start: the two runs differ only in the starts after it.
+            restart_reference, restart_name = "restart1", "restarts"
+            for name, runs in ((restart_reference, 1), (restart_name, restarts)):
+                attacks[name] = {"kind": "pgd", "eps": eps, "steps": steps, "norm": norm, "restarts": runs}
         square_name = None
         if sanity["square_queries"] > 0:
             square_name = "square"
@@ -157,13 +159,15 @@ def sanity_checks(
     plan: SanityPlan,
     test_attacks: Mapping[str, Mapping[str, Any]],
     chance: float,
+    n_images: int | None = None,
 ) -> list[dict[str, Any]]:
     """One row per check (CHECKS order) for one model: passed (None when its attacks are absent), value, detail.
 
     `accuracy` maps attack names ("clean" included) to accuracies; `test_attacks` are the
     configured test attacks (name -> config entry), whose PGD, FGSM and I-FGSM runs the
     steps and FGSM checks also read. `value` is the check's measured gap (positive = the
-    wrong way); a check fails when the gap exceeds `plan.tolerance`.
+    wrong way); a check fails when the gap exceeds `plan.tolerance` (the restart check
+    also allows the sampling noise of an accuracy on `n_images` test images).
     """
     tol = plan.tolerance
     rows: list[dict[str, Any]] = []
@@ -195,12 +199,7 @@ def sanity_checks(
     else:
         rows.append(_row("more_steps_not_weaker", None, math.nan, "fewer than two PGD runs at the training eps"))
 
-    if plan.restart_name in accuracy and plan.restart_reference in accuracy:
-        gap = accuracy[plan.restart_name] - accuracy[plan.restart_reference]
-        detail = f"random restarts {accuracy[plan.restart_name]:.3f} vs from the clean image {accuracy[plan.restart_reference]:.3f}"
-        rows.append(_row("restarts_not_weaker", gap <= tol, gap, detail))
-    else:
-        rows.append(_row("restarts_not_weaker", None, math.nan, "no restart run"))
+    rows.append(_restart_row(accuracy, plan, n_images))
 
     white_box = [name for _, name in runs]
     if plan.square_name in accuracy and white_box:
@@ -229,6 +228,31 @@ def sanity_checks(
     return rows
 
 
+def restart_allowance(tolerance: float, accuracy: float, n_images: int | None) -> float:
+    """The restart check's allowed gain: the tolerance plus RESTART_NOISE_SE binomial standard errors on n images.
+
+    Which images a random start breaks is chance; on 60 test images at 50 % accuracy one
+    standard error is 6.5 points, so a few images gained by other starts are no sign of masking.
+    """
+    if not n_images:
+        return tolerance
+    return tolerance + RESTART_NOISE_SE * math.sqrt(accuracy * (1 - accuracy) / n_images)
+
+
+def _restart_row(accuracy: Mapping[str, float], plan: SanityPlan, n_images: int | None) -> dict[str, Any]:
+    """restarts_not_weaker: what the best of k random starts gains over its own first start (same seed)."""
+    if plan.restart_name not in accuracy or plan.restart_reference not in accuracy:
+        return _row("restarts_not_weaker", None, math.nan, "no restart run")
+    first, best = accuracy[plan.restart_reference], accuracy[plan.restart_name]
+    gain, allowed = first - best, restart_allowance(plan.tolerance, first, n_images)
+    images = f" on {n_images} images" if n_images else ""
+    detail = (
+        f"first random start {first:.3f}, best of the restarts {best:.3f}: "
+        f"gain {gain:+.3f}, allowed {allowed:.3f}{images}"
+    )
+    return _row("restarts_not_weaker", gain <= allowed, gain, detail)
+
+
 def sanity_table(
     metrics: pd.DataFrame, plan: SanityPlan, test_attacks: Mapping[str, Mapping[str, Any]]
 ) -> pd.DataFrame:
@@ -239,8 +263,9 @@ def sanity_table(
         clean = rows[rows["attack"] == "clean"]
         if clean.empty:
             raise ValueError(f"model {seed}/{method}/{arch} has no clean metrics row; rerun its evaluation")
-        chance = chance_level(clean["confusion"].iloc[0])
-        for row in sanity_checks(accuracy, plan, test_attacks, chance):
+        confusion = clean["confusion"].iloc[0]
+        n_images = sum(sum(row) for row in confusion)
+        for row in sanity_checks(accuracy, plan, test_attacks, chance_level(confusion), n_images):
             records.append({"seed": int(seed), "method": method, "arch": arch, **row})
     table = pd.DataFrame.from_records(records, columns=list(SANITY_COLUMNS))
     return table.astype({"passed": "boolean"})
