@@ -1,5 +1,10 @@
 """Stage script: put each architecture's ImageNet checkpoint in the torch cache, verified, and record where."""
 
+from dpaat.cpu_kernels import pin_cpu_kernels
+
+# Before anything imports torch: the math libraries read their instruction set once.
+pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
+
 from dpaat.data.stage import run_stage
 from dpaat.imagenet_weights import fetch_weights
 from dpaat.io import write_json
