@@ -263,6 +263,34 @@ def test_accuracy_difference_interval_is_exact_percentile_or_bca_by_discordance(
     assert interval(stats.MIN_BCA_DISCORDANT)[1] == "BCa"
 
 
+def test_permutation_pvalue_is_the_exact_enumeration():
+    rng = np.random.default_rng(6)
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    pa = rng.dirichlet(np.ones(3), (1, 1, 8))
+    pb = rng.dirichlet(np.ones(3), (1, 1, 8))
+    # Ties between a class's scores: the presorted swap must end a threshold where sklearn does.
+    pa[0, 0, 3], pb[0, 0, 5] = pb[0, 0, 1], pa[0, 0, 1]
+
+    def diff(a, b):
+        return _sklearn("map", y, a[0, 0], np.ones(8)) - _sklearn("map", y, b[0, 0], np.ones(8))
+
+    observed = diff(pa, pb)
+    null = []
+    for swap in itertools.product([False, True], repeat=8):
+        s = np.array(swap)[None, None, :, None]
+        null.append(diff(np.where(s, pb, pa), np.where(s, pa, pb)))
+    null = np.array(null)
+    tol = 1e-12
+    exact = min(1.0, 2 * min((null >= observed - tol).mean(), (null <= observed + tol).mean()))
+    test = stats.permutation_test("map", y, pa, pb, n_resamples=1000, seed=0)  # 1000 >= 2^8: exact
+    assert test.pvalue == pytest.approx(exact)
+    assert test.statistic == pytest.approx(observed, abs=1e-12)
+    assert np.sort(test.null) == pytest.approx(np.sort(null), abs=1e-12)
+    # The smallest statistic it calls significant at 0.05: the enumerated null's critical value.
+    crit = min(t for t in np.abs(null) if t > 0 and min(1.0, 2 * (null >= t - tol).mean()) < 0.05)
+    assert test.detectable(0.05) == pytest.approx(crit)
+
+
 def test_mean_interval_of_groups_with_nan():
     a = np.array([0.2, np.nan, 0.4, 0.6])
     b = np.array([np.nan, np.nan])

@@ -353,17 +353,57 @@ class PermutationTest:
     statistic: float
     pvalue: float
     null: np.ndarray
+    exact: bool  # the null distribution enumerates every swap
 
     def detectable(self, threshold: float) -> float:
         """Smallest positive statistic this permutation distribution would call significant (p < threshold)."""
         values = np.sort(self.null)
         candidates = np.unique(np.abs(self.null))
         candidates = np.append(candidates[candidates > 0], np.nextafter(values[-1], np.inf))
-        at_least = values.size - np.searchsorted(values, candidates, side="left")
-        # scipy's p of a randomised test: (count + 1) / (resamples + 1) per side, doubled.
-        p = np.minimum(1.0, 2 * (at_least + 1) / (values.size + 1))
+        # Within scipy's relative tolerance of a value counts as reaching it.
+        at_least = values.size - np.searchsorted(values, candidates * (1 - 1e-14), side="left")
+        # scipy's p per side: count / swaps when exact, (count + 1) / (resamples + 1) when randomised; doubled.
+        adjust = 0 if self.exact else 1
+        p = np.minimum(1.0, 2 * (at_least + adjust) / (values.size + adjust))
         ok = p < threshold
         return float(candidates[ok].min()) if ok.any() else math.nan
+
+
+class _SwappedAveragePrecision:
+    """Macro AP of arm-swapped predictions, averaged over archs and seeds, for many swaps without a sort each.
+
+    Each image's score comes from A or B, so the 2N candidate scores per (arch, seed, class) are
+    sorted once; a swap only selects N of them. AP = Σ over thresholds of ΔR·P = (1 / positives) ·
+    Σ over selected positives of the precision at the end of their run of equal scores.
+    """
+
+    def __init__(self, labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray) -> None:
+        n_images, n_classes = probs_a.shape[-2:]
+        candidates = np.concatenate([probs_a, probs_b], axis=-2)  # (A, S, 2N, C)
+        order = np.argsort(-candidates, axis=-2, kind="stable")
+        scores = np.take_along_axis(candidates, order, axis=-2)
+        self.image, self.from_a = order % n_images, order < n_images
+        positive = np.eye(n_classes, dtype=bool)[np.asarray(labels)]  # (N, C)
+        self.positive = np.take_along_axis(np.concatenate([positive, positive])[None, None], order, axis=-2)
+        # Index of the last candidate of each candidate's run of equal scores.
+        last = np.ones(scores.shape, dtype=bool)
+        last[..., :-1, :] = scores[..., 1:, :] != scores[..., :-1, :]
+        idx = np.where(last, np.arange(2 * n_images)[:, None], 2 * n_images)
+        self.run_end = np.minimum.accumulate(idx[..., ::-1, :], axis=-2)[..., ::-1, :] if not last.all() else None
+        self.n_positive = positive.sum(axis=0)  # (C,)
+
+    def __call__(self, take_a: np.ndarray) -> np.ndarray:
+        """take_a (B, N): whether image i's prediction is A's; returns (B,)."""
+        selected = take_a[:, self.image] == self.from_a  # (B, A, S, 2N, C)
+        hits = selected & self.positive
+        tp = np.cumsum(hits, axis=-2)
+        seen = np.cumsum(selected, axis=-2)
+        if self.run_end is not None:  # tied scores: the precision at the end of each run
+            end = np.broadcast_to(self.run_end, selected.shape)
+            tp, seen = np.take_along_axis(tp, end, axis=-2), np.take_along_axis(seen, end, axis=-2)
+        precision = _ratio(tp, seen)
+        ap = _ratio((hits * precision).sum(axis=-2), self.n_positive)  # (B, A, S, C)
+        return ap.mean(axis=-1).mean(axis=(1, 2))
 
 
 def permutation_test(
@@ -382,18 +422,21 @@ def permutation_test(
     """
     probs_a, probs_b = _paired(probs_a, probs_b)
     n_images = probs_a.shape[2]
-    # Resamples per batch so that a batch's swapped scores stay near 4 million floats.
-    batch = max(1, min(_BATCH * 10, 4_000_000 // probs_a.size))
+    # Resamples per batch so that a batch's swapped candidates stay near 4 million.
+    batch = max(1, min(_BATCH * 10, 2_000_000 // probs_a.size))
+    swapped_ap = _SwappedAveragePrecision(labels, probs_a, probs_b) if metric == "map" else None
 
     def statistic(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
         # x holds i (A's prediction of image i) or -i-1 (B's); y the complement.
-        x2 = np.atleast_2d(x)
-        take_a = (x2 >= 0)[:, None, None, :, None]
-        pa = np.where(take_a, probs_a, probs_b)
-        pb = np.where(take_a, probs_b, probs_a)
-        ones = np.ones(n_images)
-        value = weighted_metric(metric, labels, pa, ones).mean(axis=(1, 2))
-        value = value - weighted_metric(metric, labels, pb, ones).mean(axis=(1, 2))
+        take_a = np.atleast_2d(x) >= 0
+        if swapped_ap is not None:
+            value = swapped_ap(take_a) - swapped_ap(~take_a)
+        else:
+            pa = np.where(take_a[:, None, None, :, None], probs_a, probs_b)
+            pb = np.where(take_a[:, None, None, :, None], probs_b, probs_a)
+            ones = np.ones(n_images)
+            value = weighted_metric(metric, labels, pa, ones).mean(axis=(1, 2))
+            value = value - weighted_metric(metric, labels, pb, ones).mean(axis=(1, 2))
         return value if np.ndim(x) > 1 else value[0]
 
     image = np.arange(n_images)
@@ -406,7 +449,8 @@ def permutation_test(
         batch=batch,
         rng=np.random.default_rng(seed),
     )
-    return PermutationTest(float(result.statistic), float(result.pvalue), np.asarray(result.null_distribution))
+    null = np.asarray(result.null_distribution)
+    return PermutationTest(float(result.statistic), float(result.pvalue), null, exact=null.size == 2**n_images)
 
 
 @dataclass(frozen=True)
