@@ -417,21 +417,22 @@ def _verdict_row(claim: Claim, decision: Decision | None, reason: str, alpha: fl
     if claim.relation == "equal":
         p_decisive, level = decision.p, 1 - 2 * alpha
         margin = claim.margin * scale
+        within = f"±{margin:g}{' point' if margin == 1 else unit}"
         # For an equality claim, "detectable" is the narrowest margin every interval fits inside.
         mdd = max(max(abs(x.effect.low), abs(x.effect.high)) for x in decision.comparisons)
         arm = f"{method_label(c.a[0])}'s {_percent(level)} interval"
         if p_decisive < alpha and decision.direction == "supported":
             verdict, why = (
                 "supported",
-                f"every {_percent(level)} interval lies inside ±{margin:g}{unit} (TOST p {_p_text(p_decisive)})",
+                f"every {_percent(level)} interval lies inside {within} (TOST p {_p_text(p_decisive)})",
             )
         elif p_decisive < alpha:
             verdict = "contradicted"
-            why = f"{arm} lies outside ±{margin:g}{unit} (p {_p_text(c.p_different)} × {decision.factor})"
+            why = f"{arm} lies outside {within} (p {_p_text(c.p_different)} × {decision.factor})"
         else:
             verdict = "inconclusive"
-            why = (f"{arm} reaches beyond ±{margin:g}{unit} (TOST p {_p_text(c.pvalue)}); "
-                   f"it fits within ±{mdd:.{1 if scale > 1 else 3}f}{unit}")  # fmt: skip
+            why = (f"{arm} reaches beyond {within} (TOST p {_p_text(c.pvalue)}); "
+                   f"every interval fits within ±{mdd:.{1 if scale > 1 else 3}f}{unit}")  # fmt: skip
     else:
         p_decisive, level = decision.p_holm, stats.CONFIDENCE
         mdd = c.detectable_at(decision.threshold)
