@@ -269,7 +269,7 @@ def compare(
         diff = stats.difference_interval(
             metric, labels, pa, pb, n_resamples=n_resamples, seed=seed, resample_seeds=False
         )
-        return Comparison(**common, effect=scaled(diff), interval="BCa", test="permutation", pvalue=test.pvalue,
+        return Comparison(**common, effect=scaled(diff), interval="BCa", test=f"permutation ({n_permutations})", pvalue=test.pvalue,
                           n_discordant=None, detectable_at=lambda t: scale * test.detectable(t))  # fmt: skip
     flip = stats.sign_flip(pa.argmax(-1) == labels, pb.argmax(-1) == labels)
     detectable = lambda t: scale * flip.detectable(t)  # noqa: E731
@@ -376,7 +376,7 @@ def _warn_of_floors(decisions: Sequence[Decision], n_resamples: int, n_permutati
             ("permutation", 2 / (n_permutations + 1), "permutation_resamples"),
             ("TOST (percentile)", 1 / (n_resamples + 1), "bootstrap_resamples"),
         ):
-            if any(c.test == test for c in d.comparisons) and floor > strictest / 10:
+            if any(c.test.startswith(test) for c in d.comparisons) and floor > strictest / 10:
                 log.warning(
                     "%s: the smallest p of the %s test (%.2g) is not far below the level %.2g it may face "
                     "(Holm over %d claims, %d comparisons); raise report.%s",
@@ -477,7 +477,7 @@ def claims_markdown(table: pd.DataFrame, alpha: float = stats.ALPHA) -> str:
         "claimed-higher side minus the other, in percentage points for accuracy and mAP units for mAP; the row "
         "shows the comparison that decides the verdict. *Directional claims* (X exceeds Y, X is the highest): "
         "accuracy by the exact sign-flip test of the per-image differences, mAP by a paired permutation test "
-        f"(images swap, {stats.PERMUTATIONS} permutations unless configured otherwise); a claim's p is the "
+        "(an image's predictions swap in every CNN and seed; the count in the Test column); a claim's p is the "
         "largest p of the comparisons it needs (all in the claimed direction), or the smallest p going the "
         "other way times the number of comparisons; p = that claim p → Holm-adjusted over the family of "
         f"directional claims, significant below α = {alpha:g}; their intervals are paired bootstrap 95 % "
