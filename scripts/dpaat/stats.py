@@ -379,30 +379,38 @@ class _SwappedAveragePrecision:
 
     def __init__(self, labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray) -> None:
         n_images, n_classes = probs_a.shape[-2:]
-        candidates = np.concatenate([probs_a, probs_b], axis=-2)  # (A, S, 2N, C)
-        order = np.argsort(-candidates, axis=-2, kind="stable")
-        scores = np.take_along_axis(candidates, order, axis=-2)
+        # (A, S, C, 2N): the candidates of a class contiguous, for the cumulative sums along them.
+        candidates = np.moveaxis(np.concatenate([probs_a, probs_b], axis=-2), -1, -2)
+        order = np.argsort(-candidates, axis=-1, kind="stable")
+        scores = np.take_along_axis(candidates, order, axis=-1)
         self.image, self.from_a = order % n_images, order < n_images
-        positive = np.eye(n_classes, dtype=bool)[np.asarray(labels)]  # (N, C)
-        self.positive = np.take_along_axis(np.concatenate([positive, positive])[None, None], order, axis=-2)
-        # Index of the last candidate of each candidate's run of equal scores.
+        positive = np.eye(n_classes, dtype=bool)[np.asarray(labels)].T  # (C, N)
+        self.positive = np.take_along_axis(np.concatenate([positive, positive], axis=-1)[None, None], order, axis=-1)
+        # Index of the last candidate of each candidate's run of equal scores (None: no ties).
         last = np.ones(scores.shape, dtype=bool)
-        last[..., :-1, :] = scores[..., 1:, :] != scores[..., :-1, :]
-        idx = np.where(last, np.arange(2 * n_images)[:, None], 2 * n_images)
-        self.run_end = np.minimum.accumulate(idx[..., ::-1, :], axis=-2)[..., ::-1, :] if not last.all() else None
-        self.n_positive = positive.sum(axis=0)  # (C,)
+        last[..., :-1] = scores[..., 1:] != scores[..., :-1]
+        idx = np.where(last, np.arange(2 * n_images), 2 * n_images)
+        self.run_end = None if last.all() else np.minimum.accumulate(idx[..., ::-1], axis=-1)[..., ::-1]
+        self.n_positive = positive.sum(axis=-1)  # (C,)
+        self.positive_so_far = np.cumsum(self.positive, axis=-1, dtype=np.int32)
+        self.candidates_so_far = np.arange(1, 2 * n_images + 1, dtype=np.int32)
 
-    def __call__(self, take_a: np.ndarray) -> np.ndarray:
-        """take_a (B, N): whether image i's prediction is A's; returns (B,)."""
-        selected = take_a[:, self.image] == self.from_a  # (B, A, S, 2N, C)
+    def difference(self, take_a: np.ndarray) -> np.ndarray:
+        """AP of the swapped A side minus that of the B side; take_a (B, N): image i's A-side prediction is A's."""
+        selected = take_a[:, self.image] == self.from_a  # (B, A, S, C, 2N): the A side's candidates
+        # The B side takes every other candidate: its counts are the complements of the A side's.
         hits = selected & self.positive
-        tp = np.cumsum(hits, axis=-2)
-        seen = np.cumsum(selected, axis=-2)
+        tp = np.cumsum(hits, axis=-1, dtype=np.int32)
+        seen = np.cumsum(selected, axis=-1, dtype=np.int32)
+        tp_b, seen_b = self.positive_so_far - tp, self.candidates_so_far - seen
         if self.run_end is not None:  # tied scores: the precision at the end of each run
             end = np.broadcast_to(self.run_end, selected.shape)
-            tp, seen = np.take_along_axis(tp, end, axis=-2), np.take_along_axis(seen, end, axis=-2)
-        precision = _ratio(tp, seen)
-        ap = _ratio((hits * precision).sum(axis=-2), self.n_positive)  # (B, A, S, C)
+            tp, seen, tp_b, seen_b = (np.take_along_axis(x, end, axis=-1) for x in (tp, seen, tp_b, seen_b))
+        # seen ≥ 1 wherever a hit counts.
+        total = np.where(hits, tp / np.maximum(seen, 1), 0.0) - np.where(
+            self.positive & ~hits, tp_b / np.maximum(seen_b, 1), 0.0
+        )
+        ap = _ratio(total.sum(axis=-1), self.n_positive)  # (B, A, S, C)
         return ap.mean(axis=-1).mean(axis=(1, 2))
 
 
@@ -430,7 +438,7 @@ def permutation_test(
         # x holds i (A's prediction of image i) or -i-1 (B's); y the complement.
         take_a = np.atleast_2d(x) >= 0
         if swapped_ap is not None:
-            value = swapped_ap(take_a) - swapped_ap(~take_a)
+            value = swapped_ap.difference(take_a)
         else:
             pa = np.where(take_a[:, None, None, :, None], probs_a, probs_b)
             pb = np.where(take_a[:, None, None, :, None], probs_b, probs_a)
