@@ -423,28 +423,23 @@ def permutation_test(
     n_resamples: int,
     seed: int,
 ) -> PermutationTest:
-    """Two-sided paired permutation test of cell(A) − cell(B): each image's A and B predictions may swap.
+    """Two-sided paired permutation test of mAP cell(A) − cell(B): each image's A and B predictions may swap.
 
     A swap exchanges one image's predictions in every arch and seed at once (scipy.stats.permutation_test,
     permutation_type="samples"), the exchangeable unit under the null that A and B do equally well.
+    Accuracy has an exact test instead (`sign_flip`).
     """
+    if metric != "map":
+        raise ValueError(f"the paired permutation test is for mAP; compare {metric!r} with sign_flip (accuracy)")
     probs_a, probs_b = _paired(probs_a, probs_b)
     n_images = probs_a.shape[2]
     # Resamples per batch so that a batch's swapped candidates stay near 4 million.
     batch = max(1, min(_BATCH * 10, 2_000_000 // probs_a.size))
-    swapped_ap = _SwappedAveragePrecision(labels, probs_a, probs_b) if metric == "map" else None
+    swapped_ap = _SwappedAveragePrecision(labels, probs_a, probs_b)
 
     def statistic(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
         # x holds i (A's prediction of image i) or -i-1 (B's); y the complement.
-        take_a = np.atleast_2d(x) >= 0
-        if swapped_ap is not None:
-            value = swapped_ap.difference(take_a)
-        else:
-            pa = np.where(take_a[:, None, None, :, None], probs_a, probs_b)
-            pb = np.where(take_a[:, None, None, :, None], probs_b, probs_a)
-            ones = np.ones(n_images)
-            value = weighted_metric(metric, labels, pa, ones).mean(axis=(1, 2))
-            value = value - weighted_metric(metric, labels, pb, ones).mean(axis=(1, 2))
+        value = swapped_ap.difference(np.atleast_2d(x) >= 0)
         return value if np.ndim(x) > 1 else value[0]
 
     image = np.arange(n_images)
