@@ -32,6 +32,7 @@ rule claims:
     params:
         attacks=list(ATTACKS),
         resamples=config["report"]["bootstrap_resamples"],
+        permutations=config["report"]["permutation_resamples"],
         seed=config["report"]["bootstrap_seed"],
     script:
         "../scripts/claims.py"

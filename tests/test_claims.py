@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from dpaat import stats
 from dpaat.claims import (
@@ -116,20 +117,94 @@ def test_verdicts_supported_contradicted_inconclusive():
         _claim(id="down", methods=("at", "dpaat")),
         _claim(id="tiny", methods=("sat", "at")),
         _claim(id="same", relation="equal", methods=("amat",), attacks=("pgd20", "pgd50"), margin=0.01),
+        _claim(id="same_wide", relation="equal", methods=("amat",), attacks=("pgd20", "pgd50"), margin=0.1),
         _claim(id="absent", methods=("d_a", "at")),
     ]
-    table, comparisons = evaluate_claims(preds, claims, n_resamples=300, seed=0)
+    table, decisions = evaluate_claims(preds, claims, n_resamples=300, seed=0)
     verdict = dict(zip(table["id"], table["verdict"]))
-    assert verdict == {"up": "supported", "down": "contradicted", "tiny": "inconclusive", "same": "supported",
-                       "absent": "not tested"}  # fmt: skip
-    tiny = table.set_index("id").loc["tiny"]
+    # Zero flips on 60 images cannot show a gap below 1 point ((0.99)^60 = 0.55) but can show one below 10.
+    assert verdict == {"up": "supported", "down": "contradicted", "tiny": "inconclusive", "same": "inconclusive",
+                       "same_wide": "supported", "absent": "not tested"}  # fmt: skip
+    rows = table.set_index("id")
+    assert rows.loc["same", "p_claim"] == pytest.approx(0.99**N)
+    assert rows.loc["same_wide", "p_claim"] == pytest.approx(0.9**N)
+    assert rows.loc["same", "effect_high"] == pytest.approx(100 * (1 - 0.05 ** (1 / N)))  # exact 90 % bound
+    tiny = rows.loc["tiny"]
     assert tiny["effect"] == pytest.approx(100 * 2 / N)
-    assert tiny["mdd"] == pytest.approx(100 * 6 / N)  # the exact test needs 6 discordant pairs
-    # Holm over the family of four comparisons.
-    raw = [c.pvalue for c in comparisons]
-    assert [c.p_holm for c in comparisons] == pytest.approx(list(stats.holm(raw)))
+    # tiny has the largest p of the three directional claims: Holm's threshold at its rank is α itself, and
+    # the exact test needs 6 images all one way there (binomial: 2/2^6 < 0.05 <= 2/2^5).
+    assert tiny["threshold"] == pytest.approx(0.05)
+    assert scipy_stats.binomtest(6, 6).pvalue < 0.05 <= scipy_stats.binomtest(5, 5).pvalue
+    assert tiny["mdd"] == pytest.approx(100 * 6 / N)
+    # Holm over the family of directional claims only; equality claims stand outside it.
+    family = [d for d in decisions if d.claim.relation == "greater"]
+    assert [d.p_holm for d in family] == pytest.approx(list(stats.holm([d.p for d in family])))
+    assert rows.loc[["up", "down", "tiny"], "p_holm"].tolist() == pytest.approx([d.p_holm for d in family])
+    assert rows.loc[["same", "same_wide"], "p_holm"].isna().all()
     md = claims_markdown(table)
     assert md.count("\n| ") == 2 + len(claims) and "**supported**" in md and "not tested" in md
+    for words in ("unit of every test", "Holm", "TOST", "unadjusted", "α = 0.05", "90 %"):
+        assert words in md.split("\n")[0], words
+
+
+def test_a_multi_competitor_claim_shows_the_comparison_that_decides_it():
+    rng = np.random.default_rng(4)
+    low = _correct(0.2, rng)
+    mid = low.copy()
+    mid[np.flatnonzero(~low)[:8]] = True
+    high = mid.copy()
+    high[np.flatnonzero(~mid)[:25]] = True
+    preds = Predictions(
+        _predictions({("dpaat", "mobilenet_v2", "pgd20"): high, ("at", "mobilenet_v2", "pgd20"): low,
+                      ("sat", "mobilenet_v2", "pgd20"): mid, ("amat", "mobilenet_v2", "pgd20"): high})
+    )  # fmt: skip
+    table, decisions = evaluate_claims(
+        preds,
+        [_claim(id="over_two", methods=("dpaat", "at", "sat")), _claim(id="under", methods=("sat", "at", "dpaat"))],
+        n_resamples=200,
+        seed=0,
+    )
+    rows = table.set_index("id")
+    over = {c.b[0]: c.pvalue for c in decisions[0].comparisons}
+    # It needs both competitors: the claim's p is the larger (SAT's, the closer), shown in the row.
+    assert rows.loc["over_two", "p_claim"] == rows.loc["over_two", "p_value"] == max(over.values()) == over["sat"]
+    assert rows.loc["over_two", "versus"].split(" vs ")[1].startswith("SAT")
+    # SAT below DPAAT (33 images) contradicts "SAT is the highest": that comparison's p times the two competitors.
+    under = {c.b[0]: c.pvalue for c in decisions[1].comparisons}
+    assert rows.loc["under", "p_value"] == under["dpaat"]
+    assert rows.loc["under", "p_claim"] == pytest.approx(2 * under["dpaat"])
+    assert rows.loc["under", "verdict"] == "contradicted"
+    assert rows.loc["over_two", "p_holm"] == pytest.approx(stats.holm([2 * under["dpaat"], over["sat"]])[1])
+
+
+def test_an_equality_claim_is_inconclusive_on_zero_flips_of_120_pairs():
+    rng = np.random.default_rng(5)
+    correct = {}
+    for arch in ("mobilenet_v2", "shufflenet_v2_x1_0"):
+        same = _correct(0.5, rng)
+        correct[("amat", arch, "pgd20")] = correct[("amat", arch, "pgd50")] = same
+    preds = Predictions(_predictions(correct))
+    claim = _claim(id="same", relation="equal", methods=("amat",), attacks=("pgd20", "pgd50"), margin=0.01)
+    table, _ = evaluate_claims(preds, [claim], n_resamples=200, seed=0)
+    row = table.iloc[0]
+    assert row["verdict"] == "inconclusive" and row["n_discordant"] == 0 and row["interval"] == "exact"
+    # The image is the unit: 60 images, not 120 pairs; least favourable p = P(no discordant image | rate 1 %).
+    assert row["n_images"] == N and row["p_claim"] == pytest.approx(scipy_stats.binom.pmf(0, N, 0.01))
+
+
+def test_a_family_too_large_for_the_permutation_count_is_warned_of(caplog):
+    rng = np.random.default_rng(6)
+    correct = {(m, "mobilenet_v2", "clean"): _correct(0.6, rng) for m in ("at", "sat", "amat", "dpaat")}
+    preds = Predictions(_predictions(correct))
+    claims = [_claim(id=f"map{i}", metric="map", methods=(m, "at"), attacks=("clean",))
+              for i, m in enumerate(("sat", "amat", "dpaat"))]  # fmt: skip
+    with caplog.at_level("WARNING", logger="dpaat.claims"):
+        evaluate_claims(preds, claims, n_resamples=200, n_permutations=1000, seed=0)
+    assert "permutation_resamples" in caplog.text  # 2/1001 is not far below 0.05/3
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="dpaat.claims"):
+        evaluate_claims(preds, claims, n_resamples=200, seed=0)  # the default 20 000
+    assert "permutation_resamples" not in caplog.text
 
 
 def test_ablation_claims_are_tested_on_the_ablations_own_models():
@@ -152,7 +227,7 @@ def test_ablation_claims_are_tested_on_the_ablations_own_models():
     assert flagged == {"da_gacc_exceeds_at", "db_gacc_highest_of_ablation", "dab_racc_highest_of_ablation"}
 
 
-def test_method_comparisons_per_cnn_and_pooled():
+def test_method_comparisons_mcnemar_per_cnn_and_seed_and_the_image_pooled():
     rng = np.random.default_rng(1)
     correct = {}
     for arch in ("mobilenet_v2", "shufflenet_v2_x1_0"):
@@ -162,13 +237,22 @@ def test_method_comparisons_per_cnn_and_pooled():
     preds = Predictions(_predictions(correct))
     table = method_comparisons(preds, ["pgd20"], n_resamples=200, seed=0)
     assert len(table) == 2 * 3 * 3  # (clean, pgd20) x (at, sat, amat) x (two CNNs, pooled)
-    pooled = table[(table["cnn"] == "pooled") & (table["attack"] == "pgd20") & (table["versus"] == "at")].iloc[0]
-    a = np.concatenate([correct[("dpaat", arch, "pgd20")] for arch in ("mobilenet_v2", "shufflenet_v2_x1_0")])
-    b = np.concatenate([correct[("at", arch, "pgd20")] for arch in ("mobilenet_v2", "shufflenet_v2_x1_0")])
-    ref = stats.mcnemar_exact(a, b)
+    at = table[(table["attack"] == "pgd20") & (table["versus"] == "at")].set_index("cnn")
+    a, b = correct[("dpaat", "mobilenet_v2", "pgd20")], correct[("at", "mobilenet_v2", "pgd20")]
+    one = at.loc["mobilenet_v2"]
+    # McNemar's exact test on one CNN and seed is the binomial test of the discordant pairs.
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    assert (one["test"], one["only_method"], one["only_versus"]) == ("McNemar (exact)", only_a, only_b)
+    assert one["p_value"] == pytest.approx(scipy_stats.binomtest(only_a, only_a + only_b).pvalue)
+    pooled = at.loc["pooled"]
+    ref = stats.sign_flip(
+        np.stack([correct[("dpaat", arch, "pgd20")] for arch in ("mobilenet_v2", "shufflenet_v2_x1_0")]),
+        np.stack([correct[("at", arch, "pgd20")] for arch in ("mobilenet_v2", "shufflenet_v2_x1_0")]),
+    )
+    assert (pooled["test"], pooled["n_images"], pooled["n_pairs"]) == ("sign-flip (exact)", N, 2 * N)
     assert (pooled["only_method"], pooled["only_versus"], pooled["p_value"]) == (
-        ref.b,
-        ref.c,
+        ref.positive,
+        ref.negative,
         pytest.approx(ref.pvalue),
     )
     assert table["p_holm"].tolist() == pytest.approx(list(stats.holm(table["p_value"].tolist())))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -131,13 +132,135 @@ def test_holm_hand_worked_and_statsmodels():
     assert np.isnan(stats.holm([0.01, np.nan])[1])
 
 
-def test_minimum_detectable_difference():
-    # The exact test needs 6 discordant pairs all one way (2/2^6 < 0.05 <= 2/2^5).
-    assert stats.min_discordant(0.05) == 6
-    assert stats.minimum_detectable_difference(60, 0) == pytest.approx(6 / 60)
-    # 20 discordant pairs: 15 vs 5 gives p = 0.041, 14 vs 6 gives 0.115 -> a gap of 10 images.
+def test_sign_flip_detectable_difference_is_mcnemars_on_single_pairs():
+    # One CNN, one seed: each discordant image is ±1 and the sign-flip test is McNemar's exact (binomial) test.
+    # No discordant image: it needs 6 all one way (2/2^6 < 0.05 <= 2/2^5).
+    none = stats.sign_flip(np.zeros((1, 60), bool), np.zeros((1, 60), bool))
+    assert scipy_stats.binomtest(6, 6).pvalue < 0.05 <= scipy_stats.binomtest(5, 5).pvalue
+    assert none.detectable(0.05) == pytest.approx(6 / 60)
+    # At Holm's strictest threshold over 9 claims it needs 9 (2/2^9 < 0.05/9 <= 2/2^8).
+    assert scipy_stats.binomtest(9, 9).pvalue < 0.05 / 9 <= scipy_stats.binomtest(8, 8).pvalue
+    assert none.detectable(0.05 / 9) == pytest.approx(9 / 60)
+    # 20 discordant images: 15 vs 5 gives p = 0.041, 14 vs 6 gives 0.115 -> a gap of 10 images.
+    a, b = np.zeros(60, bool), np.zeros(60, bool)
+    a[:10], b[10:20] = True, True
+    flip = stats.sign_flip(a[None], b[None])
     assert scipy_stats.binomtest(5, 20).pvalue < 0.05 < scipy_stats.binomtest(6, 20).pvalue
-    assert stats.minimum_detectable_difference(60, 20) == pytest.approx(10 / 60)
+    assert flip.detectable(0.05) == pytest.approx(10 / 60)
+    assert flip.pvalue == pytest.approx(stats.mcnemar_exact(a, b).pvalue) == 1.0
+
+
+def test_sign_flip_p_is_the_full_enumeration_of_image_swaps():
+    # 2 CNNs x 2 seeds x 12 images: swap A's and B's outcomes of an image in every CNN and seed at once.
+    rng = np.random.default_rng(8)
+    a = rng.random((2, 2, 12)) < 0.7
+    b = rng.random((2, 2, 12)) < 0.4
+    observed = a.mean() - b.mean()
+    null = []
+    for swap in itertools.product([False, True], repeat=12):
+        s = np.array(swap)
+        null.append(np.where(s, b, a).mean() - np.where(s, a, b).mean())
+    null = np.array(null)
+    exact = (np.abs(null) >= abs(observed) - 1e-12).mean()
+    flip = stats.sign_flip(a, b)
+    assert flip.difference == pytest.approx(observed)
+    assert flip.pvalue == pytest.approx(exact, rel=1e-12)
+    ref = scipy_stats.permutation_test(
+        (flip.totals / flip.pairs,), np.mean, permutation_type="samples", n_resamples=np.inf
+    )
+    assert flip.pvalue == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+def test_tost_exact_on_hand_worked_counts_is_the_binomial_closed_form():
+    # 0 discordant of 120 images: the least favourable p of |δ| >= 1 point is P(no discordant | rate 1 %) = 0.99^120.
+    zero = stats.sign_flip(np.zeros(120, bool)[None], np.zeros(120, bool)[None])
+    tost = stats.equivalence_test(zero, 0.01, n_resamples=100, seed=0)
+    assert tost.method == "exact" and tost.p_equivalent == pytest.approx(0.99**120) == pytest.approx(0.2994, abs=1e-4)
+    # Its 90 % interval: the one-sided 95 % Clopper-Pearson bound on 0 of 120, 1 − 0.05^(1/120) = 2.47 points.
+    assert tost.interval.high == pytest.approx(1 - 0.05 ** (1 / 120)) == pytest.approx(-tost.interval.low)
+    assert tost.interval.high > 0.01 and tost.p_equivalent > 0.05  # not within ±1 point: inconclusive
+    # 0 of 400: 0.99^400 = 0.018 < 0.05, the bound 0.75 points: equivalent within ±1 point.
+    big = stats.equivalence_test(stats.sign_flip(np.zeros((1, 400), bool), np.zeros((1, 400), bool)), 0.01,
+                                 n_resamples=100, seed=0)  # fmt: skip
+    assert big.p_equivalent == pytest.approx(0.99**400) and big.interval.high < 0.01
+    # 3 images only A right, 1 only B right, of 200, margin 5 %: p = max over the sides of P(Bin(200, .05) <= k).
+    a, b = np.zeros(200, bool), np.zeros(200, bool)
+    a[:3], b[3] = True, True
+    few = stats.equivalence_test(stats.sign_flip(a[None], b[None]), 0.05, n_resamples=100, seed=0)
+    cdf3 = sum(math.comb(200, k) * 0.05**k * 0.95 ** (200 - k) for k in range(4))
+    assert few.p_equivalent == pytest.approx(cdf3)
+    assert few.interval.high == pytest.approx(scipy_stats.beta.ppf(0.95, 4, 197))  # Clopper-Pearson, 3 of 200
+    assert few.interval.low == pytest.approx(-scipy_stats.beta.ppf(0.95, 2, 199))
+
+
+def test_tost_bootstrap_interval_decides_as_its_p():
+    # 2000 images, margin 2 points; (only A right, only B right) images.
+    for (only_a, only_b), verdict in (
+        ((100, 100), "supported"),
+        ((200, 20), "contradicted"),
+        ((120, 80), "inconclusive"),
+    ):
+        a, b = np.zeros(2000, bool), np.zeros(2000, bool)
+        a[:only_a], b[only_a : only_a + only_b] = True, True
+        tost = stats.equivalence_test(stats.sign_flip(a[None], b[None]), 0.02, n_resamples=2000, seed=0)
+        ref = scipy_stats.bootstrap((a.astype(float) - b,), np.mean, n_resamples=2000, confidence_level=0.9,
+                                    method="percentile", rng=np.random.default_rng(0))  # fmt: skip
+        assert tost.method == "percentile"
+        assert (tost.interval.low, tost.interval.high) == pytest.approx(tuple(ref.confidence_interval))
+        inside = -0.02 < tost.interval.low and tost.interval.high < 0.02
+        outside = tost.interval.low > 0.02 or tost.interval.high < -0.02
+        assert inside == (tost.p_equivalent < 0.05) and outside == (tost.p_different < 0.05)
+        got = "supported" if inside else "contradicted" if outside else "inconclusive"
+        assert got == verdict, (only_a, only_b, tost)
+
+
+def test_image_clustered_test_holds_its_level_where_pooled_mcnemar_does_not():
+    """Under the null, with three strongly correlated seeds, the sign-flip test rejects at most α (+ MC error)."""
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    rng = np.random.default_rng(2024)
+    draws, n_images, n_seeds, alpha = 2000, 60, 3, 0.05
+    clustered = pooled = 0
+    for _ in range(draws):
+        # A third of the images are contested; which arm wins one is a fair coin per image (the null), and
+        # each seed keeps the image's winner with probability 0.9: seeds are correlated, not independent.
+        contested = rng.random(n_images) < 1 / 3
+        favours_a = rng.random(n_images) < 0.5
+        keeps = rng.random((n_seeds, n_images)) < 0.9
+        a_wins = np.where(keeps, favours_a, ~favours_a)
+        both = rng.random(n_images) < 0.5  # uncontested images: both right or both wrong
+        a = np.where(contested, a_wins, both)
+        b = np.where(contested, ~a_wins, both)
+        clustered += stats.sign_flip(a, b).pvalue < alpha
+        only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+        table = [[int((a & b).sum()), only_a], [only_b, int((~a & ~b).sum())]]
+        pooled += (only_a + only_b > 0) and mcnemar(table, exact=True).pvalue < alpha
+    rate_clustered, rate_pooled = clustered / draws, pooled / draws
+    mc_error = 2 * math.sqrt(alpha * (1 - alpha) / draws)
+    print(f"rejection rate under the null: image-clustered sign-flip {rate_clustered:.4f}, "
+          f"pooled McNemar {rate_pooled:.4f} (alpha {alpha}, 2 MC s.e. {mc_error:.4f}, {draws} draws)")  # fmt: skip
+    assert rate_clustered <= alpha + mc_error
+    assert rate_pooled > alpha + mc_error and rate_pooled > rate_clustered
+
+
+def test_accuracy_difference_interval_is_exact_percentile_or_bca_by_discordance():
+    y = np.arange(60) % 3
+    right = np.eye(3)[y][None, None]
+    wrong = np.eye(3)[(y + 1) % 3][None, None]
+
+    def interval(n_flips):
+        pb = right.copy()
+        pb[..., :n_flips, :] = wrong[..., :n_flips, :]
+        flip = stats.sign_flip((right.argmax(-1) == y), (pb.argmax(-1) == y))
+        return stats.accuracy_difference_interval(y, right, pb, flip, n_resamples=2000, seed=0)
+
+    zero, method = interval(0)
+    assert method == "exact" and zero.high == pytest.approx(1 - 0.025 ** (1 / 60)) == pytest.approx(-zero.low)
+    one, method = interval(1)
+    ref = scipy_stats.bootstrap((np.r_[1.0, np.zeros(59)],), np.mean, n_resamples=2000, method="percentile",
+                                rng=np.random.default_rng(0))  # fmt: skip
+    assert method == "percentile" and (one.low, one.high) == pytest.approx(tuple(ref.confidence_interval))
+    assert interval(stats.MIN_BCA_DISCORDANT)[1] == "BCa"
 
 
 def test_permutation_pvalue_is_the_exact_enumeration():
@@ -145,6 +268,8 @@ def test_permutation_pvalue_is_the_exact_enumeration():
     y = np.array([0, 1, 2, 0, 1, 2, 0, 1])
     pa = rng.dirichlet(np.ones(3), (1, 1, 8))
     pb = rng.dirichlet(np.ones(3), (1, 1, 8))
+    # Ties between a class's scores: the presorted swap must end a threshold where sklearn does.
+    pa[0, 0, 3], pb[0, 0, 5] = pb[0, 0, 1], pa[0, 0, 1]
 
     def diff(a, b):
         return _sklearn("map", y, a[0, 0], np.ones(8)) - _sklearn("map", y, b[0, 0], np.ones(8))
@@ -157,7 +282,13 @@ def test_permutation_pvalue_is_the_exact_enumeration():
     null = np.array(null)
     tol = 1e-12
     exact = min(1.0, 2 * min((null >= observed - tol).mean(), (null <= observed + tol).mean()))
-    assert stats.permutation_pvalue("map", y, pa, pb, n_resamples=1000, seed=0) == pytest.approx(exact)
+    test = stats.permutation_test("map", y, pa, pb, n_resamples=1000, seed=0)  # 1000 >= 2^8: exact
+    assert test.pvalue == pytest.approx(exact)
+    assert test.statistic == pytest.approx(observed, abs=1e-12)
+    assert np.sort(test.null) == pytest.approx(np.sort(null), abs=1e-12)
+    # The smallest statistic it calls significant at 0.05: the enumerated null's critical value.
+    crit = min(t for t in np.abs(null) if t > 0 and min(1.0, 2 * (null >= t - tol).mean()) < 0.05)
+    assert test.detectable(0.05) == pytest.approx(crit)
 
 
 def test_mean_interval_of_groups_with_nan():

@@ -455,4 +455,3 @@ def run_attack(
         for xb, yb in tqdm(batches, total=math.ceil(len(x) / batch_size), disable=not progress, desc=spec.kind)
     ]
     return torch.cat(out) if out else torch.empty(x.shape, dtype=torch.float32)
-

@@ -2,24 +2,33 @@
 
 The claims are data (`claims.yaml` beside this module). Each expands into paired
 comparisons of two *arms* (a method under an attack) on the same test images, archs
-and seeds: the effect is the difference of the two table cells (archs averaged, then
-seeds) with a paired bootstrap interval; the p-value is McNemar's exact test for
-accuracy and a paired permutation test for mAP; all comparisons of all claims are one
-family, Holm-corrected. A claim is
+and seeds; the test image is the unit of every test and interval (it is seen by every
+CNN and seed, so those outcomes are not independent pairs). The effect is the
+difference of the two table cells (archs averaged, then seeds) with a paired bootstrap
+interval over images.
 
-- supported when every comparison is significant in the claimed direction (for an
-  equality claim: no difference is significant and every interval lies within the margin),
-- contradicted when a comparison is significant the other way (equality: any difference
-  is significant),
-- inconclusive otherwise, and reported with the smallest difference the test could detect.
+- "X exceeds Y" (and "X is the highest of Y, Z, ..."): accuracy by the exact sign-flip test
+  of the per-image differences summed over the claim's CNNs and seeds, mAP by the paired
+  permutation test (an image's predictions swap in every CNN and seed at once). With every
+  effect in the claimed direction the claim's p is the largest p of its comparisons (it needs
+  all of them; an intersection-union test); otherwise it is the smallest p of a comparison
+  going the other way times the number of comparisons (Bonferroni: it needs any one). The
+  claims' p's are one family, Holm-corrected: supported / contradicted when the Holm p is
+  below α, inconclusive otherwise.
+- "X and Y give the same": a two one-sided test (TOST) of each comparison's difference within
+  ±margin: supported when every (1 − 2α) interval lies inside ±margin (p = the largest TOST p),
+  contradicted when one lies entirely outside (Bonferroni over the comparisons), inconclusive
+  otherwise. An equality claim is tested on its own at level α, outside the Holm family: its
+  "supported" is an intersection-union test, and it must not weaken the directional claims.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +40,7 @@ from dpaat import stats
 from dpaat.io import write_text
 from dpaat.paper_results import ALL_GROUP, ARCH_GROUPS, TABLE1, TABLE2, arch_label, attack_label, method_label
 
+log = logging.getLogger(__name__)
 CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
 RELATIONS = ("greater", "equal")
 VERDICTS = ("supported", "contradicted", "inconclusive", "not tested")
@@ -90,6 +100,11 @@ def load_claims(path: str | os.PathLike = CLAIMS_FILE) -> list[Claim]:
             attacks = tuple(entry["attacks"])
             if len(attacks) != 2:
                 raise ValueError(f"{path}: equality claim {cid} compares exactly two attacks, got {list(attacks)}")
+            if entry["metric"] != "accuracy" or not float(entry.get("margin", 0.0)) > 0:
+                raise ValueError(
+                    f"{path}: equality claim {cid} needs metric accuracy and a positive margin (TOST on per-image "
+                    f"differences), got metric {entry['metric']!r}, margin {entry.get('margin')!r}"
+                )
         paper = entry.get("paper")
         if paper is not None and paper.get("table") not in PAPER_TABLES:
             raise ValueError(f"{path}: claim {cid} cites paper table {paper.get('table')!r}; use table1 or table2")
@@ -195,7 +210,7 @@ def group_archs(group: str, available: Iterable[str]) -> list[str]:
 
 @dataclass
 class Comparison:
-    """One paired comparison of arm A against arm B, with its statistics."""
+    """One paired comparison of arm A against arm B, with its statistics (effects in table units)."""
 
     claim: str
     a: tuple[str, str]
@@ -203,12 +218,14 @@ class Comparison:
     archs: tuple[str, ...]
     value_a: stats.Interval
     value_b: stats.Interval
-    effect: stats.Interval
-    pvalue: float
-    mdd: float
-    n: int
-    p_holm: float = math.nan
-    extra: dict[str, Any] = field(default_factory=dict)
+    effect: stats.Interval  # 95 % (directional) or 1 − 2α (equality) interval over images
+    interval: str  # how the interval was made: BCa, percentile or exact
+    test: str
+    pvalue: float  # two-sided directional p; equality: the TOST p
+    n_images: int
+    n_discordant: int | None  # images with a non-zero paired difference (accuracy)
+    detectable_at: Callable[[float], float]  # smallest effect the test calls significant at a threshold
+    p_different: float = math.nan  # equality: p of |difference| > margin
 
 
 def compare(
@@ -219,12 +236,16 @@ def compare(
     archs: Sequence[str],
     *,
     n_resamples: int,
+    n_permutations: int,
     seed: int,
     claim: str = "",
+    margin: float | None = None,
+    alpha: float = stats.ALPHA,
     cells: dict[tuple[Any, ...], stats.Interval] | None = None,
 ) -> Comparison:
-    """Arm A against arm B on `archs`: both cells, their difference (paired bootstrap) and the paired test.
+    """Arm A against arm B on `archs`: both cells, their difference over images and the paired test.
 
+    `margin` (a fraction) makes it an equivalence comparison (TOST, accuracy only).
     `cells` memoises each arm's interval across calls: a claim's subject meets every competitor.
     """
     labels = preds.labels(archs)
@@ -238,26 +259,62 @@ def compare(
             cells[key] = stats.cell_interval(metric, labels, probs, n_resamples=n_resamples, seed=seed, scale=scale)
         return cells[key]
 
+    def scaled(interval: stats.Interval) -> stats.Interval:
+        return stats.Interval(interval.estimate * scale, interval.low * scale, interval.high * scale)
+
     value_a, value_b = cell(a, pa), cell(b, pb)
-    diff = stats.difference_interval(metric, labels, pa, pb, n_resamples=n_resamples, seed=seed)
-    effect = stats.Interval(diff.estimate * scale, diff.low * scale, diff.high * scale)
-    n = pa.shape[0] * pa.shape[1] * pa.shape[2]
-    extra: dict[str, Any] = {}
-    if metric == "accuracy":
-        test = stats.mcnemar_exact(pa.argmax(-1) == labels, pb.argmax(-1) == labels)
-        pvalue = test.pvalue
-        mdd = stats.minimum_detectable_difference(test.n, test.b + test.c) * scale
-        extra = {"only_a": test.b, "only_b": test.c}
-    else:
-        pvalue = stats.permutation_pvalue(metric, labels, pa, pb, n_resamples=n_resamples, seed=seed)
-        # No closed form for mAP: half the width of the difference's interval.
-        mdd = (effect.high - effect.low) / 2
-    return Comparison(claim, a, b, tuple(archs), value_a, value_b, effect, pvalue, mdd, n, extra=extra)
+    common = dict(claim=claim, a=a, b=b, archs=tuple(archs), value_a=value_a, value_b=value_b, n_images=pa.shape[2])
+    if metric != "accuracy":
+        test = stats.permutation_test(metric, labels, pa, pb, n_resamples=n_permutations, seed=seed)
+        diff = stats.difference_interval(
+            metric, labels, pa, pb, n_resamples=n_resamples, seed=seed, resample_seeds=False
+        )
+        return Comparison(**common, effect=scaled(diff), interval="BCa", test=f"permutation ({n_permutations})", pvalue=test.pvalue,
+                          n_discordant=None, detectable_at=lambda t: scale * test.detectable(t))  # fmt: skip
+    flip = stats.sign_flip(pa.argmax(-1) == labels, pb.argmax(-1) == labels)
+    detectable = lambda t: scale * flip.detectable(t)  # noqa: E731
+    if margin is not None:
+        tost = stats.equivalence_test(flip, margin, alpha=alpha, n_resamples=n_resamples, seed=seed)
+        return Comparison(**common, effect=scaled(tost.interval), interval=tost.method, test=f"TOST ({tost.method})",
+                          pvalue=tost.p_equivalent, n_discordant=flip.discordant, detectable_at=detectable,
+                          p_different=tost.p_different)  # fmt: skip
+    diff, method = stats.accuracy_difference_interval(labels, pa, pb, flip, n_resamples=n_resamples, seed=seed)
+    return Comparison(**common, effect=scaled(diff), interval=method, test="sign-flip (exact)", pvalue=flip.pvalue,
+                      n_discordant=flip.discordant, detectable_at=detectable)  # fmt: skip
 
 
-def _arm_text(arm: tuple[str, str], value: float, decimals: int) -> str:
-    method, attack = arm
-    return f"{method_label(method)} ({attack_label(attack)}) {value:.{decimals}f}"
+@dataclass
+class Decision:
+    """How a claim's comparisons combine: the claim's p, the comparison that decides it, and the direction."""
+
+    claim: Claim
+    comparisons: list[Comparison]
+    deciding: Comparison
+    p: float  # the claim's p before Holm
+    direction: str  # the verdict a small p gives: supported or contradicted
+    factor: int  # Bonferroni factor on the deciding comparison's p (1 when the claim needs every comparison)
+    p_holm: float = math.nan
+    threshold: float = math.nan  # the level the deciding comparison's own p must beat
+
+
+def decide(claim: Claim, mine: list[Comparison], alpha: float = stats.ALPHA) -> Decision:
+    """The claim's p and deciding comparison (see the module docstring for the rule)."""
+    k = len(mine)
+    if claim.relation == "equal":
+        weakest = max(mine, key=lambda c: c.pvalue)
+        if weakest.pvalue < alpha:
+            return Decision(claim, mine, weakest, weakest.pvalue, "supported", 1, threshold=alpha)
+        strongest = min(mine, key=lambda c: c.p_different)
+        p_diff = min(1.0, k * strongest.p_different)
+        if p_diff < alpha:
+            return Decision(claim, mine, strongest, p_diff, "contradicted", k, threshold=alpha / k)
+        return Decision(claim, mine, weakest, weakest.pvalue, "supported", 1, threshold=alpha)
+    against = [c for c in mine if not c.effect.estimate > 0]
+    if not against:
+        weakest = max(mine, key=lambda c: c.pvalue)
+        return Decision(claim, mine, weakest, weakest.pvalue, "supported", 1)
+    strongest = min(against, key=lambda c: c.pvalue)
+    return Decision(claim, mine, strongest, min(1.0, k * strongest.pvalue), "contradicted", k)
 
 
 def evaluate_claims(
@@ -266,15 +323,16 @@ def evaluate_claims(
     *,
     n_resamples: int,
     seed: int,
+    n_permutations: int = stats.PERMUTATIONS,
     alpha: float = stats.ALPHA,
     ablation: Predictions | None = None,
-) -> tuple[pd.DataFrame, list[Comparison]]:
-    """Every claim's verdict (one row each) and the comparisons behind them, Holm-corrected as one family.
+) -> tuple[pd.DataFrame, list[Decision]]:
+    """Every claim's verdict (one row each) and the decisions behind them; directional claims Holm-corrected.
 
     Claims marked `ablation` are tested on `ablation` (Fig. 3's models trained under the
     ablation's own schedule) when given, else on the main models like the others.
     """
-    plans, comparisons = [], []
+    plans: list[tuple[Claim, Decision | None, str]] = []
     cells: dict[tuple[Any, ...], stats.Interval] = {}
     for claim in claims:
         preds = ablation if claim.ablation and ablation is not None else main
@@ -287,21 +345,51 @@ def evaluate_claims(
             arms = sorted({arm for pair in claim.arms() for arm in pair})
             missing = [f"{m} under {atk}" for m, atk in arms if not any(preds.has(m, a, atk) for a in preds.archs())]
             reason = f"this run lacks {', '.join(missing)}" if missing else "no CNN has every method of this claim"
-            plans.append((claim, [], reason))
+            plans.append((claim, None, reason))
             continue
+        margin = claim.margin if claim.relation == "equal" else None
         mine = [
-            compare(preds, claim.metric, a, b, archs, n_resamples=n_resamples, seed=seed, claim=claim.id, cells=cells)
+            compare(preds, claim.metric, a, b, archs, n_resamples=n_resamples, n_permutations=n_permutations,
+                    seed=seed, claim=claim.id, margin=margin, alpha=alpha, cells=cells)
             for a, b in claim.arms()
-        ]
-        comparisons += mine
-        plans.append((claim, mine, ""))
-    adjusted = stats.holm([c.pvalue for c in comparisons], alpha)
-    for c, p in zip(comparisons, adjusted):
-        c.p_holm = float(p)
-    return pd.DataFrame([_verdict_row(claim, mine, reason, alpha) for claim, mine, reason in plans]), comparisons
+        ]  # fmt: skip
+        plans.append((claim, decide(claim, mine, alpha), ""))
+    decisions = [d for _, d, _ in plans if d is not None]
+    family = [d for d in decisions if d.claim.relation != "equal"]
+    for d, p_holm in zip(family, stats.holm([d.p for d in family], alpha)):
+        d.p_holm = float(p_holm)
+    # Holm's threshold at each claim's rank: α / (K − rank + 1); the deciding comparison's own p
+    # must also beat the claim's Bonferroni factor.
+    for rank, i in enumerate(np.argsort([d.p for d in family], kind="stable")):
+        family[i].threshold = alpha / (len(family) - rank) / family[i].factor
+    _warn_of_floors(decisions, n_resamples, n_permutations, alpha)
+    rows = [_verdict_row(claim, d, reason, alpha) for claim, d, reason in plans]
+    return pd.DataFrame(rows), decisions
 
 
-def _verdict_row(claim: Claim, mine: list[Comparison], reason: str, alpha: float) -> dict[str, Any]:
+def _warn_of_floors(decisions: Sequence[Decision], n_resamples: int, n_permutations: int, alpha: float) -> None:
+    """Log a warning where a resampled p cannot fall far (10x) below the strictest level its claim may face."""
+    family = sum(d.claim.relation != "equal" for d in decisions)
+    for d in decisions:
+        strictest = alpha / (family if d.claim.relation != "equal" else 1) / len(d.comparisons)
+        for test, floor, key in (
+            ("permutation", 2 / (n_permutations + 1), "permutation_resamples"),
+            ("TOST (percentile)", 1 / (n_resamples + 1), "bootstrap_resamples"),
+        ):
+            if any(c.test.startswith(test) for c in d.comparisons) and floor > strictest / 10:
+                log.warning(
+                    "%s: the smallest p of the %s test (%.2g) is not far below the level %.2g it may face "
+                    "(Holm over %d claims, %d comparisons); raise report.%s",
+                    d.claim.id, test, floor, strictest, family, len(d.comparisons), key,
+                )  # fmt: skip
+
+
+def _arm_text(arm: tuple[str, str], value: float, decimals: int) -> str:
+    method, attack = arm
+    return f"{method_label(method)} ({attack_label(attack)}) {value:.{decimals}f}"
+
+
+def _verdict_row(claim: Claim, decision: Decision | None, reason: str, alpha: float) -> dict[str, Any]:
     """One claims-table row: the claim, the paper's and our numbers, the deciding comparison and the verdict."""
     decimals = 2 if claim.metric == "accuracy" else 4
     paper = paper_numbers(claim)
@@ -313,76 +401,121 @@ def _verdict_row(claim: Claim, mine: list[Comparison], reason: str, alpha: float
         "relation": claim.relation,
         "paper": "; ".join(_arm_text(arm, v, decimals) for arm, v in paper.items()) if paper else "figure only",
     }
-    if not mine:
+    if decision is None:
         return {**row, "cnns": "", "ours": "", "versus": "", "effect": math.nan, "effect_low": math.nan,
-                "effect_high": math.nan, "p_value": math.nan, "p_holm": math.nan, "mdd": math.nan, "n_pairs": 0,
-                "verdict": "not tested", "reason": reason}  # fmt: skip
+                "effect_high": math.nan, "ci_level": math.nan, "interval": "", "test": "", "p_value": math.nan,
+                "p_claim": math.nan, "p_holm": math.nan, "threshold": math.nan, "mdd": math.nan, "n_images": 0,
+                "n_discordant": math.nan, "verdict": "not tested", "reason": reason}  # fmt: skip
+    c = decision.deciding
     values = {}
-    for c in mine:
-        values[c.a] = c.value_a.estimate
-        values[c.b] = c.value_b.estimate
-    significant = [c for c in mine if c.p_holm < alpha]
-    if claim.relation == "greater":
-        deciding = min(mine, key=lambda c: c.effect.estimate)  # the closest competitor
-        if any(c.effect.estimate < 0 for c in significant):
-            verdict, why = "contradicted", "a competitor is significantly higher"
-        elif len(significant) == len(mine) and all(c.effect.estimate > 0 for c in mine):
-            verdict, why = "supported", "significantly higher than every competitor"
+    for comp in decision.comparisons:
+        values[comp.a] = comp.value_a.estimate
+        values[comp.b] = comp.value_b.estimate
+    scale = SCALE[claim.metric]
+    unit = " points" if claim.metric == "accuracy" else ""
+    other = f"{method_label(c.b[0])} ({attack_label(c.b[1])})"
+    if claim.relation == "equal":
+        p_decisive, level = decision.p, 1 - 2 * alpha
+        margin = claim.margin * scale
+        within = f"±{margin:g}{' point' if margin == 1 else unit}"
+        # For an equality claim, "detectable" is the narrowest margin every interval fits inside.
+        mdd = max(max(abs(x.effect.low), abs(x.effect.high)) for x in decision.comparisons)
+        arm = f"{method_label(c.a[0])}'s {_percent(level)} interval"
+        if p_decisive < alpha and decision.direction == "supported":
+            verdict, why = (
+                "supported",
+                f"every {_percent(level)} interval lies inside {within} (TOST p {_p_text(p_decisive)})",
+            )
+        elif p_decisive < alpha:
+            verdict = "contradicted"
+            why = f"{arm} lies outside {within} (p {_p_text(c.p_different)} × {decision.factor})"
         else:
-            verdict, why = "inconclusive", "not every difference is significant"
+            verdict = "inconclusive"
+            why = (f"{arm} reaches beyond {within} (TOST p {_p_text(c.pvalue)}); "
+                   f"every interval fits within ±{mdd:.{1 if scale > 1 else 3}f}{unit}")  # fmt: skip
     else:
-        deciding = max(mine, key=lambda c: abs(c.effect.estimate))
-        margin = claim.margin * SCALE[claim.metric]
-        if significant:
-            verdict, why = "contradicted", "a difference is significant"
-        elif all(-margin <= c.effect.low and c.effect.high <= margin for c in mine):
-            verdict, why = "supported", f"every 95 % interval lies within ±{margin:g}"
+        p_decisive, level = decision.p_holm, stats.CONFIDENCE
+        mdd = c.detectable_at(decision.threshold)
+        raw = f"p {_p_text(c.pvalue)}" + (f" × {decision.factor}" if decision.factor > 1 else "")
+        if p_decisive < alpha and decision.direction == "supported":
+            verdict = "supported"
+            why = f"significantly above every competitor ({'largest ' if len(decision.comparisons) > 1 else ''}{raw}, Holm {_p_text(p_decisive)})"
+        elif p_decisive < alpha:
+            verdict, why = "contradicted", f"{other} is significantly higher ({raw}, Holm {_p_text(p_decisive)})"
         else:
-            verdict, why = "inconclusive", f"no significant difference, but an interval reaches beyond ±{margin:g}"
+            verdict = "inconclusive"
+            vs = f"vs {other}: " if len(decision.comparisons) > 1 else ""
+            why = f"{vs}{raw}, Holm {_p_text(p_decisive)} ≥ {alpha:g}"
     return {
         **row,
-        "cnns": ";".join(deciding.archs),
+        "cnns": ";".join(c.archs),
         "ours": "; ".join(_arm_text(arm, v, decimals) for arm, v in values.items()),
-        "versus": f"{_arm_text(deciding.a, deciding.value_a.estimate, decimals)} vs "
-        f"{_arm_text(deciding.b, deciding.value_b.estimate, decimals)}",
-        "effect": deciding.effect.estimate,
-        "effect_low": deciding.effect.low,
-        "effect_high": deciding.effect.high,
-        "p_value": deciding.pvalue,
-        "p_holm": deciding.p_holm,
-        "mdd": deciding.mdd,
-        "n_pairs": deciding.n,
+        "versus": f"{_arm_text(c.a, c.value_a.estimate, decimals)} vs {_arm_text(c.b, c.value_b.estimate, decimals)}",
+        "effect": c.effect.estimate,
+        "effect_low": c.effect.low,
+        "effect_high": c.effect.high,
+        "ci_level": level,
+        "interval": c.interval,
+        "test": c.test,
+        "p_value": c.p_different if verdict == "contradicted" and claim.relation == "equal" else c.pvalue,
+        "p_claim": decision.p,
+        "p_holm": decision.p_holm,
+        "threshold": decision.threshold,
+        "mdd": mdd,
+        "n_images": c.n_images,
+        "n_discordant": math.nan if c.n_discordant is None else c.n_discordant,
         "verdict": verdict,
         "reason": why,
     }
 
 
-def claims_markdown(table: pd.DataFrame, n_images: int | None = None) -> str:
-    """The claims table as Markdown: claim, paper, ours, effect [95 % CI], Holm p, detectable difference, verdict."""
+def claims_markdown(table: pd.DataFrame, alpha: float = stats.ALPHA) -> str:
+    """The claims table as Markdown, its caption stating the tests, the unit, the families and the levels."""
     lines = [
-        "**Claims of the paper and our verdicts.** Effect = the claimed-higher side minus the other "
-        "(for several competitors: the closest one; for equality claims: the largest difference), in "
-        "percentage points for accuracy and in mAP units for mAP, with its paired bootstrap 95 % interval; "
-        "p = McNemar's exact test (accuracy) or a paired permutation test (mAP), Holm-corrected over all "
-        "claims; 'detectable' = the smallest difference the test could call significant here.",
+        "**Claims of the paper and our verdicts.** The unit of every test and interval is the test image "
+        "(its outcomes under each CNN and seed are averaged, not counted as independent pairs). Effect = the "
+        "claimed-higher side minus the other, in percentage points for accuracy and mAP units for mAP; the row "
+        "shows the comparison that decides the verdict. *Directional claims* (X exceeds Y, X is the highest): "
+        "accuracy by the exact sign-flip test of the per-image differences, mAP by a paired permutation test "
+        "(an image's predictions swap in every CNN and seed; the count in the Test column); a claim's p is the "
+        "largest p of the comparisons it needs (all in the claimed direction), or the smallest p going the "
+        "other way times the number of comparisons; p = that claim p → Holm-adjusted over the family of "
+        f"directional claims, significant below α = {alpha:g}; their intervals are paired bootstrap 95 % "
+        "intervals *unadjusted* for multiplicity (BCa; percentile with fewer than "
+        f"{stats.MIN_BCA_DISCORDANT} discordant images, exact with none), so one may exclude 0 while the Holm "
+        "p is not significant; 'detectable' = the smallest difference the same test would call significant "
+        "at the Holm threshold the claim faces (its rank's α / (K − rank + 1)). *Equality claims*: TOST, each "
+        f"claim at level α = {alpha:g} on its own (outside the Holm family), p = the largest TOST p; the "
+        f"interval is the {_percent(1 - 2 * alpha)} one that decides (exact Clopper-Pearson bounds on the discordant "
+        f"images with fewer than {stats.MIN_BCA_DISCORDANT}, percentile bootstrap otherwise); supported inside "
+        "±margin, contradicted entirely outside it; 'detectable' = the narrowest margin every interval fits in.",
         "",
-        "| Claim | Paper | Ours | Effect [95 % CI] | p (Holm) | Detectable | Verdict |",
-        "| :-- | :-- | :-- | --: | --: | --: | :-- |",
+        "| Claim | Paper | Ours | Effect [interval] | Test | p | Detectable | Verdict |",
+        "| :-- | :-- | :-- | --: | :-- | --: | --: | :-- |",
     ]
     for _, r in table.iterrows():
         if r["verdict"] == "not tested":
             lines.append(
-                f"| {r['statement']} (`{r['id']}`) | {r['paper']} | — | — | — | — | not tested: {r['reason']} |"
+                f"| {r['statement']} (`{r['id']}`) | {r['paper']} | — | — | — | — | — | not tested: {r['reason']} |"
             )
             continue
         digits = 1 if r["metric"] == "accuracy" else 3
         cnns = ", ".join(arch_label(a) for a in str(r["cnns"]).split(";"))
+        if r["relation"] == "equal":
+            p = f"{_p_text(r['p_claim'])} (TOST)" if r["verdict"] != "contradicted" else _p_text(r["p_claim"])
+        else:
+            p = f"{_p_text(r['p_claim'])} → Holm {_p_text(r['p_holm'])}"
         lines.append(
             f"| {r['statement']} (`{r['id']}`; {cnns}) | {r['paper']} | {r['versus']} | "
-            f"{r['effect']:+.{digits}f} [{r['effect_low']:+.{digits}f}, {r['effect_high']:+.{digits}f}] | "
-            f"{_p_text(r['p_holm'])} | {r['mdd']:.{digits}f} | **{r['verdict']}** ({r['reason']}) |"
+            f"{r['effect']:+.{digits}f} [{r['effect_low']:+.{digits}f}, {r['effect_high']:+.{digits}f}] "
+            f"({_percent(r['ci_level'])}, {r['interval']}) | {r['test']}, {int(r['n_images'])} images | {p} | "
+            f"{r['mdd']:.{digits}f} | **{r['verdict']}** ({r['reason']}) |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _percent(level: float) -> str:
+    return f"{100 * level:.0f} %"
 
 
 def _p_text(p: float) -> str:
@@ -399,34 +532,51 @@ def method_comparisons(
     seed: int,
     alpha: float = stats.ALPHA,
 ) -> pd.DataFrame:
-    """DPAAT against each other AT method per CNN and attack, and pooled over CNNs and seeds; Holm over all rows.
+    """DPAAT against each other AT method per CNN, seed and attack, and pooled over CNNs and seeds; Holm over all rows.
 
-    McNemar's exact test on the images one method gets right and the other wrong.
+    Per CNN and seed, McNemar's exact test on the images one method gets right and the other
+    wrong (independent pairs); pooled, the image-clustered exact sign-flip test (an image is seen
+    by every CNN and seed).
     """
     rows = []
     archs = preds.archs()
     for attack in ["clean", *[a for a in attacks if a != "clean"]]:
         for other in others:
             usable = [a for a in archs if preds.has(subject, a, attack) and preds.has(other, a, attack)]
-            scopes = [[a] for a in usable] + ([usable] if len(usable) > 1 else [])
-            for scope in scopes:
-                labels = preds.labels(scope)
-                pa, pb = preds.probs(subject, attack, scope), preds.probs(other, attack, scope)
-                test = stats.mcnemar_exact(pa.argmax(-1) == labels, pb.argmax(-1) == labels)
-                diff = stats.difference_interval("accuracy", labels, pa, pb, n_resamples=n_resamples, seed=seed)
+            if not usable:
+                continue
+            labels = preds.labels(usable)
+            pa, pb = preds.probs(subject, attack, usable), preds.probs(other, attack, usable)
+            scopes = [([i], [j]) for i in range(len(usable)) for j in range(len(preds.seeds))]
+            scopes += [(list(range(len(usable))), list(range(len(preds.seeds))))] if len(scopes) > 1 else []
+            for arch_idx, seed_idx in scopes:
+                sa, sb = pa[np.ix_(arch_idx, seed_idx)], pb[np.ix_(arch_idx, seed_idx)]
+                flip = stats.sign_flip(sa.argmax(-1) == labels, sb.argmax(-1) == labels)
+                diff, _ = stats.accuracy_difference_interval(labels, sa, sb, flip, n_resamples=n_resamples, seed=seed)
+                pooled = len(arch_idx) * len(seed_idx) > 1
+                if pooled:
+                    test, p_value = "sign-flip (exact)", flip.pvalue
+                else:
+                    test, p_value = (
+                        "McNemar (exact)",
+                        stats.mcnemar_exact(sa.argmax(-1) == labels, sb.argmax(-1) == labels).pvalue,
+                    )
                 rows.append(
                     {
-                        "cnn": scope[0] if len(scope) == 1 else "pooled",
+                        "cnn": "pooled" if pooled else usable[arch_idx[0]],
+                        "seed": "all" if pooled else str(preds.seeds[seed_idx[0]]),
                         "attack": attack,
                         "method": subject,
                         "versus": other,
-                        "n_pairs": test.n,
-                        "only_method": test.b,
-                        "only_versus": test.c,
+                        "test": test,
+                        "n_images": flip.n_images,
+                        "n_pairs": flip.n_images * flip.pairs,
+                        "only_method": flip.positive,
+                        "only_versus": flip.negative,
                         "difference": 100 * diff.estimate,
                         "difference_low": 100 * diff.low,
                         "difference_high": 100 * diff.high,
-                        "p_value": test.pvalue,
+                        "p_value": p_value,
                     }
                 )
     table = pd.DataFrame(rows)
@@ -439,17 +589,21 @@ def comparisons_markdown(table: pd.DataFrame) -> str:
     """The paired method comparisons as Markdown."""
     lines = [
         "**Paired comparisons of DPAAT with the other AT methods.** Accuracy difference (percentage points, "
-        "DPAAT minus the other) on the same test images with its paired bootstrap 95 % interval; b / c = images "
-        "only DPAAT / only the other method gets right; McNemar's exact test, Holm-corrected over every row. "
-        "'pooled' pools the pairs of every CNN and seed.",
+        "DPAAT minus the other) on the same test images with its paired bootstrap 95 % interval over images "
+        f"(unadjusted; BCa, percentile with fewer than {stats.MIN_BCA_DISCORDANT} discordant images, exact with "
+        "none). Per CNN and seed: b / c = images only DPAAT / only the other method gets right, McNemar's exact "
+        "test. 'pooled' over every CNN and seed: the image is the unit (its outcomes are not independent across "
+        "CNNs and seeds), b / c = images DPAAT gets right more / less often, the exact sign-flip test of the "
+        "per-image differences. Holm-corrected over every row at α = 0.05.",
         "",
-        "| CNN | Attack | vs | b / c | Difference [95 % CI] | p | p (Holm) |",
-        "| :-- | :-- | :-- | --: | --: | --: | --: |",
+        "| CNN | Seed | Attack | vs | Test | b / c | Difference [95 % CI] | p | p (Holm) |",
+        "| :-- | :-- | :-- | :-- | :-- | --: | --: | --: | --: |",
     ]
     for _, r in table.iterrows():
         cnn = "pooled" if r["cnn"] == "pooled" else arch_label(r["cnn"])
         lines.append(
-            f"| {cnn} | {attack_label(r['attack'])} | {method_label(r['versus'])} | {r['only_method']} / {r['only_versus']} | "
+            f"| {cnn} | {r['seed']} | {attack_label(r['attack'])} | {method_label(r['versus'])} | {r['test']} | "
+            f"{r['only_method']} / {r['only_versus']} | "
             f"{r['difference']:+.1f} [{r['difference_low']:+.1f}, {r['difference_high']:+.1f}] | "
             f"{_p_text(r['p_value'])} | {_p_text(r['p_holm'])} |"
         )

@@ -49,7 +49,11 @@ class Adversary:
             )
 
     def attack(
-        self, model: nn.Module, x: Tensor, y: Tensor, eps: Tensor | None = None,
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        eps: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """PGD inside the fixed eps ball, or inside per-sample balls `eps` (an (N,) tensor).
@@ -59,14 +63,32 @@ class Adversary:
         is reached, a tiny ball is not overshot and oscillated in).
         """
         if eps is None:
-            return pgd(model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size,
-                       norm=self.norm, random_start=self.random_start, generator=generator)
+            return pgd(
+                model,
+                x,
+                y,
+                eps=self.eps,
+                steps=self.steps,
+                step_size=self.step_size,
+                norm=self.norm,
+                random_start=self.random_start,
+                generator=generator,
+            )
         if self.scale_step and self.eps > 0:
             step = self.step_size * eps / self.eps
         else:
             step = torch.full_like(eps, self.step_size)
-        return pgd(model, x, y, eps=eps, steps=self.steps, step_size=step,
-                   norm=self.norm, random_start=self.random_start, generator=generator)
+        return pgd(
+            model,
+            x,
+            y,
+            eps=eps,
+            steps=self.steps,
+            step_size=step,
+            norm=self.norm,
+            random_start=self.random_start,
+            generator=generator,
+        )
 
     def perturbation_norms(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """Per-sample ‖x_adv − x‖ in the adversary's norm, shape (N,)."""
@@ -102,8 +124,11 @@ class MethodConfig:
             adv, amat, dpaat = training["adversary"], training["amat"], training["dpaat"]
             return cls(
                 adversary=Adversary(
-                    norm=adv["norm"], eps=float(adv["eps"]), steps=int(adv["steps"]),
-                    step_size=float(adv["step_size"]), random_start=bool(adv.get("random_start", False)),
+                    norm=adv["norm"],
+                    eps=float(adv["eps"]),
+                    steps=int(adv["steps"]),
+                    step_size=float(adv["step_size"]),
+                    random_start=bool(adv.get("random_start", False)),
                     scale_step=bool(adv.get("scale_step", True)),
                 ),
                 alpha=float(training["alpha"]),
@@ -219,9 +244,16 @@ class TrainingMethod:
     def describe(self) -> dict[str, Any]:
         """The settings this method actually trains with, for the run record."""
         adv = self.adversary
-        return {"method": self.name, "adversarial": self.adversarial, "norm": adv.norm, "eps": adv.eps,
-                "steps": adv.steps, "step_size": adv.step_size, "random_start": adv.random_start,
-                "scale_step": adv.scale_step}
+        return {
+            "method": self.name,
+            "adversarial": self.adversarial,
+            "norm": adv.norm,
+            "eps": adv.eps,
+            "steps": adv.steps,
+            "step_size": adv.step_size,
+            "random_start": adv.random_start,
+            "scale_step": adv.scale_step,
+        }
 
     @staticmethod
     def _clean_and_adv_ce(
@@ -395,8 +427,14 @@ class DPAAT(TrainingMethod):
 
     def describe(self) -> dict[str, Any]:
         """Adds α, β, eps_max, the γ cap and the L_syn form."""
-        return {**super().describe(), "alpha": self.config.alpha, "beta": self.beta, "eps_max": self.eps_max,
-                "gamma_cap": self.config.dpaat_gamma_cap, "synchronization": self.config.synchronization}
+        return {
+            **super().describe(),
+            "alpha": self.config.alpha,
+            "beta": self.beta,
+            "eps_max": self.eps_max,
+            "gamma_cap": self.config.dpaat_gamma_cap,
+            "synchronization": self.config.synchronization,
+        }
 
 
 class DPAATAdaptationOnly(DPAAT):

@@ -250,7 +250,9 @@ def gradcam_table(scores: pd.DataFrame) -> Table:
     """Grad-CAM localisation against the lesion masks: per-model means of the per-image scores, grouped like Table I."""
     needed = {"seed", "method", "arch", "energy_in_mask", "pointing_hit", "mask_fraction"}
     if scores.empty or not needed <= set(scores.columns):
-        raise ValueError(f"Grad-CAM scores need rows with columns {sorted(needed)}; run the gradcam step on data with masks")
+        raise ValueError(
+            f"Grad-CAM scores need rows with columns {sorted(needed)}; run the gradcam step on data with masks"
+        )
     per_model = (
         scores.astype({"pointing_hit": float})
         .groupby(["seed", "method", "arch"], as_index=False)[["energy_in_mask", "pointing_hit", "mask_fraction"]]

@@ -4,10 +4,14 @@ Every metric is computed from per-image predictions with per-image *weights*, so
 bootstrap resample (image i drawn k times = weight k) is one weighted evaluation and a
 thousand resamples are one vectorised numpy pass. The resampling itself is
 `scipy.stats.bootstrap` (independently over test images and, when there are several,
-over seeds); paired accuracy comparisons are McNemar's exact test
-(`statsmodels.stats.contingency_tables.mcnemar`); paired comparisons of a metric that
-is not a per-image success (mAP) are scipy's paired permutation test; multiple
-comparisons are Holm-corrected with `statsmodels.stats.multitest.multipletests`.
+over seeds). Paired tests take the test *image* as the unit: the same image is seen by
+every CNN and seed, so its outcomes are not independent pairs. Accuracy comparisons are
+an exact sign-flip test of the per-image differences summed over CNNs and seeds (its
+null distribution enumerated by convolution, no resampling); a metric that is not a
+per-image success (mAP) gets scipy's paired permutation test, an image's two predictions
+swapping in every CNN and seed at once. Equivalence is a two one-sided test (TOST).
+McNemar's exact test (`statsmodels`) is for one CNN and one seed, where pairs are
+independent. Multiple comparisons are Holm-corrected with statsmodels' `multipletests`.
 
 Layout of the prediction arrays: `labels` (N,) class indices of the N test images;
 `probs` (..., N, C) softmax scores with any leading dimensions (archs, seeds).
@@ -25,6 +29,13 @@ from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
+# Fewer images than this with a non-zero paired difference and BCa's jackknife acceleration is
+# dominated by them (one discordant image: [0, +9.98] points where the percentile interval is
+# [0, +5.0]); such intervals are percentile ones, and with none at all exact ones.
+MIN_BCA_DISCORDANT = 10
+# Paired permutations of a test without a closed form (mAP): the smallest two-sided p is 2 / 20001,
+# far below α / K for any family of claims this pipeline tests (warned of where it is not).
+PERMUTATIONS = 20_000
 # The metrics a cell can carry; "map" is macro one-vs-rest average precision (the paper's mAP/mARP).
 METRIC_NAMES: tuple[str, ...] = (
     "accuracy", "precision", "recall", "f1", "balanced_accuracy", "worst_recall", "map",
@@ -153,14 +164,17 @@ def bootstrap(
     n_resamples: int,
     seed: int,
     confidence: float = CONFIDENCE,
+    method: str = "BCa",
 ) -> Interval:
-    """BCa bootstrap interval of `statistic(*weights)` resampling each of several samples independently.
+    """BCa (or `method`) bootstrap interval of `statistic(*weights)` resampling each of several samples independently.
 
     `sizes` are the sample sizes (e.g. images, or seeds and images); `statistic` receives one
     weight array per sample, shaped (B, size), and returns (B,). Samples of size 1 are not
     resampled. scipy.stats.bootstrap draws the resamples, seeded by `seed`; where BCa is
     undefined (every resample equal) the percentile interval of the same resamples is used.
     """
+    if method not in ("BCa", "percentile"):
+        raise ValueError(f"bootstrap method must be 'BCa' or 'percentile', got {method!r}")
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be positive, got {n_resamples}")
     if any(n < 1 for n in sizes):
@@ -193,7 +207,7 @@ def bootstrap(
             vectorized=True,
             paired=False,
             confidence_level=confidence,
-            method="BCa",
+            method=method,
             rng=np.random.default_rng(seed),
         )
     low, high = result.confidence_interval
@@ -250,16 +264,50 @@ def difference_interval(
     *,
     n_resamples: int,
     seed: int,
+    resample_seeds: bool = True,
+    confidence: float = CONFIDENCE,
+    method: str = "BCa",
 ) -> Interval:
-    """Paired bootstrap interval of cell(A) − cell(B), both (A, S, N, C) on the same images and seeds."""
+    """Paired bootstrap interval of cell(A) − cell(B), both (A, S, N, C) on the same images and seeds.
+
+    Resamples the images and, unless `resample_seeds` is false (the image as the only unit), the seeds.
+    """
     probs_a, probs_b = _paired(probs_a, probs_b)
     _, n_seeds, n_images, _ = probs_a.shape
     return bootstrap(
         lambda ws, wi: group_value(metric, labels, probs_a, wi, ws) - group_value(metric, labels, probs_b, wi, ws),
-        [n_seeds, n_images],
+        [n_seeds if resample_seeds else 1, n_images],
         n_resamples=n_resamples,
         seed=seed,
+        confidence=confidence,
+        method=method,
     )
+
+
+def accuracy_difference_interval(
+    labels: np.ndarray,
+    probs_a: np.ndarray,
+    probs_b: np.ndarray,
+    flip: SignFlip,
+    *,
+    n_resamples: int,
+    seed: int,
+    confidence: float = CONFIDENCE,
+) -> tuple[Interval, str]:
+    """Interval of accuracy(A) − accuracy(B) resampling images, and its method: exact, percentile or BCa.
+
+    No discordant image: the exact bound ±CP(0 of N) (Clopper-Pearson on the discordant-image
+    rate, which bounds |difference|); fewer than MIN_BCA_DISCORDANT: percentile; otherwise BCa.
+    """
+    if flip.discordant == 0:
+        bound = float(scipy_stats.binomtest(0, flip.n_images).proportion_ci(confidence, method="exact").high)
+        return Interval(0.0, -bound, bound), "exact"
+    method = "BCa" if flip.discordant >= MIN_BCA_DISCORDANT else "percentile"
+    interval = difference_interval(
+        "accuracy", labels, probs_a, probs_b, n_resamples=n_resamples, seed=seed, resample_seeds=False,
+        confidence=confidence, method=method,
+    )  # fmt: skip
+    return interval, method
 
 
 def mean_interval(groups: Sequence[np.ndarray], *, n_resamples: int, seed: int, scale: float = 1.0) -> Interval:
@@ -283,7 +331,7 @@ def mean_interval(groups: Sequence[np.ndarray], *, n_resamples: int, seed: int, 
 
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> PairedTest:
-    """McNemar's exact test of paired successes (same images, pooled over any leading dimensions)."""
+    """McNemar's exact test of paired successes: for one CNN and one seed, where the pairs are independent images."""
     from statsmodels.stats.contingency_tables import mcnemar  # where used: the table jobs need no statsmodels
 
     a = np.asarray(correct_a, dtype=bool).ravel()
@@ -298,7 +346,75 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> PairedTest:
     return PairedTest(n=int(a.size), b=only_a, c=only_b, pvalue=pvalue)
 
 
-def permutation_pvalue(
+@dataclass(frozen=True)
+class PermutationTest:
+    """A two-sided paired permutation test: the observed statistic, its p-value and the resampled null distribution."""
+
+    statistic: float
+    pvalue: float
+    null: np.ndarray
+    exact: bool  # the null distribution enumerates every swap
+
+    def detectable(self, threshold: float) -> float:
+        """Smallest positive statistic this permutation distribution would call significant (p < threshold)."""
+        values = np.sort(self.null)
+        candidates = np.unique(np.abs(self.null))
+        candidates = np.append(candidates[candidates > 0], np.nextafter(values[-1], np.inf))
+        # Within scipy's relative tolerance of a value counts as reaching it.
+        at_least = values.size - np.searchsorted(values, candidates * (1 - 1e-14), side="left")
+        # scipy's p per side: count / swaps when exact, (count + 1) / (resamples + 1) when randomised; doubled.
+        adjust = 0 if self.exact else 1
+        p = np.minimum(1.0, 2 * (at_least + adjust) / (values.size + adjust))
+        ok = p < threshold
+        return float(candidates[ok].min()) if ok.any() else math.nan
+
+
+class _SwappedAveragePrecision:
+    """Macro AP of arm-swapped predictions, averaged over archs and seeds, for many swaps without a sort each.
+
+    Each image's score comes from A or B, so the 2N candidate scores per (arch, seed, class) are
+    sorted once; a swap only selects N of them. AP = Σ over thresholds of ΔR·P = (1 / positives) ·
+    Σ over selected positives of the precision at the end of their run of equal scores.
+    """
+
+    def __init__(self, labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray) -> None:
+        n_images, n_classes = probs_a.shape[-2:]
+        # (A, S, C, 2N): the candidates of a class contiguous, for the cumulative sums along them.
+        candidates = np.moveaxis(np.concatenate([probs_a, probs_b], axis=-2), -1, -2)
+        order = np.argsort(-candidates, axis=-1, kind="stable")
+        scores = np.take_along_axis(candidates, order, axis=-1)
+        self.image, self.from_a = order % n_images, order < n_images
+        positive = np.eye(n_classes, dtype=bool)[np.asarray(labels)].T  # (C, N)
+        self.positive = np.take_along_axis(np.concatenate([positive, positive], axis=-1)[None, None], order, axis=-1)
+        # Index of the last candidate of each candidate's run of equal scores (None: no ties).
+        last = np.ones(scores.shape, dtype=bool)
+        last[..., :-1] = scores[..., 1:] != scores[..., :-1]
+        idx = np.where(last, np.arange(2 * n_images), 2 * n_images)
+        self.run_end = None if last.all() else np.minimum.accumulate(idx[..., ::-1], axis=-1)[..., ::-1]
+        self.n_positive = positive.sum(axis=-1)  # (C,)
+        self.positive_so_far = np.cumsum(self.positive, axis=-1, dtype=np.int32)
+        self.candidates_so_far = np.arange(1, 2 * n_images + 1, dtype=np.int32)
+
+    def difference(self, take_a: np.ndarray) -> np.ndarray:
+        """AP of the swapped A side minus that of the B side; take_a (B, N): image i's A-side prediction is A's."""
+        selected = take_a[:, self.image] == self.from_a  # (B, A, S, C, 2N): the A side's candidates
+        # The B side takes every other candidate: its counts are the complements of the A side's.
+        hits = selected & self.positive
+        tp = np.cumsum(hits, axis=-1, dtype=np.int32)
+        seen = np.cumsum(selected, axis=-1, dtype=np.int32)
+        tp_b, seen_b = self.positive_so_far - tp, self.candidates_so_far - seen
+        if self.run_end is not None:  # tied scores: the precision at the end of each run
+            end = np.broadcast_to(self.run_end, selected.shape)
+            tp, seen, tp_b, seen_b = (np.take_along_axis(x, end, axis=-1) for x in (tp, seen, tp_b, seen_b))
+        # seen ≥ 1 wherever a hit counts.
+        total = np.where(hits, tp / np.maximum(seen, 1), 0.0) - np.where(
+            self.positive & ~hits, tp_b / np.maximum(seen_b, 1), 0.0
+        )
+        ap = _ratio(total.sum(axis=-1), self.n_positive)  # (B, A, S, C)
+        return ap.mean(axis=-1).mean(axis=(1, 2))
+
+
+def permutation_test(
     metric: str,
     labels: np.ndarray,
     probs_a: np.ndarray,
@@ -306,28 +422,25 @@ def permutation_pvalue(
     *,
     n_resamples: int,
     seed: int,
-) -> float:
-    """Two-sided paired permutation test of cell(A) − cell(B): each image's A and B predictions may swap.
+) -> PermutationTest:
+    """Two-sided paired permutation test of mAP cell(A) − cell(B): each image's A and B predictions may swap.
 
     A swap exchanges one image's predictions in every arch and seed at once (scipy.stats.permutation_test,
     permutation_type="samples"), the exchangeable unit under the null that A and B do equally well.
+    Accuracy has an exact test instead (`sign_flip`).
     """
+    if metric != "map":
+        raise ValueError(f"the paired permutation test is for mAP; compare {metric!r} with sign_flip (accuracy)")
     probs_a, probs_b = _paired(probs_a, probs_b)
     n_images = probs_a.shape[2]
-    ones = np.ones((1, n_images))
-    seeds = np.ones((1, probs_a.shape[1]))
+    # Resamples per batch so that a batch's swapped candidates stay near 4 million.
+    batch = max(1, min(_BATCH * 10, 2_000_000 // probs_a.size))
+    swapped_ap = _SwappedAveragePrecision(labels, probs_a, probs_b)
 
     def statistic(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
         # x holds i (A's prediction of image i) or -i-1 (B's); y the complement.
-        x2, y2 = np.atleast_2d(x), np.atleast_2d(y)
-        out = []
-        for xs, ys in zip(x2, y2):
-            pa = np.where((xs >= 0)[None, None, :, None], probs_a, probs_b)
-            pb = np.where((ys >= 0)[None, None, :, None], probs_a, probs_b)
-            out.append(
-                group_value(metric, labels, pa, ones, seeds)[0] - group_value(metric, labels, pb, ones, seeds)[0]
-            )
-        return np.asarray(out) if np.ndim(x) > 1 else np.asarray(out[0])
+        value = swapped_ap.difference(np.atleast_2d(x) >= 0)
+        return value if np.ndim(x) > 1 else value[0]
 
     image = np.arange(n_images)
     result = scipy_stats.permutation_test(
@@ -336,10 +449,144 @@ def permutation_pvalue(
         permutation_type="samples",
         vectorized=True,
         n_resamples=n_resamples,
-        batch=_BATCH,
+        batch=batch,
         rng=np.random.default_rng(seed),
     )
-    return float(result.pvalue)
+    null = np.asarray(result.null_distribution)
+    return PermutationTest(float(result.statistic), float(result.pvalue), null, exact=null.size == 2**n_images)
+
+
+@dataclass(frozen=True)
+class SignFlip:
+    """Per-image paired accuracy differences: `totals[i]` = A's minus B's successes on image i over `pairs` (archs x seeds)."""
+
+    totals: np.ndarray
+    pairs: int
+
+    @property
+    def n_images(self) -> int:
+        return int(self.totals.size)
+
+    @property
+    def difference(self) -> float:
+        """Accuracy of A minus accuracy of B (fraction), averaged over images, archs and seeds."""
+        return float(self.totals.sum() / (self.pairs * self.n_images))
+
+    @property
+    def positive(self) -> int:
+        """Images A gets right more often than B (over the archs and seeds)."""
+        return int((self.totals > 0).sum())
+
+    @property
+    def negative(self) -> int:
+        return int((self.totals < 0).sum())
+
+    @property
+    def discordant(self) -> int:
+        """Images whose paired difference is not zero."""
+        return self.positive + self.negative
+
+    @property
+    def pvalue(self) -> float:
+        """Exact two-sided sign-flip p: P(|T| ≥ |t|) when each image's difference flips sign with probability 1/2."""
+        return _sign_flip_p(self.totals)
+
+    def detectable(self, threshold: float) -> float:
+        """Smallest accuracy difference (fraction) the sign-flip test would call significant (p < threshold).
+
+        Given the magnitudes of the observed non-zero differences; where even all of them one way
+        would not reach `threshold`, images with a full difference (every pair discordant the same
+        way) are added until it does (NaN when the test set has too few images for that).
+        """
+        magnitudes = [int(k) for k in np.abs(self.totals) if k]
+        # 2 · 2^-n < threshold needs n > log2(2 / threshold) non-zero images at the least.
+        needed = math.floor(math.log2(2 / threshold)) + 1
+        magnitudes += [self.pairs] * max(0, needed - len(magnitudes))
+        while len(magnitudes) <= self.n_images:
+            support, probs = sign_flip_null(magnitudes)
+            at_least = np.cumsum(probs[::-1])[::-1]  # P(T ≥ t)
+            ok = (support > 0) & (probs > 0) & (2 * at_least < threshold)  # attainable sums only
+            if ok.any():
+                return float(support[ok].min() / (self.pairs * self.n_images))
+            magnitudes.append(self.pairs)
+        return math.nan
+
+
+def sign_flip(correct_a: np.ndarray, correct_b: np.ndarray) -> SignFlip:
+    """Paired successes (..., N) of A and B (leading dimensions archs, seeds) as per-image differences."""
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape or a.ndim < 1:
+        raise ValueError(f"paired successes must have the same shape (..., images), got {a.shape} and {b.shape}")
+    totals = (a.astype(np.int64) - b).reshape(-1, a.shape[-1]).sum(axis=0)
+    return SignFlip(totals=totals, pairs=int(np.prod(a.shape[:-1], dtype=np.int64)))
+
+
+def sign_flip_null(magnitudes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Exact null distribution of T = Σ ±k_i over all 2^n equally likely sign vectors: support and probabilities."""
+    k = np.abs(np.asarray(magnitudes, dtype=np.int64))
+    k = k[k > 0]
+    total = int(k.sum())
+    probs = np.zeros(2 * total + 1)
+    probs[total] = 1.0
+    for ki in k:
+        # The support so far lies within ±(sum of the magnitudes so far): np.roll never wraps.
+        probs = 0.5 * (np.roll(probs, ki) + np.roll(probs, -ki))
+    return np.arange(-total, total + 1), probs
+
+
+def _sign_flip_p(totals: np.ndarray) -> float:
+    observed = abs(int(np.sum(totals)))
+    if observed == 0:
+        return 1.0
+    support, probs = sign_flip_null(totals)
+    return float(min(1.0, 2 * probs[support >= observed].sum()))
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    """A two one-sided test (TOST) of |A − B| < margin: the (1 − 2α) interval and the tests it decides."""
+
+    interval: Interval
+    p_equivalent: float  # TOST: the larger of the two one-sided p's of H0 |δ| ≥ margin
+    p_different: float  # H0 |δ| ≤ margin: small when the interval lies entirely outside ±margin
+    method: str  # "exact" or "percentile"
+
+
+def equivalence_test(
+    flip: SignFlip, margin: float, *, alpha: float = ALPHA, n_resamples: int, seed: int
+) -> Equivalence:
+    """TOST of an accuracy difference within ±margin (fractions), the image as the unit.
+
+    With fewer than MIN_BCA_DISCORDANT discordant images the test is exact: δ ≤ P(image has
+    d > 0) and δ ≥ −P(d < 0), so under δ ≥ margin the count of positive images is at least
+    Binomial(N, margin) stochastically, p = P(Bin(N, margin) ≤ positive) (zero discordant of N:
+    (1 − margin)^N), and the (1 − 2α) interval is [−CP(negative), CP(positive)] with one-sided
+    Clopper-Pearson bounds; this bound cannot show a difference (p_different = 1). Otherwise the
+    percentile bootstrap of the per-image differences at level 1 − 2α, with p's from the same
+    resamples.
+    """
+    n = flip.n_images
+    if flip.discordant < MIN_BCA_DISCORDANT:
+        upper = scipy_stats.binomtest(flip.positive, n).proportion_ci(1 - 2 * alpha, method="exact").high
+        lower = scipy_stats.binomtest(flip.negative, n).proportion_ci(1 - 2 * alpha, method="exact").high
+        p = max(scipy_stats.binom.cdf(flip.positive, n, margin), scipy_stats.binom.cdf(flip.negative, n, margin))
+        return Equivalence(Interval(flip.difference, -float(lower), float(upper)), float(p), 1.0, "exact")
+    d = flip.totals / flip.pairs
+    result = scipy_stats.bootstrap(
+        (d,),
+        np.mean,
+        n_resamples=n_resamples,
+        confidence_level=1 - 2 * alpha,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    dist = result.bootstrap_distribution
+    frac = lambda hit: (np.count_nonzero(hit) + 1) / (dist.size + 1)  # noqa: E731
+    p_equivalent = max(frac(dist >= margin), frac(dist <= -margin))
+    p_different = min(frac(dist <= margin), frac(dist >= -margin))
+    low, high = result.confidence_interval
+    return Equivalence(Interval(flip.difference, float(low), float(high)), p_equivalent, p_different, "percentile")
 
 
 def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> np.ndarray:
@@ -352,29 +599,3 @@ def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> np.ndarray:
     if ok.any():
         out[ok] = multipletests(p[ok], alpha=alpha, method="holm")[1]
     return out
-
-
-def min_discordant(alpha: float = ALPHA) -> int:
-    """Fewest discordant pairs for which McNemar's exact two-sided test can reach p < alpha (all one way)."""
-    d = 1
-    while 2 * 0.5**d >= alpha:
-        d += 1
-    return d
-
-
-def minimum_detectable_difference(n: int, n_discordant: int, alpha: float = ALPHA) -> float:
-    """Smallest accuracy difference |b − c| / n that McNemar's exact test calls significant at `alpha`.
-
-    Given the observed number of discordant pairs (at least the few the exact test needs
-    to reach `alpha` at all), over n paired images.
-    """
-    from statsmodels.stats.contingency_tables import mcnemar
-
-    if n < 1:
-        raise ValueError(f"n must be positive, got {n}")
-    d = max(int(n_discordant), min_discordant(alpha))
-    for gap in range(d % 2, d + 1, 2):
-        b = (d + gap) // 2
-        if mcnemar([[0, b], [d - b, 0]], exact=True).pvalue < alpha:
-            return gap / n
-    return math.nan

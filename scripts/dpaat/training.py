@@ -222,8 +222,11 @@ def _fingerprint(
     for execution_only in ("device", "bf16", "threads", "deterministic"):
         settings.pop(execution_only)
     hasher = hashlib.sha256(
-        json.dumps({"format": CHECKPOINT_FORMAT, "seed": seed, "config": settings, "method": method.describe()},
-                   sort_keys=True, default=str).encode()
+        json.dumps(
+            {"format": CHECKPOINT_FORMAT, "seed": seed, "config": settings, "method": method.describe()},
+            sort_keys=True,
+            default=str,
+        ).encode()
     )
     for name, tensor in model.state_dict().items():
         hasher.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
@@ -248,7 +251,8 @@ def _load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
     if not isinstance(blob, dict) or blob.get("fingerprint") != fingerprint:
         logger.warning(
             "ignoring checkpoint %s: it belongs to another run (settings, seed, data or initial weights differ); "
-            "training from scratch", path,
+            "training from scratch",
+            path,
         )
         return None
     return blob
@@ -402,7 +406,8 @@ def train(
     path = Path(checkpoint_path) if checkpoint_path is not None else None
     fingerprint = (
         _fingerprint(config, method, seed, model, (train_images, train_labels, val_images, val_labels))
-        if path is not None else ""
+        if path is not None
+        else ""
     )
     blob = _load_checkpoint(path, fingerprint) if path is not None else None
 
@@ -437,8 +442,18 @@ def train(
                 optimizer_state = None
             started = time.perf_counter()
             train_loss, eps_used = _train_epoch(
-                model, method, optimizer, train_images, train_labels, config.batch_size, shuffle, device, use_bf16,
-                augmentation=augmentation, seed=seed, epoch=epoch,
+                model,
+                method,
+                optimizer,
+                train_images,
+                train_labels,
+                config.batch_size,
+                shuffle,
+                device,
+                use_bf16,
+                augmentation=augmentation,
+                seed=seed,
+                epoch=epoch,
             )
             if not math.isfinite(train_loss):
                 raise FloatingPointError(
@@ -446,11 +461,21 @@ def train(
                     "or check the inputs"
                 )
             scores = validate(
-                model, val_images, val_labels, adversary=method.adversary, adversarial_loss=method.adversarial,
-                batch_size=config.batch_size, device=device, bf16=use_bf16, seed=seed,
+                model,
+                val_images,
+                val_labels,
+                adversary=method.adversary,
+                adversarial_loss=method.adversarial,
+                batch_size=config.batch_size,
+                device=device,
+                bf16=use_bf16,
+                seed=seed,
             )
             row = {
-                "epoch": epoch + 1, "phase": phase, "train_loss": train_loss, **scores,
+                "epoch": epoch + 1,
+                "phase": phase,
+                "train_loss": train_loss,
+                **scores,
                 "eps_mean": float(eps_used.mean()) if eps_used is not None else math.nan,
                 "eps_std": float(eps_used.std(correction=0)) if eps_used is not None else math.nan,
                 "seconds": time.perf_counter() - started,
@@ -462,16 +487,27 @@ def train(
             if path is not None:
                 save_torch(
                     {
-                        "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "run_state": vars(run_state),
-                        "model": _cpu_state(model), "optimizer": optimizer.state_dict(), "optimizer_phase": phase,
-                        "method": method.state_dict(), "rng": _rng_state(shuffle, device),
+                        "format": CHECKPOINT_FORMAT,
+                        "fingerprint": fingerprint,
+                        "run_state": vars(run_state),
+                        "model": _cpu_state(model),
+                        "optimizer": optimizer.state_dict(),
+                        "optimizer_phase": phase,
+                        "method": method.state_dict(),
+                        "rng": _rng_state(shuffle, device),
                     },
                     path,
                 )
             logger.info(
                 "%s epoch %d (%s): train_loss %.4f val_loss %.4f clean_acc %.3f adv_acc %.3f (%.1fs)",
-                method.name, row["epoch"], phase, train_loss, row["val_loss"], row["val_clean_acc"],
-                row["val_adv_acc"], row["seconds"],
+                method.name,
+                row["epoch"],
+                phase,
+                train_loss,
+                row["val_loss"],
+                row["val_clean_acc"],
+                row["val_adv_acc"],
+                row["seconds"],
             )
             bar.set_postfix(phase=phase, loss=f"{train_loss:.3f}", val=f"{row['val_loss']:.3f}")
             bar.update()
