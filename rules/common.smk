@@ -42,6 +42,21 @@ TRAINING_SETTINGS = {
 }
 # Methods that need the STD model of their architecture (AMAT takes ξ from it).
 NEEDS_STD_REFERENCE = {"amat"}
+# Settings sections read by one method alone: only that method's train jobs get them,
+# so adding such a method (and its schema defaults) reruns no other job.
+OWN_SETTINGS = {"trades", "mart"}
+# Baselines beside the paper's methods: in the baselines table, not in Tables I/II or Fig. 2.
+BASELINE_METHODS = ["trades", "mart"]
+
+
+def training_params(settings):
+    """A train rule's `training` params: `settings` without other methods' own sections."""
+    return lambda wildcards: {
+        key: value
+        for key, value in settings.items()
+        if key not in OWN_SETTINGS or key == wildcards.method
+    }
+
 
 
 wildcard_constraints:
@@ -228,6 +243,8 @@ def final_outputs():
         ext=["csv", "md", "tex"],
     )
     targets += expand("results/tables/comparisons.{ext}", ext=["csv", "md"])
+    if set(BASELINE_METHODS) & set(METHODS):
+        targets += expand("results/tables/baselines.{ext}", ext=["csv", "md", "tex"])
     if SANITY.attacks:
         targets += ["results/metrics/sanity.parquet", "results/tables/sanity.md"]
         targets.append("results/figures/robustness_curves.png")
