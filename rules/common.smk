@@ -58,7 +58,6 @@ def training_params(settings):
     }
 
 
-
 wildcard_constraints:
     seed=r"\d+",
     method=r"[a-z_]+",

@@ -132,7 +132,9 @@ def test_loss_functions_equal_the_formulas_on_random_logits():
 def test_mart_loss_is_the_reference_code_up_to_its_offsets():
     # mart.py's expression (argsort for the runner-up, 1.0001 and 1e-12 offsets, 1.0000001 weight) in float64.
     g = torch.Generator().manual_seed(2)
-    logits, logits_adv = torch.randn(8, 3, generator=g, dtype=torch.float64), torch.randn(8, 3, generator=g, dtype=torch.float64)
+    logits, logits_adv = torch.randn(8, 3, generator=g, dtype=torch.float64), torch.randn(
+        8, 3, generator=g, dtype=torch.float64
+    )
     y = torch.randint(0, 3, (8,), generator=g)
     adv_probs = F.softmax(logits_adv, dim=1)
     top2 = torch.argsort(adv_probs, dim=1)[:, -2:]
@@ -185,7 +187,7 @@ def test_trades_attack_increases_the_kl_term_and_stays_in_the_ball():
     g = torch.Generator().manual_seed(2)
     for _ in range(5):
         direction = torch.randn(delta.shape, generator=g, dtype=x.dtype)
-        random = (x.flatten(1) + direction / direction.norm(dim=1, keepdim=True) * delta.norm(dim=1, keepdim=True))
+        random = x.flatten(1) + direction / direction.norm(dim=1, keepdim=True) * delta.norm(dim=1, keepdim=True)
         kl_random = np_kl(p, np_softmax(np_logits(random.numpy(), weight, bias)))
         assert kl_attack.mean() > 2 * kl_random.mean()
     assert bool((kl_attack > 100 * kl_start).all())
@@ -284,3 +286,56 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, name):
     assert resumed.resumed_from_epoch == 2
     assert_same_state(resumed_model.state_dict(), whole_model.state_dict())
     assert without_seconds(resumed.history).equals(without_seconds(whole.history))
+
+
+# ---------------------------------------------------------------- the claims of ours
+
+
+def test_the_baseline_claims_are_marked_ours_and_tested_like_the_papers():
+    from test_claims import N, _correct, _predictions
+
+    from dpaat.claims import Predictions, evaluate_claims, load_claims
+
+    ours = [c for c in load_claims() if c.origin == "ours"]
+    rng = np.random.default_rng(0)
+    weak = _correct(0.3, rng)
+    strong = weak | _correct(0.6, rng)
+    arms = {("dpaat", "mobilenet_v2", atk): strong for atk in ("clean", "pgd20")}
+    arms |= {(m, "mobilenet_v2", atk): weak for m in ("trades", "mart") for atk in ("clean", "pgd20")}
+    table, comparisons = evaluate_claims(Predictions(_predictions(arms)), ours, n_resamples=200, seed=0)
+    assert list(table["origin"]) == ["ours", "ours"]
+    assert set(table["paper"]) == {"ours, not the paper's"}
+    assert set(table["verdict"]) == {"supported"}
+    assert {(c.a[0], c.b[0]) for c in comparisons} == {("dpaat", "trades"), ("dpaat", "mart")}
+    assert all(c.n == N for c in comparisons)
+    # A run without the baselines (the default) lists them as not tested.
+    without = {k: v for k, v in arms.items() if k[0] == "dpaat"} | {("at", "mobilenet_v2", "clean"): weak}
+    table, _ = evaluate_claims(Predictions(_predictions(without)), ours, n_resamples=200, seed=0)
+    assert set(table["verdict"]) == {"not tested"} and all("trades" in r for r in table["reason"])
+
+
+# ---------------------------------------------------------------- the tables
+
+
+def test_tables_one_and_two_keep_the_papers_methods_and_the_baselines_table_has_all_seven():
+    from test_report import _six_arch_frame
+
+    from dpaat.report import baselines_table, table1, table2, to_csv, to_markdown
+
+    methods = ("std", "at", "sat", "amat", "dpaat", "d_a", "trades", "mart")
+    frame = _six_arch_frame(methods)
+    # TRADES beats every other AT method under 20-PGD on every arch: bold in its column.
+    frame.loc[(frame["method"] == "trades") & (frame["attack"] == "pgd20"), "accuracy"] = 0.8
+    assert set(table1(frame).cells["method"]) == {"std", "at", "sat", "amat", "dpaat", "d_a"}
+    assert set(table2(frame, "pgd20").cells["method"]) == {"at", "sat", "amat", "dpaat", "d_a"}
+    table = baselines_table(frame)
+    assert table.cells["method"].unique().tolist() == ["std", "at", "sat", "amat", "dpaat", "trades", "mart"]
+    assert table.cells["paper"].isna().all()
+    bold = table.cells[table.cells["bold"]]
+    assert set(bold.loc[bold["column"] == "racc_pgd20", "method"]) == {"trades"}
+    cell = table.cells[(table.cells["method"] == "trades") & (table.cells["column"] == "racc_pgd20")]
+    assert cell["mean"].tolist() == pytest.approx([80.0, 80.0, 80.0])  # widely, lightweight, all
+    assert "| TRADES |" in to_markdown(table, paper_numbers=False)
+    assert "racc_pgd20" in to_csv(table, paper_numbers=False).splitlines()[0]
+    with pytest.raises(ValueError, match="baselines"):
+        baselines_table(_six_arch_frame())

@@ -314,6 +314,9 @@ def _verdict_row(claim: Claim, mine: list[Comparison], reason: str, alpha: float
     """One claims-table row: the claim, the paper's and our numbers, the deciding comparison and the verdict."""
     decimals = 2 if claim.metric == "accuracy" else 4
     paper = paper_numbers(claim)
+    paper_text = "; ".join(_arm_text(arm, v, decimals) for arm, v in paper.items())
+    if not paper:
+        paper_text = "ours, not the paper's" if claim.origin == "ours" else "figure only"
     row: dict[str, Any] = {
         "id": claim.id,
         "statement": claim.statement,
@@ -321,9 +324,7 @@ def _verdict_row(claim: Claim, mine: list[Comparison], reason: str, alpha: float
         "metric": claim.metric,
         "relation": claim.relation,
         "origin": claim.origin,
-        "paper": "; ".join(_arm_text(arm, v, decimals) for arm, v in paper.items())
-        if paper
-        else "ours, not the paper's" if claim.origin == "ours" else "figure only",
+        "paper": paper_text,
     }
     if not mine:
         return {**row, "cnns": "", "ours": "", "versus": "", "effect": math.nan, "effect_low": math.nan,

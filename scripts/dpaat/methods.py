@@ -514,8 +514,7 @@ class MART(TrainingMethod):
 
 
 METHODS: dict[str, type[TrainingMethod]] = {
-    cls.name: cls
-    for cls in (Standard, MadryAT, SAT, AMAT, DPAAT, DPAATAdaptationOnly, SynchronizedSAT, TRADES, MART)
+    cls.name: cls for cls in (Standard, MadryAT, SAT, AMAT, DPAAT, DPAATAdaptationOnly, SynchronizedSAT, TRADES, MART)
 }
 
 
