@@ -196,7 +196,8 @@ def test_paper_config_trains_the_ablation_under_its_own_schedule_and_paths(tmp_p
     assert ablation == expected
     # The main models keep their paths and are never the ablation's.
     main = [body for rule, body in jobs if rule == "train"]
-    assert all(re.search(r"output: results/models/\d+/(std|at|sat|amat|dpaat|trades|mart)/\w+/weights\.pt", b) for b in main)
+    main_weights = r"output: results/models/\d+/(std|at|sat|amat|dpaat|trades|mart)/\w+/weights\.pt"
+    assert all(re.search(main_weights, b) for b in main)
 
 
 def test_default_config_reuses_the_main_models_for_the_ablation():

@@ -1,4 +1,4 @@
-"""Training methods (STD, AT, SAT, AMAT, DPAAT, the ablations D-A, D-B, and the baselines TRADES, MART) as loss strategies.
+"""Training methods (STD, AT, SAT, AMAT, DPAAT, ablations D-A, D-B, baselines TRADES, MART) as loss strategies.
 
 Every method is a `TrainingMethod` whose `loss(model, x, y, index)` turns one
 mini-batch into the loss to minimise; the shared loop in `dpaat.training` does the
@@ -491,7 +491,9 @@ class TRADES(TrainingMethod):
 
     def describe(self) -> dict[str, Any]:
         """Adds β and the start."""
-        return {**super().describe(), "beta": self.config.trades_beta, "start_std": REFERENCE_START_STD}
+        # The reference start replaces the adversary's random start.
+        return {**super().describe(), "random_start": False, "start_std": REFERENCE_START_STD,
+                "beta": self.config.trades_beta}
 
 
 class MART(TrainingMethod):
@@ -510,7 +512,8 @@ class MART(TrainingMethod):
 
     def describe(self) -> dict[str, Any]:
         """Adds λ and the start."""
-        return {**super().describe(), "lambda": self.config.mart_lambda, "start_std": REFERENCE_START_STD}
+        return {**super().describe(), "random_start": False, "start_std": REFERENCE_START_STD,
+                "lambda": self.config.mart_lambda}
 
 
 METHODS: dict[str, type[TrainingMethod]] = {

@@ -6,7 +6,8 @@ over seeds. Groups follow the paper (three widely used CNNs, three lightweight C
 all CNNs) restricted to the architectures present. The best AT-family value of each
 column and group is bold (STD excluded, as in the paper: "best results among AT methods").
 TRADES and MART, baselines that are not the paper's, stay out of Tables I and II and
-appear with the paper's five methods in `baselines_table`. `add_intervals` gives every cell its 95 % bootstrap interval over test images (and seeds),
+appear with the paper's five methods in `baselines_table`.
+`add_intervals` gives every cell its 95 % bootstrap interval over test images (and seeds),
 computed from the per-image predictions by `dpaat.stats`.
 """
 
