@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir).parent / "scripts"))
 from dpaat.imagenet_weights import missing_weights_error
 from dpaat import job_resources
 from dpaat.job_resources import mem_mb, runtime_minutes
+from dpaat.paper_results import BASELINES
 from dpaat.sanity import SanityPlan
 
 SEEDS = [str(seed) for seed in config["seeds"]]
@@ -46,7 +47,7 @@ NEEDS_STD_REFERENCE = {"amat"}
 # so adding such a method (and its schema defaults) reruns no other job.
 OWN_SETTINGS = {"trades", "mart"}
 # Baselines beside the paper's methods: in the baselines table, not in Tables I/II or Fig. 2.
-BASELINE_METHODS = ["trades", "mart"]
+BASELINE_METHODS = list(BASELINES)
 
 
 def training_params(settings):
