@@ -6,7 +6,8 @@ Usage: python benchmarks/bench_training.py [--arch mobilenet_v2] [--image-size 6
 Ideal multiples, counting a forward pass as 1, a training backward as 2 and an
 input-only backward in an attack step as 1 (so an STD step costs 3 and a PGD step 2):
 AT (2K+3)/3; SAT, AMAT and D-B add a clean pass, (2K+6)/3; DPAAT and D-A run two
-K-step attacks plus a no-grad probe of 2N images, (4K+8)/3, about twice AT's.
+K-step attacks plus a no-grad probe of 2N images, (4K+8)/3, about twice AT's; MART
+costs SAT's (2K+6)/3 and TRADES one no-grad clean pass more, (2K+7)/3.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ IDEAL = {
     "d_b": ("(2K+6)/3", lambda k: (2 * k + 6) / 3),
     "dpaat": ("(4K+8)/3", lambda k: (4 * k + 8) / 3),
     "d_a": ("(4K+8)/3", lambda k: (4 * k + 8) / 3),
+    "trades": ("(2K+7)/3", lambda k: (2 * k + 7) / 3),
+    "mart": ("(2K+6)/3", lambda k: (2 * k + 6) / 3),
 }
 
 

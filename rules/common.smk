@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir).parent / "scripts"))
 from dpaat.imagenet_weights import weights_file
 from dpaat import job_resources
 from dpaat.job_resources import mem_mb, runtime_minutes
+from dpaat.paper_results import BASELINES
 from dpaat.sanity import SanityPlan
 from dpaat.front_page import front_page
 
@@ -45,6 +46,20 @@ TRAINING_SETTINGS = {
 }
 # Methods that need the STD model of their architecture (AMAT takes ξ from it).
 NEEDS_STD_REFERENCE = {"amat"}
+# Settings sections read by one method alone: only that method's train jobs get them,
+# so adding such a method (and its schema defaults) reruns no other job.
+OWN_SETTINGS = {"trades", "mart"}
+# Baselines beside the paper's methods: in the baselines table, not in Tables I/II or Fig. 2.
+BASELINE_METHODS = list(BASELINES)
+
+
+def training_params(settings):
+    """A train rule's `training` params: `settings` without other methods' own sections."""
+    return lambda wildcards: {
+        key: value
+        for key, value in settings.items()
+        if key not in OWN_SETTINGS or key == wildcards.method
+    }
 
 
 wildcard_constraints:
@@ -244,6 +259,8 @@ def final_outputs():
         ext=["csv", "md", "tex"],
     )
     targets += expand("results/tables/comparisons.{ext}", ext=["csv", "md"])
+    if set(BASELINE_METHODS) & set(METHODS):
+        targets += expand("results/tables/baselines.{ext}", ext=["csv", "md", "tex"])
     if SANITY.attacks:
         targets += ["results/metrics/sanity.parquet", "results/tables/sanity.md"]
         targets.append("results/figures/robustness_curves.png")

@@ -108,10 +108,37 @@ rule report:
         paper_numbers=config["report"]["paper_numbers"],
         attack=config["evaluation"]["confusion_attack"],
         confusion_archs=CONFUSION_ARCHS,
-        confusion_methods=[m for m in METHODS if m not in ABLATION_METHODS],
+        confusion_methods=[
+            m for m in METHODS if m not in ABLATION_METHODS | set(BASELINE_METHODS)
+        ],
         ablation_archs=ABLATION_ARCHS,
         attacks=list(ATTACKS),
         resamples=config["report"]["bootstrap_resamples"],
         seed=config["report"]["bootstrap_seed"],
     script:
         "../scripts/report.py"
+
+
+rule baselines:
+    """The paper's five methods and the baselines TRADES and MART side by side, with intervals."""
+    input:
+        metrics="results/metrics/metrics.parquet",
+        predictions=model_files("results/predictions/{seed}/{method}/{arch}.parquet"),
+    output:
+        table_csv=report(
+            "results/tables/baselines.csv",
+            caption="../report/baselines.rst",
+            category="Tables",
+        ),
+        table_md="results/tables/baselines.md",
+        table_tex="results/tables/baselines.tex",
+    log:
+        "results/logs/baselines.log",
+    conda:
+        "../envs/report.yaml"
+    params:
+        attacks=list(ATTACKS),
+        resamples=config["report"]["bootstrap_resamples"],
+        seed=config["report"]["bootstrap_seed"],
+    script:
+        "../scripts/baselines.py"

@@ -46,7 +46,7 @@ rule train:
         mem_mb=job_mem_mb("train"),
         runtime=job_runtime("train"),
     params:
-        training=TRAINING_SETTINGS,
+        training=training_params(TRAINING_SETTINGS),
         pretrained=config["models"]["pretrained"],
         checkpoint="results/checkpoints/{seed}/{method}/{arch}.pt",
     script:
@@ -69,6 +69,6 @@ if OWN_ABLATION:
             mem_mb=job_mem_mb("train"),
             runtime=job_runtime("train", ABLATION_TRAINING_SETTINGS),
         params:
-            training=ABLATION_TRAINING_SETTINGS,
+            training=training_params(ABLATION_TRAINING_SETTINGS),
             pretrained=config["models"]["pretrained"],
             checkpoint=f"results/checkpoints/{ABLATION_TAG}/{{seed}}/{{method}}/{{arch}}.pt",

@@ -21,7 +21,7 @@ def modules_after_imports(script: str) -> set[str]:
     return set(run.stdout.split())
 
 
-@pytest.mark.parametrize("script", ["aggregate", "report", "gradcam_scores"])
+@pytest.mark.parametrize("script", ["aggregate", "report", "gradcam_scores", "baselines"])
 def test_report_stage_scripts_do_not_import_torch(script):
     loaded = modules_after_imports(script)
     assert not {"torch", "torchvision", "sklearn"} & loaded, sorted({"torch", "torchvision", "sklearn"} & loaded)

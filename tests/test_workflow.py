@@ -55,10 +55,10 @@ def test_tiny_run_writes_every_target(tiny_run):
     workdir, _ = tiny_run
     results = workdir / "results"
     metrics = pd.read_parquet(results / "metrics/metrics.parquet")
-    # std, at, amat, dpaat on one arch, each clean + two attacks + the sanity attacks
+    # std, at, amat, dpaat, trades, mart on one arch, each clean + two attacks + the sanity attacks
     # (L2 curve at 1x and 4x eps, a Linf curve point, one random start and the best of two, Square)
     attacks = ["clean", "fgsm", "pgd3", "curvel2x1", "curvel2x4", "curvelinf4", "restart1", "restarts", "square"]
-    assert len(metrics) == 4 * len(attacks)
+    assert len(metrics) == 6 * len(attacks)
     assert set(metrics["attack"]) == set(attacks)
     assert metrics["accuracy"].between(0, 1).all()
     # The ablation's own schedule: its models, trained with batch 8 for 2 epochs, scored clean and under pgd3.
@@ -86,12 +86,25 @@ def test_tiny_run_writes_every_target(tiny_run):
     assert {"racc_fgsm_low", "racc_pgd3_high", "gacc_low"} <= set(table1.columns)
     assert not any(c.startswith("racc_curve") for c in table1.columns)
     assert (table1["gacc_low"] <= table1["gacc"]).all() and (table1["gacc"] <= table1["gacc_high"]).all()
+    # Tables I and II keep the paper's methods; the baselines table has them beside TRADES and MART.
+    assert "TRADES" not in (results / "tables/table1.md").read_text()
+    baselines = pd.read_csv(results / "tables/baselines.csv")
+    assert baselines["method"].tolist() == ["std", "at", "amat", "dpaat", "trades", "mart"]
+    assert (baselines["racc_pgd3_low"] <= baselines["racc_pgd3"]).all()
+    assert "| MART |" in (results / "tables/baselines.md").read_text()
+    assert (results / "tables/baselines.tex").stat().st_size > 0
     claims = pd.read_csv(results / "tables/claims.csv")
     assert set(claims["verdict"]) <= {"supported", "contradicted", "inconclusive", "not tested"}
     assert "dpaat_gacc_highest_of_at" in set(claims["id"])
+    ours = claims[claims["origin"] == "ours"].set_index("id")
+    assert sorted(ours.index) == ["dpaat_gacc_exceeds_baselines", "dpaat_racc_pgd20_exceeds_baselines"]
+    # tiny.yaml has no pgd20: the RAcc claim is not tested; the GAcc one is, against both baselines.
+    assert ours.loc["dpaat_racc_pgd20_exceeds_baselines", "verdict"] == "not tested"
+    assert ours.loc["dpaat_gacc_exceeds_baselines", "verdict"] != "not tested"
+    assert set(ours["paper"]) == {"ours, not the paper's"}
     assert "McNemar" in (results / "tables/comparisons.md").read_text()
     sanity = pd.read_parquet(results / "metrics/sanity.parquet")
-    assert len(sanity) == 4 * 8 and sanity["check"].nunique() == 8
+    assert len(sanity) == 6 * 8 and sanity["check"].nunique() == 8
     assert "Sanity checks" in (results / "tables/sanity.md").read_text()
     for figure in ("confusion_mobilenet_v2", "ablation", "training_curves", "gradcam_mobilenet_v2", "robustness_curves"):
         with Image.open(results / f"figures/{figure}.png") as image:
@@ -148,9 +161,12 @@ def test_paper_config_lists_the_full_dag(tmp_path):
     run = snakemake(REPO, "-n", "--configfile", "config/paper.yaml", timeout=120, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     out = run.stdout
-    # 3 seeds x 5 methods x 6 archs = 90 trainings; D-A and D-B only in the ablation's own schedule
+    # 3 seeds x (5 methods + TRADES and MART) x 6 archs = 126 trainings; D-A and D-B only in the ablation's schedule
     job_counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if re.match(r"^\w+\s+\d+$", line)}
-    assert job_counts["train"] == 3 * 5 * 6
+    assert job_counts["train"] == 3 * 7 * 6
+    for baseline in ("trades", "mart"):
+        assert len(re.findall(rf"output: results/models/\d/{baseline}/\w+/weights\.pt", out)) == 3 * 6
+    assert job_counts["baselines"] == 1
     assert job_counts["train_ablation"] == 3 * 4 * 2
     # One evaluation job per model runs the clean pass and all five attacks; no job per attack.
     assert job_counts["evaluate"] == job_counts["train"]
@@ -184,13 +200,16 @@ def test_paper_config_trains_the_ablation_under_its_own_schedule_and_paths(tmp_p
     assert ablation == expected
     # The main models keep their paths and are never the ablation's.
     main = [body for rule, body in jobs if rule == "train"]
-    assert all(re.search(r"output: results/models/\d+/(std|at|sat|amat|dpaat)/\w+/weights\.pt", b) for b in main)
+    main_weights = r"output: results/models/\d+/(std|at|sat|amat|dpaat|trades|mart)/\w+/weights\.pt"
+    assert all(re.search(main_weights, b) for b in main)
 
 
 def test_default_config_reuses_the_main_models_for_the_ablation():
     run = snakemake(REPO, "-n", timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "train_ablation" not in run.stdout and "results/ablation/" not in run.stdout
+    # The baselines are the config/baselines.yaml overlay's, not the default's.
+    assert "rule baselines:" not in run.stdout and "/trades/" not in run.stdout
 
 
 def test_rules_are_snakefmt_formatted():

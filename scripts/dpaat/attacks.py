@@ -12,7 +12,7 @@ black-box Square attack, and an AutoAttack ensemble valid for few classes.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Literal, get_args
@@ -114,10 +114,19 @@ def sample_in_ball(x: Tensor, eps: Tensor, norm: Norm, generator: torch.Generato
     return direction * radius
 
 
-def input_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Gradient of the summed cross-entropy with respect to the input only."""
+# An attack objective: (logits, labels) -> the batch's summed loss to ascend.
+Objective = Callable[[Tensor, Tensor], Tensor]
+
+
+def summed_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    """The default attack objective: the cross-entropy summed over the batch."""
+    return F.cross_entropy(logits, y, reduction="sum")
+
+
+def input_gradient(model: nn.Module, x: Tensor, y: Tensor, objective: Objective = summed_cross_entropy) -> Tensor:
+    """Gradient of the summed `objective` (cross-entropy by default) with respect to the input only."""
     x = x.detach().requires_grad_(True)
-    loss = F.cross_entropy(model(x), y, reduction="sum")
+    loss = objective(model(x), y)
     (grad,) = torch.autograd.grad(loss, x)
     return grad
 
@@ -133,26 +142,38 @@ def pgd(
     norm: Norm = "l2",
     random_start: bool = False,
     generator: torch.Generator | None = None,
+    objective: Objective = summed_cross_entropy,
+    start_std: float = 0.0,
 ) -> Tensor:
-    """Projected gradient ascent on the cross-entropy inside per-sample eps balls.
+    """Projected gradient ascent on the cross-entropy (or `objective`) inside per-sample eps balls.
 
     L2: `delta += step * g/||g||`, then `delta *= min(1, eps/||delta||)`.
     Linf: `delta += step * sign(g)`, then clamp to [-eps, eps]. Always x+delta in [0, 1].
     `step_size` may be a tensor like `eps` (e.g. a fraction of each sample's eps).
+    The start is x, a uniform draw in the ball (`random_start`), or x + start_std·N(0, I)
+    projected into the ball (TRADES' and MART's reference start, `start_std` 0.001).
     The model runs in eval mode (mode restored after); parameters' .grad is untouched.
     """
     if norm not in get_args(Norm):
         raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    if start_std < 0 or (start_std > 0 and random_start):
+        raise ValueError(f"start_std must be >= 0 and excludes random_start, got {start_std} with {random_start}")
     _check_images(x, y)
     x = x.detach()
     eps_t = _per_sample(eps, x)
     step_t = _per_sample(step_size, x, "step_size")
-    x_adv = (x + sample_in_ball(x, eps_t, norm, generator)).clamp_(0, 1) if random_start else x.clone()
+    if random_start:
+        x_adv = (x + sample_in_ball(x, eps_t, norm, generator)).clamp_(0, 1)
+    elif start_std > 0:
+        noise = start_std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x_adv = (x + project(noise, eps_t, norm)).clamp_(0, 1)
+    else:
+        x_adv = x.clone()
     with eval_mode(model):
         for _ in range(steps):
-            grad = input_gradient(model, x_adv, y)
+            grad = input_gradient(model, x_adv, y, objective)
             if norm == "linf":
                 delta = torch.addcmul(x_adv - x, grad.sign(), step_t)
             else:

@@ -43,6 +43,8 @@ from dpaat.paper_results import ALL_GROUP, ARCH_GROUPS, TABLE1, TABLE2, arch_lab
 log = logging.getLogger(__name__)
 CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
 RELATIONS = ("greater", "equal")
+# Whose claim it is: the paper's, or ours (the baselines TRADES and MART, which the paper never ran).
+ORIGINS = ("paper", "ours")
 VERDICTS = ("supported", "contradicted", "inconclusive", "not tested")
 PAPER_TABLES = {"table1": TABLE1, "table2": TABLE2}
 # The columns of the evaluate job's predictions files (dpaat.evaluation.PREDICTION_COLUMNS).
@@ -66,6 +68,7 @@ class Claim:
     margin: float = 0.0
     paper: Mapping[str, str] | None = None
     ablation: bool = False  # tested on Fig. 3's models (the ablation's own schedule, when it has one)
+    origin: str = "paper"
 
     def arms(self) -> list[tuple[tuple[str, str], tuple[str, str]]]:
         """The paired comparisons (arm A, arm B), A the side the claim says is higher (or equal)."""
@@ -105,7 +108,12 @@ def load_claims(path: str | os.PathLike = CLAIMS_FILE) -> list[Claim]:
                     f"{path}: equality claim {cid} needs metric accuracy and a positive margin (TOST on per-image "
                     f"differences), got metric {entry['metric']!r}, margin {entry.get('margin')!r}"
                 )
+        origin = entry.get("origin", "paper")
+        if origin not in ORIGINS:
+            raise ValueError(f"{path}: claim {cid} has origin {origin!r}; use one of {list(ORIGINS)}")
         paper = entry.get("paper")
+        if origin == "ours" and paper is not None:
+            raise ValueError(f"{path}: claim {cid} is ours, so the paper has no numbers for it; set paper: null")
         if paper is not None and paper.get("table") not in PAPER_TABLES:
             raise ValueError(f"{path}: claim {cid} cites paper table {paper.get('table')!r}; use table1 or table2")
         claims.append(
@@ -121,6 +129,7 @@ def load_claims(path: str | os.PathLike = CLAIMS_FILE) -> list[Claim]:
                 margin=float(entry.get("margin", 0.0)),
                 paper=paper,
                 ablation=bool(entry.get("ablation", False)),
+                origin=origin,
             )
         )
     return claims
@@ -393,13 +402,17 @@ def _verdict_row(claim: Claim, decision: Decision | None, reason: str, alpha: fl
     """One claims-table row: the claim, the paper's and our numbers, the deciding comparison and the verdict."""
     decimals = 2 if claim.metric == "accuracy" else 4
     paper = paper_numbers(claim)
+    paper_text = "; ".join(_arm_text(arm, v, decimals) for arm, v in paper.items())
+    if not paper:
+        paper_text = "ours, not the paper's" if claim.origin == "ours" else "figure only"
     row: dict[str, Any] = {
         "id": claim.id,
         "statement": claim.statement,
         "source": claim.source,
         "metric": claim.metric,
         "relation": claim.relation,
-        "paper": "; ".join(_arm_text(arm, v, decimals) for arm, v in paper.items()) if paper else "figure only",
+        "origin": claim.origin,
+        "paper": paper_text,
     }
     if decision is None:
         return {**row, "cnns": "", "ours": "", "versus": "", "effect": math.nan, "effect_low": math.nan,

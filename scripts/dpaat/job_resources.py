@@ -5,7 +5,7 @@ a training backward costs 2, an attack step's input-only backward 1), times the
 architecture's GFLOPs at the job's resolution (torchvision's figures, scaled by area):
 
   train     epochs_total × (n_train × U(method) + n_val × (2K + 2))   U: std 3, at 2K+3,
-            sat/amat/d_b 2K+6, dpaat/d_a 4K+8 (K = training adversary steps)
+            sat/amat/d_b/mart 2K+6, trades 2K+7, dpaat/d_a 4K+8 (K = training adversary steps)
   evaluate  n_test × (1 + Σ over the test and sanity attacks of their forward units:
             2 × steps + 1 for the gradient attacks, see dpaat.attack_kinds.forward_units)
   evaluate_ablation  n_test × (1 + forward units of evaluation.confusion_attack)
@@ -57,6 +57,9 @@ TRAIN_UNITS = {
     "d_b": lambda k: 2 * k + 6,
     "dpaat": lambda k: 4 * k + 8,
     "d_a": lambda k: 4 * k + 8,
+    # TRADES: a no-grad clean pass for the KL target, then as SAT; MART: as SAT.
+    "trades": lambda k: 2 * k + 7,
+    "mart": lambda k: 2 * k + 6,
 }
 MEMORY_FACTOR = {"train": 2, "evaluate": 13, "evaluate_ablation": 13, "gradcam": 5}
 

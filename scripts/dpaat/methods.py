@@ -1,4 +1,4 @@
-"""Training methods (STD, AT, SAT, AMAT, DPAAT and the ablations D-A, D-B) as loss strategies.
+"""Training methods (STD, AT, SAT, AMAT, DPAAT, ablations D-A, D-B, baselines TRADES, MART) as loss strategies.
 
 Every method is a `TrainingMethod` whose `loss(model, x, y, index)` turns one
 mini-batch into the loss to minimise; the shared loop in `dpaat.training` does the
@@ -19,12 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dpaat.attacks import eval_mode, pgd
+from dpaat.attacks import Objective, eval_mode, pgd, summed_cross_entropy
 
 Norm = Literal["l2", "linf"]
 
 # Floor of |ΔL_avg| in DPAAT's γ (SPEC: the mean loss change can be ~0).
 _DELTA_LOSS_FLOOR = 1e-8
+# TRADES' and MART's inner attacks start at x + 0.001·N(0, I), as both reference implementations do.
+REFERENCE_START_STD = 0.001
+# The authors' defaults: TRADES' β (CIFAR-10 setting of train_trades_cifar10.py) and MART's λ (mart.py's beta).
+TRADES_BETA = 6.0
+MART_LAMBDA = 6.0
 
 
 @dataclass(frozen=True)
@@ -55,13 +60,20 @@ class Adversary:
         y: Tensor,
         eps: Tensor | None = None,
         generator: torch.Generator | None = None,
+        objective: Objective = summed_cross_entropy,
+        start_std: float = 0.0,
     ) -> Tensor:
         """PGD inside the fixed eps ball, or inside per-sample balls `eps` (an (N,) tensor).
+
+        `objective` replaces the cross-entropy PGD ascends (TRADES: a KL divergence);
+        `start_std` > 0 starts at x + start_std·N(0, I) instead of x (or the random start).
 
         With per-sample eps and `scale_step` the step is scaled by eps_i/eps, so the same
         number of steps covers each sample's ball as it covers the fixed one (a 2·eps ball
         is reached, a tiny ball is not overshot and oscillated in).
         """
+        random_start = self.random_start and not start_std
+        options = {"generator": generator, "objective": objective, "start_std": start_std}
         if eps is None:
             return pgd(
                 model,
@@ -71,23 +83,15 @@ class Adversary:
                 steps=self.steps,
                 step_size=self.step_size,
                 norm=self.norm,
-                random_start=self.random_start,
-                generator=generator,
+                random_start=random_start,
+                **options,
             )
         if self.scale_step and self.eps > 0:
             step = self.step_size * eps / self.eps
         else:
             step = torch.full_like(eps, self.step_size)
         return pgd(
-            model,
-            x,
-            y,
-            eps=eps,
-            steps=self.steps,
-            step_size=step,
-            norm=self.norm,
-            random_start=self.random_start,
-            generator=generator,
+            model, x, y, eps=eps, steps=self.steps, step_size=step, norm=self.norm, random_start=random_start, **options
         )
 
     def perturbation_norms(self, x_adv: Tensor, x: Tensor) -> Tensor:
@@ -110,10 +114,15 @@ class MethodConfig:
     # SPEC's defaults; "printed" / None reproduce the paper's Eq. 11 / Eq. 15 as printed.
     synchronization: Literal["js", "printed"] = "js"
     dpaat_gamma_cap: float | None = 1.0
+    trades_beta: float = TRADES_BETA
+    mart_lambda: float = MART_LAMBDA
 
     def __post_init__(self) -> None:
         if self.synchronization not in ("js", "printed"):
             raise ValueError(f"training.synchronization must be 'js' or 'printed', got {self.synchronization!r}")
+        for key, value in (("trades.beta", self.trades_beta), ("mart.lambda", self.mart_lambda)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"training.{key} must be a finite number >= 0, got {value}")
         if self.dpaat_gamma_cap is not None and not self.dpaat_gamma_cap >= 0:
             raise ValueError(f"training.dpaat.gamma_cap must be >= 0 or null, got {self.dpaat_gamma_cap}")
 
@@ -139,6 +148,9 @@ class MethodConfig:
                 dpaat_eps_max_factor=float(dpaat["eps_max_factor"]),
                 synchronization=str(training.get("synchronization", "js")),
                 dpaat_gamma_cap=None if dpaat.get("gamma_cap", 1.0) is None else float(dpaat.get("gamma_cap", 1.0)),
+                # Only the method's own train job gets its section (rules/common.smk): absent = the default.
+                trades_beta=float(training.get("trades", {}).get("beta", TRADES_BETA)),
+                mart_lambda=float(training.get("mart", {}).get("lambda", MART_LAMBDA)),
             )
         except KeyError as err:
             raise missing_key(err) from None
@@ -167,6 +179,39 @@ def synchronization_loss(logits_clean: Tensor, logits_adv: Tensor) -> Tensor:
     kl_pm = F.kl_div(log_m, log_p, reduction="none", log_target=True).sum(dim=1)
     kl_qm = F.kl_div(log_m, log_q, reduction="none", log_target=True).sum(dim=1)
     return (0.5 * (kl_pm + kl_qm)).mean()
+
+
+def kl_divergence(logits_p: Tensor, logits_q: Tensor) -> Tensor:
+    """Per-sample KL(p ‖ q) in nats of the two softmaxes, shape (N,); gradients flow through both."""
+    dtype = torch.promote_types(logits_p.dtype, torch.float32)
+    log_p = F.log_softmax(logits_p.to(dtype), dim=1)
+    log_q = F.log_softmax(logits_q.to(dtype), dim=1)
+    # kl_div(input=log q, target=log p, log_target) = p·(log p − log q), 0 where p = 0.
+    return F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=1)
+
+
+def trades_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
+    """TRADES' outer loss: CE(f(x), y) + β·KL(f(x) ‖ f(x_adv)), both averaged over the batch (batchmean)."""
+    dtype = torch.promote_types(logits_clean.dtype, torch.float32)
+    return F.cross_entropy(logits_clean.to(dtype), y) + beta * kl_divergence(logits_clean, logits_adv).mean()
+
+
+def mart_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, lam: float) -> Tensor:
+    """MART's loss, averaged over the batch: BCE(p(x_adv), y) + λ·KL(p(x) ‖ p(x_adv))·(1 − p_y(x)).
+
+    BCE = CE(p(x_adv), y) − log(1 − max_{k≠y} p_k(x_adv)), the second term computed in log
+    space as log Σ_{j≠k} p_j, so it needs no 1e-4 offset. Gradients flow through every
+    term, the weight 1 − p_y(x) included, as in the reference code.
+    """
+    dtype = torch.promote_types(logits_clean.dtype, torch.float32)
+    log_q = F.log_softmax(logits_adv.to(dtype), dim=1)
+    true_class = F.one_hot(y, log_q.shape[1]).bool()
+    # The most likely wrong class of the adversarial prediction, and log(1 − its probability).
+    runner_up = log_q.masked_fill(true_class, -math.inf).argmax(dim=1)
+    log_rest = log_q.masked_fill(F.one_hot(runner_up, log_q.shape[1]).bool(), -math.inf).logsumexp(dim=1)
+    boosted_ce = F.nll_loss(log_q, y, reduction="none") - log_rest
+    p_true = F.softmax(logits_clean.to(dtype), dim=1).gather(1, y[:, None]).squeeze(1)
+    return (boosted_ce + lam * kl_divergence(logits_clean, logits_adv) * (1 - p_true)).mean()
 
 
 def dpaat_epsilons(
@@ -448,15 +493,77 @@ class DPAATAdaptationOnly(DPAAT):
         return 0.0
 
 
+class TRADES(TrainingMethod):
+    """TRADES (Zhang et al. 2019): CE(f(x), y) + β·KL(f(x) ‖ f(x_adv)), x_adv maximising the KL.
+
+    The inner PGD ascends Σ_i KL(p(x_i) ‖ p(x'_i)) against the clean prediction of an
+    eval-mode pass, from x + 0.001·N(0, I), with the training adversary's norm, eps,
+    steps and step size. β is training.trades.beta.
+    """
+
+    name = "trades"
+
+    def adversarial_examples(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """The inner maximisation: PGD on Σ_i KL(p(x_i) ‖ p(x'_i)) in the adversary's ball around x."""
+        with torch.no_grad(), eval_mode(model):
+            logits_clean = model(x)
+        log_p_clean = F.log_softmax(logits_clean.to(torch.promote_types(logits_clean.dtype, torch.float32)), dim=1)
+
+        def kl_to_clean(logits: Tensor, _: Tensor) -> Tensor:
+            log_q = F.log_softmax(logits.to(log_p_clean.dtype), dim=1)
+            return F.kl_div(log_q, log_p_clean, reduction="sum", log_target=True)
+
+        return self.adversary.attack(model, x, y, objective=kl_to_clean, start_std=REFERENCE_START_STD)
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Stats]:
+        """Attack the KL term, then CE on x plus β times the batch-mean KL on the attack."""
+        x_adv = self.adversarial_examples(model, x, y)
+        return trades_loss(model(x), model(x_adv), y, self.config.trades_beta), {}
+
+    def describe(self) -> dict[str, Any]:
+        """Adds β and the start."""
+        # The reference start replaces the adversary's random start.
+        return {
+            **super().describe(),
+            "random_start": False,
+            "start_std": REFERENCE_START_STD,
+            "beta": self.config.trades_beta,
+        }
+
+
+class MART(TrainingMethod):
+    """MART (Wang et al. 2020): BCE on x_adv + λ·KL(p(x) ‖ p(x_adv))·(1 − p_y(x)), x_adv by PGD on CE.
+
+    The attack is the training adversary from x + 0.001·N(0, I) (the reference start);
+    λ is training.mart.lambda.
+    """
+
+    name = "mart"
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Stats]:
+        """Attack the CE, then MART's misclassification-aware loss."""
+        x_adv = self.adversary.attack(model, x, y, start_std=REFERENCE_START_STD)
+        return mart_loss(model(x), model(x_adv), y, self.config.mart_lambda), {}
+
+    def describe(self) -> dict[str, Any]:
+        """Adds λ and the start."""
+        return {
+            **super().describe(),
+            "random_start": False,
+            "start_std": REFERENCE_START_STD,
+            "lambda": self.config.mart_lambda,
+        }
+
+
 METHODS: dict[str, type[TrainingMethod]] = {
-    cls.name: cls for cls in (Standard, MadryAT, SAT, AMAT, DPAAT, DPAATAdaptationOnly, SynchronizedSAT)
+    cls.name: cls for cls in (Standard, MadryAT, SAT, AMAT, DPAAT, DPAATAdaptationOnly, SynchronizedSAT, TRADES, MART)
 }
 
 
 def build_method(
     name: str, config: MethodConfig | Mapping[str, Any], *, num_samples: int | None = None, xi: float | None = None
 ) -> TrainingMethod:
-    """Instantiate method `name` (a config name: std, at, sat, amat, dpaat, d_a, d_b).
+    """Instantiate method `name` (a config name: std, at, sat, amat, dpaat, d_a, d_b, trades, mart).
 
     `config` is a MethodConfig or the config's `training` mapping. AMAT also needs
     `num_samples` (training set size) and ξ: the `xi` argument, else training.amat.xi.

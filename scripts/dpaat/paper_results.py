@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-# Training methods in table order, with the paper's display names (Fig. 3 for the ablation).
+# Training methods in table order, with the paper's display names (Fig. 3 for the ablation), then the baselines.
 METHOD_LABELS: dict[str, str] = {
     "std": "STD",
     "at": "AT",
@@ -19,8 +19,14 @@ METHOD_LABELS: dict[str, str] = {
     "dpaat": "DPAAT",
     "d_a": "D-A",
     "d_b": "D-B",
+    "trades": "TRADES",
+    "mart": "MART",
 }
 METHODS: tuple[str, ...] = tuple(METHOD_LABELS)
+# Baselines that are not the paper's (Zhang et al. 2019; Wang et al. 2020): kept out of Tables I and II.
+BASELINES: tuple[str, ...] = ("trades", "mart")
+# The baselines table: the paper's five methods and the baselines.
+BASELINE_TABLE_METHODS: tuple[str, ...] = ("std", "at", "sat", "amat", "dpaat", *BASELINES)
 
 ARCH_LABELS: dict[str, str] = {
     "resnet34": "ResNet34",

@@ -5,6 +5,8 @@ averaged over the group's architectures, then mean (± sample std when several s
 over seeds. Groups follow the paper (three widely used CNNs, three lightweight CNNs,
 all CNNs) restricted to the architectures present. The best AT-family value of each
 column and group is bold (STD excluded, as in the paper: "best results among AT methods").
+TRADES and MART, baselines that are not the paper's, stay out of Tables I and II and
+appear with the paper's five methods in `baselines_table`.
 `add_intervals` gives every cell its 95 % bootstrap interval over test images (and seeds),
 computed from the per-image predictions by `dpaat.stats`.
 """
@@ -25,6 +27,8 @@ from dpaat.paper_results import (
     ALL_GROUP,
     ARCH_GROUPS,
     ARCH_LABELS,
+    BASELINE_TABLE_METHODS,
+    BASELINES,
     METHODS,
     TABLE1,
     TABLE1_ATTACKS,
@@ -98,6 +102,11 @@ def _ordered_methods(methods: Iterable[str]) -> list[str]:
     """Methods in the paper's order, unknown ones after in name order."""
     present = set(methods)
     return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
+
+
+def _paper_methods(methods: Iterable[str]) -> list[str]:
+    """`_ordered_methods` without the baselines (Tables I and II compare the paper's methods)."""
+    return [m for m in _ordered_methods(methods) if m not in BASELINES]
 
 
 def _check_attacks(df: pd.DataFrame, attacks: Sequence[str]) -> None:
@@ -193,7 +202,7 @@ def ordered_attacks(df: pd.DataFrame, attacks: Sequence[str] | None = None) -> l
 
 
 def table1(df: pd.DataFrame, attacks: Sequence[str] | None = None) -> Table:
-    """Table I: RAcc (%) under each attack and GAcc (%), all methods, per architecture group."""
+    """Table I: RAcc (%) under each attack and GAcc (%), the paper's methods, per architecture group."""
     order = ordered_attacks(df, attacks)
     columns = tuple(
         Column(f"racc_{a}", attack_label(a), a, "accuracy", 100.0, a if a in TABLE1_ATTACKS else None) for a in order
@@ -201,7 +210,7 @@ def table1(df: pd.DataFrame, attacks: Sequence[str] | None = None) -> Table:
         Column("gacc", "GAcc", "clean", "accuracy", 100.0, "clean"),
     )
     _check_attacks(df, [c.attack for c in columns])
-    cells = _mark_best(_group_cells(df, columns, _ordered_methods(df["method"]), TABLE1), decimals=2)
+    cells = _mark_best(_group_cells(df, columns, _paper_methods(df["method"]), TABLE1), decimals=2)
     caption = (
         "Robust accuracy RAcc (%) under each test attack and generalisation accuracy GAcc (%) on the clean test "
         f"set, averaged over the architectures of each group ({_seeds_phrase(cells)}). Best value among AT "
@@ -233,7 +242,7 @@ def table2(df: pd.DataFrame, confusion_attack: str) -> Table:
         Column("worst_recall", f"Worst-class recall ({label})", confusion_attack, "worst_recall", 1.0, None),
     )
     _check_attacks(df, ["clean", confusion_attack])
-    methods = [m for m in _ordered_methods(df["method"]) if m != "std"]
+    methods = [m for m in _paper_methods(df["method"]) if m != "std"]
     if not methods:
         raise ValueError("Table II lists AT-family methods only, and the metrics hold none besides STD")
     cells = _mark_best(_group_cells(df, columns, methods, TABLE2), decimals=4)
@@ -244,6 +253,26 @@ def table2(df: pd.DataFrame, confusion_attack: str) -> Table:
         "but tracking clean accuracy) stand beside our clean ones. Best value per column and group in bold."
     )
     return Table("table2", "Table II", caption, columns, 4, cells)
+
+
+def baselines_table(df: pd.DataFrame, attacks: Sequence[str] | None = None) -> Table:
+    """Table I's columns for the paper's five methods and the baselines TRADES and MART side by side."""
+    if not set(BASELINES) & set(df["method"]):
+        raise ValueError(f"the metrics hold none of the baselines {list(BASELINES)}; add them to training.methods")
+    order = ordered_attacks(df, attacks)
+    columns = tuple(Column(f"racc_{a}", attack_label(a), a, "accuracy", 100.0, None) for a in order) + (
+        Column("gacc", "GAcc", "clean", "accuracy", 100.0, None),
+    )
+    _check_attacks(df, [c.attack for c in columns])
+    methods = [m for m in BASELINE_TABLE_METHODS if m in set(df["method"])]
+    cells = _mark_best(_group_cells(df, columns, methods, {}), decimals=2)
+    caption = (
+        "The paper's methods beside the baselines TRADES (Zhang et al. 2019) and MART (Wang et al. 2020), "
+        "trained with the same adversary, schedule and CNNs: RAcc (%) under each test attack and GAcc (%), "
+        f"averaged over the architectures of each group ({_seeds_phrase(cells)}). Best value among AT methods "
+        "(STD excluded) per column and group in bold."
+    )
+    return Table("baselines", "Baselines", caption, columns, 2, cells)
 
 
 def gradcam_table(scores: pd.DataFrame) -> Table:
