@@ -1,5 +1,10 @@
 """Stage script: the paper's five methods and the baselines TRADES and MART in one table, with intervals."""
 
+from dpaat.cpu_kernels import pin_cpu_kernels
+
+# Before anything imports torch: the math libraries read their instruction set once.
+pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
+
 from dpaat.claims import Predictions
 from dpaat.metrics import read_metrics
 from dpaat.report import add_intervals, baselines_table, prediction_intervals, write_table

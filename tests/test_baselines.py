@@ -302,12 +302,13 @@ def test_the_baseline_claims_are_marked_ours_and_tested_like_the_papers():
     strong = weak | _correct(0.6, rng)
     arms = {("dpaat", "mobilenet_v2", atk): strong for atk in ("clean", "pgd20")}
     arms |= {(m, "mobilenet_v2", atk): weak for m in ("trades", "mart") for atk in ("clean", "pgd20")}
-    table, comparisons = evaluate_claims(Predictions(_predictions(arms)), ours, n_resamples=200, seed=0)
+    table, decisions = evaluate_claims(Predictions(_predictions(arms)), ours, n_resamples=200, seed=0)
     assert list(table["origin"]) == ["ours", "ours"]
     assert set(table["paper"]) == {"ours, not the paper's"}
     assert set(table["verdict"]) == {"supported"}
+    comparisons = [c for d in decisions for c in d.comparisons]
     assert {(c.a[0], c.b[0]) for c in comparisons} == {("dpaat", "trades"), ("dpaat", "mart")}
-    assert all(c.n == N for c in comparisons)
+    assert all(c.n_images == N for c in comparisons)
     # A run without the baselines (the default) lists them as not tested.
     without = {k: v for k, v in arms.items() if k[0] == "dpaat"} | {("at", "mobilenet_v2", "clean"): weak}
     table, _ = evaluate_claims(Predictions(_predictions(without)), ours, n_resamples=200, seed=0)
