@@ -9,6 +9,15 @@ from dpaat.imagenet_weights import missing_weights_error
 from dpaat import job_resources
 from dpaat.job_resources import mem_mb, runtime_minutes
 from dpaat.sanity import SanityPlan
+from dpaat.data.classes import dataset_classes, is_paper_dataset
+
+# The classes, known when planning: data.classes, or for null every class of the dataset
+# (an ImageFolder's class folders, MedMNIST's INFO labels). Written back into the config so
+# every rule's params and the job resources see the same list.
+CLASSES = dataset_classes(config["data"])
+config["data"]["classes"] = CLASSES
+# HAM10000 with the paper's three classes: only then do its numbers and dataset-specific claims apply.
+PAPER_DATASET = is_paper_dataset(config["data"], CLASSES)
 
 SEEDS = [str(seed) for seed in config["seeds"]]
 ARCHS = config["models"]["archs"]

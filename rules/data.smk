@@ -7,7 +7,18 @@ ACQUIRE_SETTINGS = {
     "ham10000": ["source", "base_url", "download_masks", "masks_datafile_id"],
     "isic2018": ["source", "isic_base_url"],
     "local": ["source", "local_dir", "local_layout", "require_published_checksums"],
+    "imagefolder": ["source", "local_dir"],
+    "medmnist": ["source", "local_dir", "require_published_checksums"],
 }
+
+
+def acquire_settings():
+    """The data settings that determine the acquired files (MedMNIST: which file, not how it is split)."""
+    data = config["data"]
+    settings = {key: data[key] for key in ACQUIRE_SETTINGS[data["source"]]}
+    if data["source"] == "medmnist":
+        settings["medmnist"] = {key: data["medmnist"][key] for key in ("flag", "size")}
+    return settings
 
 
 rule acquire:
@@ -24,10 +35,7 @@ rule acquire:
     # Rendering the synthetic images is the first job and nothing else can run beside it.
     threads: 4
     params:
-        settings={
-            key: config["data"][key]
-            for key in ACQUIRE_SETTINGS[config["data"]["source"]]
-        },
+        settings=acquire_settings(),
     script:
         "../scripts/acquire.py"
 
@@ -78,6 +86,9 @@ rule split:
         group_by_lesion=config["data"]["group_by_lesion"],
         exact_counts=config["data"]["exact_counts"],
         seed=config["data"]["split_seed"],
+        # A dataset's own split: an ImageFolder's train/ and test/ always, MedMNIST's unless re-split.
+        predefined=config["data"]["source"] != "medmnist"
+        or config["data"]["medmnist"]["official_split"],
     script:
         "../scripts/split.py"
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,8 @@ class Claim:
     margin: float = 0.0
     paper: Mapping[str, str] | None = None
     ablation: bool = False  # tested on Fig. 3's models (the ablation's own schedule, when it has one)
+    any_dataset: bool = False  # a method-against-method claim, tested on any dataset (not only HAM10000's)
+    paper_dataset: bool = True  # false: the run is on another dataset, so the paper's numbers do not apply
 
     def arms(self) -> list[tuple[tuple[str, str], tuple[str, str]]]:
         """The paired comparisons (arm A, arm B), A the side the claim says is higher (or equal)."""
@@ -106,9 +108,17 @@ def load_claims(path: str | os.PathLike = CLAIMS_FILE) -> list[Claim]:
                 margin=float(entry.get("margin", 0.0)),
                 paper=paper,
                 ablation=bool(entry.get("ablation", False)),
+                any_dataset=bool(entry.get("any_dataset", False)),
             )
         )
     return claims
+
+
+def for_dataset(claims: Sequence[Claim], paper_dataset: bool) -> list[Claim]:
+    """The claims a run tests: all on HAM10000's three classes, else the `any_dataset` ones without paper numbers."""
+    if paper_dataset:
+        return list(claims)
+    return [replace(c, paper=None, paper_dataset=False) for c in claims if c.any_dataset]
 
 
 def paper_numbers(claim: Claim) -> dict[tuple[str, str], float]:
@@ -311,7 +321,8 @@ def _verdict_row(claim: Claim, mine: list[Comparison], reason: str, alpha: float
         "source": claim.source,
         "metric": claim.metric,
         "relation": claim.relation,
-        "paper": "; ".join(_arm_text(arm, v, decimals) for arm, v in paper.items()) if paper else "figure only",
+        "paper": "; ".join(_arm_text(arm, v, decimals) for arm, v in paper.items()) if paper
+        else "figure only" if claim.paper_dataset else "—",
     }
     if not mine:
         return {**row, "cnns": "", "ours": "", "versus": "", "effect": math.nan, "effect_low": math.nan,
