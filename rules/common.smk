@@ -53,6 +53,26 @@ TRAINING_SETTINGS = {
 NEEDS_STD_REFERENCE = {"amat"}
 
 
+# What determines the acquired files of each data.source: a change reruns acquire and all after it.
+ACQUIRE_SETTINGS = {
+    "synthetic": ["source", "synthetic"],
+    "ham10000": ["source", "base_url", "download_masks", "masks_datafile_id"],
+    "isic2018": ["source", "isic_base_url"],
+    "local": ["source", "local_dir", "local_layout", "require_published_checksums"],
+    "imagefolder": ["source", "local_dir"],
+    "medmnist": ["source", "local_dir", "require_published_checksums"],
+}
+
+
+def acquire_settings():
+    """The data settings that determine the acquired files (MedMNIST: which file, not how it is split)."""
+    data = config["data"]
+    settings = {key: data[key] for key in ACQUIRE_SETTINGS[data["source"]]}
+    if data["source"] == "medmnist":
+        settings["medmnist"] = {key: data["medmnist"][key] for key in ("flag", "size")}
+    return settings
+
+
 wildcard_constraints:
     seed=r"\d+",
     method=r"[a-z_]+",

@@ -16,7 +16,13 @@ log = setup_logging(snakemake.log[0])
 predictions = Predictions.read(snakemake.input.predictions)
 ablation = Predictions.read(snakemake.input.ablation_predictions) if snakemake.input.ablation_predictions else None
 resamples, seed = snakemake.params.resamples, snakemake.params.seed
-claims, _ = evaluate_claims(predictions, for_dataset(load_claims(), snakemake.params.paper_dataset), n_resamples=resamples, seed=seed, ablation=ablation)
+claims, _ = evaluate_claims(
+    predictions,
+    for_dataset(load_claims(), snakemake.params.paper_dataset),
+    n_resamples=resamples,
+    seed=seed,
+    ablation=ablation,
+)
 write_claims(claims, snakemake.output.claims_csv, snakemake.output.claims_md)
 for _, row in claims.iterrows():
     log.info("%s: %s (%s)", row["id"], row["verdict"], row["reason"])

@@ -68,7 +68,9 @@ def test_a_predefined_train_test_tree_and_a_local_medmnist_file_reach_their_spli
     # BloodMNIST's eight classes from the package's INFO table (data.classes null), its file read from local_dir.
     names = dataset_info("bloodmnist", 28)["classes"]
     (tmp_path / "medmnist").mkdir()
-    (tmp_path / "medmnist/bloodmnist.npz").write_bytes(medmnist_npz(classes=8, counts={"train": 48, "val": 16, "test": 24}))
+    (tmp_path / "medmnist/bloodmnist.npz").write_bytes(
+        medmnist_npz(classes=8, counts={"train": 48, "val": 16, "test": 24})
+    )
     data = {"source": "medmnist", "local_dir": str(tmp_path / "medmnist"), "classes": None,
             "medmnist": {"flag": "bloodmnist", "size": 28}, "train_per_class": 5, "test_per_class": 3,
             "val_fraction": 0.4}  # fmt: skip

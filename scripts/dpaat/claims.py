@@ -321,8 +321,11 @@ def _verdict_row(claim: Claim, mine: list[Comparison], reason: str, alpha: float
         "source": claim.source,
         "metric": claim.metric,
         "relation": claim.relation,
-        "paper": "; ".join(_arm_text(arm, v, decimals) for arm, v in paper.items()) if paper
-        else "figure only" if claim.paper_dataset else "—",
+        "paper": (
+            "; ".join(_arm_text(arm, v, decimals) for arm, v in paper.items())
+            if paper
+            else "figure only" if claim.paper_dataset else "—"
+        ),
     }
     if not mine:
         return {**row, "cnns": "", "ours": "", "versus": "", "effect": math.nan, "effect_low": math.nan,
