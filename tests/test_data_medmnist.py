@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from data_helpers import md5, medmnist_info, medmnist_npz, serving
@@ -96,3 +100,14 @@ def test_a_local_npz_is_read_and_a_foreign_one_refused_when_checksums_are_requir
     strict = settings(local_dir=str(tmp_path / "mine"), require_published_checksums=True)
     with pytest.raises(DataError, match=f"md5 {md5(npz)}, but MedMNIST publishes {'f' * 32}"):
         acquire(strict, manifest.parent, manifest, medmnist_info=other)
+
+
+def test_planning_reads_the_info_table_without_importing_torch_or_the_medmnist_datasets():
+    program = (
+        "import sys\nfrom dpaat.data.classes import dataset_classes\n"
+        "classes = dataset_classes({'source': 'medmnist', 'classes': None, 'medmnist': {'flag': 'pathmnist', 'size': 224}})\n"
+        "print(len(classes), 'torch' in sys.modules, 'medmnist.dataset' in sys.modules)"
+    )
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    run = subprocess.run([sys.executable, "-c", program], cwd=scripts, capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["9", "False", "False"]
