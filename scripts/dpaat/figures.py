@@ -93,7 +93,9 @@ def confusion_figure(
             ax = axes[row, col]
             sns.heatmap(
                 frac, ax=ax, cmap=cmap, vmin=0, vmax=1, cbar=False, square=True, annot=annot, fmt="",
-                annot_kws={"fontsize": 8}, xticklabels=classes, yticklabels=classes, linewidths=0.5, linecolor="white",
+                annot_kws={"fontsize": 8}, xticklabels=classes, linewidths=0.5, linecolor="white",
+                # Beyond three classes the class names label the first column's rows only.
+                yticklabels=classes if col == 0 or len(classes) <= 3 else False,
             )  # fmt: skip
             ax.set_title(f"{method_label(method)}, {'clean' if atk == 'clean' else attack_label(atk)}")
             ax.set_xlabel("predicted class" if row == 1 else "")
