@@ -74,6 +74,14 @@ def test_grayscale_and_rgba_images_become_rgb(tmp_path):
     assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all() and gray[0, 0, 0] == 90
 
 
+def test_a_16_bit_grayscale_png_is_scaled_to_8_bits_not_clipped(tmp_path):
+    levels = np.array([[0, 257 * 100], [32896, 65535]], dtype=np.uint16).repeat(4, axis=0).repeat(4, axis=1)
+    Image.fromarray(levels).save(tmp_path / "xray.png")
+    assert Image.open(tmp_path / "xray.png").mode.startswith("I")
+    rgb = load_image(tmp_path / "xray.png", 8)
+    assert (rgb[0, 0] == 0).all() and (rgb[0, 7] == 100).all() and (rgb[7, 0] == 128).all() and (rgb[7, 7] == 255).all()
+
+
 def test_a_corrupt_image_is_an_error_naming_the_file(tmp_path):
     tree = image_tree(tmp_path / "tree", n_classes=2, per_class=4)
     (tree / "class_1" / "img3.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")

@@ -151,11 +151,17 @@ def build_index(local_dir: str | os.PathLike, images_dir: str | os.PathLike, ski
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic.atomic_path(target) as tmp:
             tmp.write_bytes(data)
-        kept.append({"image_path": str(target), "source": row.path, **row._asdict()})
-    index = pd.DataFrame(kept).drop(columns=["Index", "path"])
-    index["lesion_id"] = index["image_id"].map(groups).fillna(index["image_id"])
-    if index["predefined_split"].isna().all():
-        index["predefined_split"] = None
+        kept.append(
+            {
+                "image_id": row.image_id,
+                "lesion_id": groups.get(row.image_id, row.image_id),
+                "dx": row.dx,
+                "predefined_split": row.predefined_split,
+                "image_path": str(target),
+                "source": row.path,
+            }
+        )
+    index = pd.DataFrame(kept, columns=["image_id", "lesion_id", "dx", "predefined_split", "image_path", "source"])
     layout = "imagefolder" + (" (predefined train/ and test/)" if index["predefined_split"].notna().any() else "")
     return index, {"layout": layout, "metadata": GROUPS_NAME if groups else None, "lesion_grouping": grouping}
 
