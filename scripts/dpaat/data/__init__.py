@@ -1,4 +1,4 @@
-"""The data stage: acquire HAM10000-format files (or any ImageFolder tree or MedMNIST set), extract and index them, split, cache tensors.
+"""The data stage: acquire HAM10000 (or an ImageFolder tree, a MedMNIST set), index, split, cache tensors.
 
 Modules: `ham10000` and `isic2018` (facts about the two distributions), `download`
 (resumable verified HTTP), `acquire` (the sources and the manifest), `layouts` (which
