@@ -105,7 +105,8 @@ def test_a_local_npz_is_read_and_a_foreign_one_refused_when_checksums_are_requir
 def test_planning_reads_the_info_table_without_importing_torch_or_the_medmnist_datasets():
     program = (
         "import sys\nfrom dpaat.data.classes import dataset_classes\n"
-        "classes = dataset_classes({'source': 'medmnist', 'classes': None, 'medmnist': {'flag': 'pathmnist', 'size': 224}})\n"
+        "data = {'source': 'medmnist', 'classes': None, 'medmnist': {'flag': 'pathmnist', 'size': 224}}\n"
+        "classes = dataset_classes(data)\n"
         "print(len(classes), 'torch' in sys.modules, 'medmnist.dataset' in sys.modules)"
     )
     scripts = Path(__file__).resolve().parents[1] / "scripts"

@@ -104,7 +104,7 @@ def make_splits(
 
 
 def _predefined_plan(given: pd.Series, counts: Mapping[str, int]) -> dict[str, dict[str, int]] | None:
-    """Which splits each predefined part supplies ({part: {split: count}}), or None when there is no predefined split."""
+    """Which splits each predefined part supplies ({part: {split: count}}); None without a predefined split."""
     present = set(given.dropna())
     if not present:
         return None
@@ -167,7 +167,7 @@ def split_metadata(
     index_info: Mapping[str, Any],
     predefined: str | None = None,
 ) -> dict[str, Any]:
-    """What the splits' Parquet metadata records: the counts, how (and whether) lesions were grouped, the split honoured."""
+    """What the splits' Parquet metadata records: counts, how (and whether) lesions were grouped, the split honoured."""
     grouping = str(index_info.get("lesion_grouping", "lesion_id of the index"))
     if not group_by_lesion:
         grouping = "off (data.group_by_lesion: false): split per image"
