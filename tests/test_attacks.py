@@ -9,7 +9,8 @@ import yaml
 from scipy import stats
 from torch import nn
 
-from dpaat.attacks import AttackSpec, autoattack_version, fgsm, ifgsm, pgd, run_attack
+from dpaat.attack_kinds import autoattack_version
+from dpaat.attacks import AttackSpec, fgsm, ifgsm, pgd, run_attack
 
 REPO = Path(__file__).resolve().parents[1]
 

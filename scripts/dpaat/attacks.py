@@ -31,6 +31,8 @@ from dpaat.attack_kinds import (
     OPTIONAL_KEYS,
     AttackKind,
     Norm,
+    autoattack_targets,
+    autoattack_version,
     default_restarts,
 )
 from dpaat.predict import as_float_images
@@ -280,15 +282,6 @@ def square(
         return attack(x, y).detach()
 
 
-# The standard AutoAttack's targeted attacks aim at this many most likely other classes.
-AUTOATTACK_TARGETS = 9
-
-
-def autoattack_version(n_classes: int) -> str:
-    """Which AutoAttack runs for `n_classes`: the standard (targeted) version from four classes, else untargeted."""
-    return "standard" if n_classes >= 4 else "untargeted"
-
-
 def autoattack(
     model: nn.Module,
     x: Tensor,
@@ -315,8 +308,8 @@ def autoattack(
     with _torchattacks_call(model, x) as torchattacks:
         common = {"norm": norm_name, "eps": eps, "seed": seed}
         if autoattack_version(n_classes) == "standard":
-            # torchattacks targets n_classes - 1 classes: the standard version's nine at most.
-            targets = min(n_classes, AUTOATTACK_TARGETS + 1)
+            # torchattacks targets n_classes - 1 classes: pass one more than the standard version's targets.
+            targets = autoattack_targets(n_classes) + 1
             attacks = [
                 torchattacks.APGD(model, steps=steps, n_restarts=1, loss="ce", **common),
                 torchattacks.APGDT(model, steps=steps, n_restarts=1, n_classes=targets, **common),
