@@ -11,6 +11,15 @@ from dpaat.job_resources import mem_mb, runtime_minutes
 from dpaat.paper_results import BASELINES
 from dpaat.sanity import SanityPlan
 from dpaat.front_page import front_page
+from dpaat.data.classes import dataset_classes, is_paper_dataset
+
+# The classes, known when planning: data.classes, or for null every class of the dataset
+# (an ImageFolder's class folders, MedMNIST's INFO labels). Written back into the config so
+# every rule's params and the job resources see the same list.
+CLASSES = dataset_classes(config["data"])
+config["data"]["classes"] = CLASSES
+# HAM10000 with the paper's three classes: only then do its numbers and dataset-specific claims apply.
+PAPER_DATASET = is_paper_dataset(config["data"], CLASSES)
 
 SEEDS = [str(seed) for seed in config["seeds"]]
 ARCHS = config["models"]["archs"]
@@ -60,6 +69,33 @@ def training_params(settings):
         for key, value in settings.items()
         if key not in OWN_SETTINGS or key == wildcards.method
     }
+
+
+# What determines the acquired files of each data.source: a change reruns acquire and all after it.
+ACQUIRE_SETTINGS = {
+    "synthetic": ["source", "synthetic"],
+    "ham10000": ["source", "base_url", "download_masks", "masks_datafile_id"],
+    "isic2018": ["source", "isic_base_url"],
+    "local": ["source", "local_dir", "local_layout", "require_published_checksums"],
+    "imagefolder": ["source", "local_dir"],
+    "medmnist": ["source", "local_dir", "require_published_checksums"],
+}
+
+
+def acquire_settings():
+    """The data settings that determine the acquired files (MedMNIST: which file, not how it is split)."""
+    data = config["data"]
+    settings = {key: data[key] for key in ACQUIRE_SETTINGS[data["source"]]}
+    if data["source"] == "medmnist":
+        settings["medmnist"] = {key: data["medmnist"][key] for key in ("flag", "size")}
+    return settings
+
+
+def acquire_downloads():
+    """Whether acquire downloads: it then runs where snakemake runs (a cluster's login node has the
+    internet, its compute nodes often not); generating or hashing files may go to a node."""
+    data = config["data"]
+    return data["source"] in {"ham10000", "isic2018"} or (data["source"] == "medmnist" and not data.get("local_dir"))
 
 
 wildcard_constraints:

@@ -1,18 +1,6 @@
 # Data stage: acquire -> index -> split -> cache (file contracts in notes/CONTRACTS.md).
 
 
-# What determines the acquired files of each data.source: a change reruns acquire and all after it.
-ACQUIRE_SETTINGS = {
-    "synthetic": ["source", "synthetic"],
-    "ham10000": ["source", "base_url", "download_masks", "masks_datafile_id"],
-    "isic2018": ["source", "isic_base_url"],
-    "local": ["source", "local_dir", "local_layout", "require_published_checksums"],
-}
-# The sources acquire downloads: it then runs where snakemake runs (a cluster's login node
-# has the internet, its compute nodes often not); generating or hashing files may go to a node.
-DOWNLOADING_SOURCES = {"ham10000", "isic2018"}
-
-
 rule acquire:
     """Download (Dataverse or ISIC 2018), find (data.local_dir) or generate the raw files; the manifest lists them."""
     output:
@@ -21,16 +9,13 @@ rule acquire:
         "results/logs/data/acquire.log",
     benchmark:
         "results/benchmarks/data/acquire.tsv"
-    localrule: config["data"]["source"] in DOWNLOADING_SOURCES
+    localrule: acquire_downloads()
     conda:
         "../envs/data.yaml"
     # Rendering the synthetic images is the first job and nothing else can run beside it.
     threads: 4
     params:
-        settings={
-            key: config["data"][key]
-            for key in ACQUIRE_SETTINGS[config["data"]["source"]]
-        },
+        settings=acquire_settings(),
     script:
         "../scripts/acquire.py"
 
@@ -81,6 +66,9 @@ rule split:
         group_by_lesion=config["data"]["group_by_lesion"],
         exact_counts=config["data"]["exact_counts"],
         seed=config["data"]["split_seed"],
+        # A dataset's own split: an ImageFolder's train/ and test/ always, MedMNIST's unless re-split.
+        predefined=config["data"]["source"] != "medmnist"
+        or config["data"]["medmnist"]["official_split"],
     script:
         "../scripts/split.py"
 

@@ -105,7 +105,8 @@ rule report:
     conda:
         "../envs/report.yaml"
     params:
-        paper_numbers=config["report"]["paper_numbers"],
+        # The paper's numbers belong to HAM10000's mel, bkl and nv alone.
+        paper_numbers=config["report"]["paper_numbers"] and PAPER_DATASET,
         attack=config["evaluation"]["confusion_attack"],
         confusion_archs=CONFUSION_ARCHS,
         confusion_methods=[

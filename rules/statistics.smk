@@ -34,6 +34,8 @@ rule claims:
         resamples=config["report"]["bootstrap_resamples"],
         permutations=config["report"]["permutation_resamples"],
         seed=config["report"]["bootstrap_seed"],
+        # Another dataset keeps the method-against-method claims, with no paper numbers.
+        paper_dataset=PAPER_DATASET,
     script:
         "../scripts/claims.py"
 

@@ -9,6 +9,7 @@ from dpaat.claims import (
     Predictions,
     comparisons_markdown,
     evaluate_claims,
+    for_dataset,
     load_claims,
     method_comparisons,
     write_claims,
@@ -22,7 +23,7 @@ ablation = Predictions.read(snakemake.input.ablation_predictions) if snakemake.i
 resamples, seed = snakemake.params.resamples, snakemake.params.seed
 claims, _ = evaluate_claims(
     predictions,
-    load_claims(),
+    for_dataset(load_claims(), snakemake.params.paper_dataset),
     n_resamples=resamples,
     n_permutations=snakemake.params.permutations,
     seed=seed,

@@ -16,7 +16,7 @@ scores = pd.concat([pd.read_parquet(path) for path in snakemake.input.scores], i
 write_parquet(scores, snakemake.output.scores)
 if scores.empty:
     # Data without lesion masks (e.g. HAM10000 without data.download_masks): say so in place of numbers.
-    note = "No lesion masks in this data set, so Grad-CAM localisation was not scored (set data.download_masks).\n"
+    note = "No lesion masks in this data set, so Grad-CAM localisation was not scored (HAM10000: set data.download_masks).\n"
     for fmt in ("csv", "md", "tex"):
         write_text(("# " if fmt == "csv" else "% " if fmt == "tex" else "") + note, snakemake.output[f"table_{fmt}"])
 else:

@@ -250,3 +250,60 @@ def own_members(ham: Path) -> tuple[dict[str, bytes], dict[str, str]]:
     metadata = metadata.assign(image_id=metadata["image_id"].map(renamed), scanner="DermLite")
     members["labels/our_metadata_v2.csv"] = metadata.to_csv(index=False).encode()
     return members, renamed
+
+
+def image_tree(root: Path, n_classes: int = 10, per_class: int = 8, *, predefined: bool = False, seed: int = 0) -> Path:
+    """A ten-class ImageFolder tree: JPEGs and PNGs with class-coded colours, a nested folder, a grayscale and an
+    RGBA PNG, and a groups.csv putting images in pairs; with `predefined`, under train/ (per_class) and test/ (half)."""
+    rows = ["path,group"]
+    parts = {"train": per_class, "test": per_class // 2} if predefined else {None: per_class}
+    for c in range(n_classes):
+        colour = (20 * c + 30, 200 - 15 * c, (70 * c) % 256)
+        for part, count in parts.items():
+            top = root / part if part else root
+            for i in range(count):
+                folder = top / f"class_{c}" / ("scans/day1" if i % 3 == 2 else "")
+                folder.mkdir(parents=True, exist_ok=True)
+                shade = tuple(min(255, v + 3 * i) for v in colour)
+                if i == 0 and c == 0:
+                    path, image = folder / "gray.png", Image.new("L", (30, 24), 90 + i)
+                elif i == 1 and c == 1:
+                    path, image = folder / "alpha.png", Image.new("RGBA", (30, 24), (*shade, 128))
+                elif i % 2:
+                    path, image = folder / f"img{i}.png", Image.new("RGB", (30, 24), shade)
+                else:
+                    path, image = folder / f"img{i}.jpg", Image.new("RGB", (32, 24), shade)
+                image.save(path)
+                rel = path.relative_to(root).as_posix()
+                rows.append(f"{rel},{part or 'all'}_patient_{c}_{i // 2}")
+    (root / "groups.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def medmnist_npz(classes: int = 4, counts: dict[str, int] | None = None, size: int = 28, seed: int = 0) -> bytes:
+    """A MedMNIST-layout .npz (train_images, train_labels, val_..., test_...; grayscale uint8, labels (N, 1))."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for part, n in (counts or {"train": 40, "val": 12, "test": 16}).items():
+        labels = (np.arange(n) % classes).astype(np.uint8).reshape(n, 1)
+        images = (rng.integers(0, 40, (n, size, size)) + 50 * labels.reshape(n, 1, 1)).astype(np.uint8)
+        arrays[f"{part}_images"], arrays[f"{part}_labels"] = images, labels
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def medmnist_info(flag: str, url: str, md5_hex: str, labels: list[str], task: str = "multi-class") -> dict:
+    """An INFO table of one flag at size 28, shaped like the medmnist package's (its keys, our URL and MD5)."""
+    return {
+        flag: {
+            "url": url,
+            "MD5": md5_hex,
+            "task": task,
+            "label": {str(i): name for i, name in enumerate(labels)},
+            "n_channels": 1,
+            "n_samples": {"train": 40, "val": 12, "test": 16},
+        }
+    }

@@ -9,6 +9,7 @@ import yaml
 from scipy import stats
 from torch import nn
 
+from dpaat.attack_kinds import autoattack_version
 from dpaat.attacks import AttackSpec, fgsm, ifgsm, pgd, run_attack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -369,3 +370,23 @@ def test_standard_autoattack_cannot_run_on_three_classes_and_ours_can():
         torchattacks.AutoAttack(model, norm="L2", eps=0.5, version="standard", n_classes=3, seed=0)(x, y)
     x_adv = AttackSpec.from_config({"kind": "autoattack", "eps": 0.5, "steps": 5, "queries": 20}).perturb(model, x, y)
     assert bool((l2(x_adv - x) <= 0.5 + 1e-5).all())
+
+
+def test_autoattack_is_the_standard_version_from_four_classes():
+    """Five classes: our autoattack kind equals torchattacks' standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(192, 5)).eval()
+    x, y = torch.rand(6, 3, 8, 8), torch.arange(6) % 5
+    # torchattacks' standard version: APGD, APGD-T and FAB at their default 10 steps, Square at 5000 queries.
+    reference = torchattacks.AutoAttack(model, norm="L2", eps=0.5, version="standard", n_classes=5, seed=0)(x, y)
+    ours = AttackSpec.from_config({"kind": "autoattack", "eps": 0.5, "steps": 10, "queries": 5000}).perturb(model, x, y)
+    torch.testing.assert_close(ours, reference)
+    assert autoattack_version(5) == "standard" and autoattack_version(3) == autoattack_version(2) == "untargeted"
+
+
+def test_autoattack_runs_on_two_classes():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(192, 2)).eval()
+    x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 0, 1])
+    x_adv = AttackSpec.from_config({"kind": "autoattack", "eps": 0.5, "steps": 5, "queries": 20}).perturb(model, x, y)
+    assert bool((l2(x_adv - x) <= 0.5 + 1e-5).all()) and x_adv.shape == x.shape

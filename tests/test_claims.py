@@ -17,6 +17,7 @@ from dpaat.claims import (
     claims_markdown,
     comparisons_markdown,
     evaluate_claims,
+    for_dataset,
     load_claims,
     method_comparisons,
     paper_numbers,
@@ -326,3 +327,15 @@ def test_predictions_read_from_the_files_the_evaluate_job_writes(tmp_path):
     preds = Predictions.read([path])
     assert preds.seeds == [0] and preds.has("dpaat", "mobilenet_v2", "clean")
     assert (preds.probs("dpaat", "clean", ["mobilenet_v2"]).argmax(-1) == LABELS).all()
+
+
+def test_another_dataset_keeps_the_method_claims_with_no_paper_numbers():
+    claims = load_claims()
+    assert for_dataset(claims, paper_dataset=True) == claims
+    other = for_dataset(claims, paper_dataset=False)
+    ids = {c.id for c in other}
+    assert {"dpaat_racc_pgd20_highest", "dpaat_gacc_highest_of_at", "std_gacc_highest"} <= ids
+    assert "pgd20_equals_pgd50" not in ids and all(c.any_dataset and c.paper is None for c in other)
+    empty = Predictions(pd.DataFrame(columns=["seed", "method", "arch", "attack", "image_id", "label", "logits"]))
+    rows, _ = evaluate_claims(empty, other, n_resamples=100, seed=0)
+    assert (rows["paper"] == "—").all() and (rows["verdict"] == "not tested").all()

@@ -54,5 +54,24 @@ def forward_units(attack: Mapping[str, Any], n_classes: int) -> int:
         return restarts * 2 * (steps + 1) + 1
     if kind == "square":
         return restarts * queries + 1
-    # AutoAttack: APGD-CE and APGD-DLR, FAB (one backward per class), Square.
-    return 2 * 2 * (steps + 1) + 2 * steps * n_classes + queries + 1
+    if autoattack_version(n_classes) == "standard":
+        # APGD-CE; APGD-T and FAB-T once per target class (FAB-T: one backward per step); Square.
+        targets = autoattack_targets(n_classes)
+        return 2 * (steps + 1) + targets * 2 * (steps + 1) + targets * 2 * steps + queries + 1
+    # Untargeted: APGD-CE and (three classes) APGD-DLR, FAB (one backward per class), Square.
+    apgd_runs = 2 if n_classes >= 3 else 1
+    return apgd_runs * 2 * (steps + 1) + 2 * steps * n_classes + queries + 1
+
+
+# The standard AutoAttack's targeted attacks aim at up to this many most likely other classes.
+AUTOATTACK_TARGETS = 9
+
+
+def autoattack_version(n_classes: int) -> str:
+    """Which AutoAttack runs for `n_classes`: the standard (targeted) version from four classes, else untargeted."""
+    return "standard" if n_classes >= 4 else "untargeted"
+
+
+def autoattack_targets(n_classes: int) -> int:
+    """Target classes of the standard version's APGD-T and FAB-T: the nine most likely others, or all others."""
+    return min(AUTOATTACK_TARGETS, n_classes - 1)

@@ -11,6 +11,7 @@ black-box Square attack, and an AutoAttack ensemble valid for few classes.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
@@ -30,9 +31,13 @@ from dpaat.attack_kinds import (
     OPTIONAL_KEYS,
     AttackKind,
     Norm,
+    autoattack_targets,
+    autoattack_version,
     default_restarts,
 )
 from dpaat.predict import as_float_images
+
+log = logging.getLogger(__name__)
 
 ApgdLoss = Literal["ce", "dlr"]
 
@@ -311,26 +316,35 @@ def autoattack(
     norm: Norm = "l2",
     seed: int = 0,
 ) -> Tensor:
-    """AutoAttack's untargeted ensemble: APGD-CE, APGD-DLR, FAB, Square, each on the images the earlier ones missed.
+    """AutoAttack: its standard version with at least four classes, else our untargeted ensemble.
 
-    The standard version's APGD-T and FAB-T are left out: APGD-T's targeted DLR loss needs a
-    fourth-largest logit and the standard version targets the nine most likely other classes;
-    with three classes the untargeted attacks already cover both other classes.
+    Standard (Croce and Hein): APGD-CE, then APGD-T and FAB-T targeting the nine most likely
+    other classes (all others when fewer), then Square, each on the images the earlier ones
+    missed. APGD-T's targeted DLR loss needs a fourth-largest logit, so with two or three
+    classes the ensemble is APGD-CE, APGD-DLR (three classes and up), FAB and Square: with
+    so few classes the untargeted attacks already aim at every other class.
     """
     _check_images(x, y)
-    n_classes = _n_classes(model, x, 3, "AutoAttack (APGD-DLR)")
+    n_classes = _n_classes(model, x, 2, "AutoAttack")
     norm_name = _TA_NORM[norm]
+    log.info("AutoAttack, %s version (%d classes)", autoattack_version(n_classes), n_classes)
     with _torchattacks_call(model, x) as torchattacks:
-        attack = torchattacks.MultiAttack(
-            [
-                torchattacks.APGD(model, norm=norm_name, eps=eps, steps=steps, n_restarts=1, seed=seed, loss="ce"),
-                torchattacks.APGD(model, norm=norm_name, eps=eps, steps=steps, n_restarts=1, seed=seed, loss="dlr"),
-                torchattacks.FAB(
-                    model, norm=norm_name, eps=eps, steps=steps, n_restarts=1, seed=seed, n_classes=n_classes
-                ),
-                torchattacks.Square(model, norm=norm_name, eps=eps, n_queries=queries, n_restarts=1, seed=seed),
+        common = {"norm": norm_name, "eps": eps, "seed": seed}
+        if autoattack_version(n_classes) == "standard":
+            # torchattacks targets n_classes - 1 classes: pass one more than the standard version's targets.
+            targets = autoattack_targets(n_classes) + 1
+            attacks = [
+                torchattacks.APGD(model, steps=steps, n_restarts=1, loss="ce", **common),
+                torchattacks.APGDT(model, steps=steps, n_restarts=1, n_classes=targets, **common),
+                torchattacks.FAB(model, steps=steps, n_restarts=1, multi_targeted=True, n_classes=targets, **common),
             ]
-        )
+        else:
+            attacks = [torchattacks.APGD(model, steps=steps, n_restarts=1, loss="ce", **common)]
+            if n_classes >= 3:
+                attacks.append(torchattacks.APGD(model, steps=steps, n_restarts=1, loss="dlr", **common))
+            attacks.append(torchattacks.FAB(model, steps=steps, n_restarts=1, n_classes=n_classes, **common))
+        attacks.append(torchattacks.Square(model, n_queries=queries, n_restarts=1, **common))
+        attack = torchattacks.MultiAttack(attacks)
         return attack(x, y).detach()
 
 

@@ -28,7 +28,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,8 @@ class Claim:
     paper: Mapping[str, str] | None = None
     ablation: bool = False  # tested on Fig. 3's models (the ablation's own schedule, when it has one)
     origin: str = "paper"
+    any_dataset: bool = False  # a method-against-method claim, tested on any dataset (not only HAM10000's)
+    paper_dataset: bool = True  # false: the run is on another dataset, so the paper's numbers do not apply
 
     def arms(self) -> list[tuple[tuple[str, str], tuple[str, str]]]:
         """The paired comparisons (arm A, arm B), A the side the claim says is higher (or equal)."""
@@ -130,9 +132,17 @@ def load_claims(path: str | os.PathLike = CLAIMS_FILE) -> list[Claim]:
                 paper=paper,
                 ablation=bool(entry.get("ablation", False)),
                 origin=origin,
+                any_dataset=bool(entry.get("any_dataset", False)),
             )
         )
     return claims
+
+
+def for_dataset(claims: Sequence[Claim], paper_dataset: bool) -> list[Claim]:
+    """The claims a run tests: all on HAM10000's three classes, else the `any_dataset` ones without paper numbers."""
+    if paper_dataset:
+        return list(claims)
+    return [replace(c, paper=None, paper_dataset=False) for c in claims if c.any_dataset]
 
 
 def paper_numbers(claim: Claim) -> dict[tuple[str, str], float]:
@@ -404,7 +414,7 @@ def _verdict_row(claim: Claim, decision: Decision | None, reason: str, alpha: fl
     paper = paper_numbers(claim)
     paper_text = "; ".join(_arm_text(arm, v, decimals) for arm, v in paper.items())
     if not paper:
-        paper_text = "ours, not the paper's" if claim.origin == "ours" else "figure only"
+        paper_text = "ours, not the paper's" if claim.origin == "ours" else "figure only" if claim.paper_dataset else "—"
     row: dict[str, Any] = {
         "id": claim.id,
         "statement": claim.statement,

@@ -80,7 +80,9 @@ def confusion_figure(
     classes = list(sub["classes"].iloc[0])
     n_seeds = sub["seed"].nunique()
     cmap, norm = "Blues", Normalize(0.0, 1.0)
-    fig = Figure(figsize=(2.6 * len(present) + 1.4, 5.6), layout="constrained")
+    # Panels grow with the number of classes (three: the paper's size), so every cell keeps its annotation legible.
+    scale = min(3.0, max(1.0, len(classes) / 3))
+    fig = Figure(figsize=(2.6 * scale * len(present) + 1.4, 5.6 * scale), layout="constrained")
     axes = fig.subplots(2, len(present), squeeze=False)
     for row, atk in enumerate(["clean", attack]):
         for col, method in enumerate(present):
@@ -91,7 +93,9 @@ def confusion_figure(
             ax = axes[row, col]
             sns.heatmap(
                 frac, ax=ax, cmap=cmap, vmin=0, vmax=1, cbar=False, square=True, annot=annot, fmt="",
-                annot_kws={"fontsize": 8}, xticklabels=classes, yticklabels=classes, linewidths=0.5, linecolor="white",
+                annot_kws={"fontsize": 8}, xticklabels=classes, linewidths=0.5, linecolor="white",
+                # Beyond three classes the class names label the first column's rows only.
+                yticklabels=classes if col == 0 or len(classes) <= 3 else False,
             )  # fmt: skip
             ax.set_title(f"{method_label(method)}, {'clean' if atk == 'clean' else attack_label(atk)}")
             ax.set_xlabel("predicted class" if row == 1 else "")

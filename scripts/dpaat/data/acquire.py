@@ -9,7 +9,11 @@ extract-and-index step reads:
   (no md5 is published: the computed ones are recorded);
 - local: files a user put in `data.local_dir`, in any layout `layouts` recognises
   (Dataverse zips, Kaggle folders or zip, ISIC 2018, own folders); they stay where they are;
-- synthetic: a generated twin written in the HAM10000 format.
+- synthetic: a generated twin written in the HAM10000 format;
+- imagefolder: any labelled collection in torchvision's ImageFolder convention in
+  `data.local_dir`, read where it is;
+- medmnist: one MedMNIST `.npz` (flag and size), downloaded from the URL of the `medmnist`
+  package's INFO table and verified against its MD5, or found in `data.local_dir`.
 Files are kept under `<raw_dir>/<source>/`, so switching sources never overwrites a
 multi-gigabyte download.
 """
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .. import io as atomic
-from . import isic2018, synthetic
+from . import imagefolder, isic2018, medmnist, synthetic
 from .download import download, md5_file
 from .errors import DataError
 from .ham10000 import HAM10000_FILES, MASKS_NAME, METADATA_NAME, RemoteFile, Role, masks_file
@@ -30,7 +34,9 @@ from .layouts import find_layout
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("synthetic", "local", "ham10000", "isic2018")
+SOURCES = ("synthetic", "local", "ham10000", "isic2018", "imagefolder", "medmnist")
+# Sources that are not HAM10000: the index is built from their own files, with their own classes.
+OTHER_DATASETS = ("imagefolder", "medmnist")
 
 
 def acquire(
@@ -41,6 +47,7 @@ def acquire(
     files: Sequence[RemoteFile] = HAM10000_FILES,
     isic_files: Sequence[RemoteFile] = isic2018.ISIC2018_FILES,
     workers: int = 1,
+    medmnist_info: Mapping[str, Mapping[str, Any]] | None = None,
     **download_options: Any,
 ) -> dict[str, Any]:
     """Acquire the files `settings["source"]` names, write the manifest and return it.
@@ -49,7 +56,8 @@ def acquire(
     images_per_archive); ham10000: `base_url`, `download_masks`, `masks_datafile_id`;
     isic2018: `isic_base_url`; local: `local_dir`, `local_layout`, `require_published_checksums`.
     They are recorded in the manifest. `files`/`isic_files` (the published files and their
-    md5s) and `download_options` (see `download`) are for tests. `workers` processes render
+    md5s), `medmnist_info` (in place of the medmnist package's INFO table) and `download_options`
+    (see `download`) are for tests. `workers` processes render
     synthetic images (the bytes do not depend on it).
     """
     source = settings.get("source")
@@ -57,7 +65,12 @@ def acquire(
         raise DataError(f"unknown data.source {source!r}: use one of {list(SOURCES)}")
     target = Path(raw_dir) / source
     layout = "dataverse"
-    if source == "synthetic":
+    dataset = None
+    if source == "imagefolder":
+        layout, records, dataset = _imagefolder(settings)
+    elif source == "medmnist":
+        layout, records, dataset = _medmnist(settings, target, medmnist_info, download_options)
+    elif source == "synthetic":
         options = settings["synthetic"]
         paths = synthetic.generate(
             target,
@@ -105,8 +118,64 @@ def acquire(
         "settings": dict(settings),
         "files": _relative_to(records, Path(manifest_path).parent),
     }
+    if dataset is not None:
+        manifest["dataset"] = dataset
     atomic.write_json(manifest, manifest_path)
     return manifest
+
+
+def _imagefolder(settings: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    """An ImageFolder tree in data.local_dir: its folder and its groups.csv (when present), read in place."""
+    if not settings.get("local_dir"):
+        raise DataError(
+            "data.source is imagefolder but data.local_dir is not set: point it at the folder with one "
+            "folder per class"
+        )
+    root = Path(settings["local_dir"]).expanduser()
+    classes = imagefolder.find_classes(root)
+    records = [{"role": "images", "kind": "folder", "path": str(root), "bytes": None, "md5": None,
+                "published_md5": None, "md5_published": False}]  # fmt: skip
+    groups = root / imagefolder.GROUPS_NAME
+    if groups.is_file():
+        records.append({**_record(groups, "lesions", md5_file(groups), None), "kind": "csv"})
+    predefined = list(imagefolder.class_roots(root)) != [None]
+    log.info("%s: ImageFolder tree of %d classes %s%s", root, len(classes), classes,
+             ", predefined train/ and test/" if predefined else "")  # fmt: skip
+    return "imagefolder", records, {"name": root.name, "classes": classes, "predefined_split": predefined}
+
+
+def _medmnist(
+    settings: Mapping[str, Any],
+    target: Path,
+    info: Mapping[str, Mapping[str, Any]] | None,
+    download_options: Mapping[str, Any],
+) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    """One MedMNIST .npz: downloaded and verified against INFO's MD5, or found in data.local_dir."""
+    options = settings.get("medmnist") or {}
+    entry = medmnist.dataset_info(options.get("flag"), options.get("size"), info)
+    local_dir = settings.get("local_dir")
+    if local_dir:
+        root = Path(local_dir).expanduser()
+        path = root if root.is_file() else root / entry["name"]
+        if not path.is_file():
+            raise DataError(
+                f"data.local_dir {root} holds no {entry['name']}: put MedMNIST's file for flag {entry['flag']} "
+                f"at size {entry['size']} there (from {entry['url']}), or unset data.local_dir to download it"
+            )
+        md5 = md5_file(path)
+        if md5 != entry["md5"]:
+            if settings.get("require_published_checksums"):
+                raise DataError(
+                    f"{path} has md5 {md5}, but MedMNIST publishes {entry['md5']} for {entry['name']} and "
+                    "data.require_published_checksums is true: download the file again, or set it to false"
+                )
+            log.warning("%s has md5 %s, not MedMNIST's %s: not the published file; proceeding", path, md5, entry["md5"])
+    else:
+        path = target / entry["name"]
+        md5 = download(entry["url"], path, md5=entry["md5"], **download_options)
+    record = {**_record(path, "images", md5, entry["md5"]), "kind": "npz"}
+    dataset = {key: entry[key] for key in ("flag", "size", "classes", "n_samples")}
+    return "medmnist", [record], {"name": entry["flag"], **dataset, "predefined_split": True}
 
 
 def download_files(

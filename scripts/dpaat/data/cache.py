@@ -105,12 +105,21 @@ def _resize_box(image: Image.Image, full_size: tuple[int, int], centre_crop: boo
     return tuple(edge * scale for edge in centre_square(*full_size))
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any image as 8-bit RGB: grayscale replicated, alpha dropped; 16-bit grayscale (X-rays) scaled, not clipped."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L"):
+        # 16-bit values 0..65535 to 0..255 (PIL's own convert would clip everything above 255 to white).
+        levels = np.asarray(image, dtype=np.float64) / 257.0
+        image = Image.fromarray(np.clip(np.rint(levels), 0, 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
 def load_image(path: str | os.PathLike, size: int, centre_crop: bool = False) -> np.ndarray:
     """An image cropped to its central square (or squashed whole) and resized to size x size RGB uint8, antialiased."""
     with Image.open(path) as image:
         full_size = image.size
         image.draft("RGB", (2 * size, 2 * size))
-        rgb = image.convert("RGB")
+        rgb = to_rgb(image)
         box = _resize_box(rgb, full_size, centre_crop)
         return np.asarray(rgb.resize((size, size), Image.Resampling.LANCZOS, box=box))
 

@@ -26,7 +26,7 @@ import pyarrow as pa
 from PIL import Image
 
 from .. import io as atomic
-from . import isic2018
+from . import imagefolder, isic2018, medmnist
 from .download import md5_file
 from .errors import DataError
 from .ham10000 import IMAGE_NAME, MASK_NAME, METADATA_COLUMNS
@@ -45,6 +45,9 @@ INDEX_SCHEMA = pa.schema(
         ("image_path", pa.string()),
         ("mask_path", pa.string()),
         ("source", pa.string()),
+        # The dataset's own split (train/val/test) where it has one (MedMNIST, an ImageFolder with train/ and
+        # test/), else null; the split step honours it.
+        ("predefined_split", pa.string()),
     ]
 )
 # Key of the index's and the splits' Parquet metadata (a JSON object).
@@ -63,8 +66,11 @@ def build_index(
 ) -> pd.DataFrame:
     """Extract what the manifest lists into `images_dir`/`masks_dir`; return the index (INDEX_SCHEMA)."""
     manifest_path = Path(manifest_path)
-    layout, files = _verified_files(manifest_path)
     skips = _Skips(max_unreadable)
+    if _manifest(manifest_path).get("source") in ("imagefolder", "medmnist"):
+        Path(masks_dir).mkdir(parents=True, exist_ok=True)
+        return _dataset_index(manifest_path, Path(images_dir), skips)
+    layout, files = _verified_files(manifest_path)
     images = _extract(files["images"], IMAGE_NAME, _JPEG_MAGIC, Path(images_dir), "{}.jpg", skips)
     masks = _extract(files["masks"], MASK_NAME, _PNG_MAGIC, Path(masks_dir), "{}_segmentation.png", skips)
     if skips.entries:
@@ -91,6 +97,7 @@ def build_index(
         image_path=metadata["image_id"].map(paths),
         mask_path=metadata["image_id"].map({image: path for image, (path, _) in masks.items()}),
         source=metadata["image_id"].map(sources),
+        predefined_split=None,
     )
     index = index[INDEX_SCHEMA.names].sort_values("image_id", kind="stable").reset_index(drop=True)
     index.attrs[METADATA_KEY] = {"layout": layout, "metadata": metadata_name, "lesion_grouping": grouping}
@@ -219,12 +226,44 @@ def checked_metadata(metadata: pd.DataFrame, name: str) -> pd.DataFrame:
     return metadata.assign(age=age.astype("float64"))
 
 
-def _verified_files(manifest_path: Path) -> tuple[str, dict[str, list[dict[str, Any]]]]:
+def _dataset_index(manifest_path: Path, images_dir: Path, skips: _Skips) -> pd.DataFrame:
+    """The index of an ImageFolder tree or a MedMNIST npz: HAM10000's columns, the patient fields null."""
+    layout, files = _verified_files(manifest_path, need_metadata=False)
+    dataset = _manifest(manifest_path)["dataset"]
+    (images,) = files["images"]
+    if images["kind"] == "npz":
+        index, info = medmnist.build_index(images["path"], dataset["classes"], images_dir)
+    else:
+        index, info = imagefolder.build_index(images["path"], images_dir, skips)
+        if skips.entries:
+            log.warning("skipped %d unreadable images (data.max_unreadable = %d)", len(skips.entries), skips.allowed)
+    index = index.assign(dx_type=None, age=float("nan"), sex=None, localization=None, mask_path=None)
+    index = index[INDEX_SCHEMA.names].sort_values("image_id", kind="stable").reset_index(drop=True)
+    index.attrs[METADATA_KEY] = {**info, "dataset": dataset}
+    log.info(
+        "indexed %d images of %d classes (%s); %s layout; grouping: %s",
+        len(index),
+        index["dx"].nunique(),
+        ", ".join(f"{dx} {n}" for dx, n in index["dx"].value_counts(sort=False).items()),
+        info["layout"],
+        info["lesion_grouping"],
+    )
+    return index
+
+
+def _manifest(manifest_path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read the data manifest {manifest_path} ({err}): rerun the acquire step") from None
+
+
+def _verified_files(manifest_path: Path, need_metadata: bool = True) -> tuple[str, dict[str, list[dict[str, Any]]]]:
     """The manifest's layout and records per role (paths resolved), each file checked to be the one acquired."""
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = _manifest(manifest_path)
         records = manifest["files"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (KeyError, TypeError) as err:
         raise DataError(f"cannot read the data manifest {manifest_path} ({err}): rerun the acquire step") from None
     files: dict[str, list[dict[str, Any]]] = {"images": [], "metadata": [], "masks": [], "lesions": []}
     checked: set[Path] = set()
@@ -244,7 +283,7 @@ def _verified_files(manifest_path: Path) -> tuple[str, dict[str, list[dict[str, 
                 )
             checked.add(path)
         files[record["role"]].append({**record, "path": path})
-    if len(files["metadata"]) != 1 or not files["images"]:
+    if (need_metadata and len(files["metadata"]) != 1) or not files["images"]:
         raise DataError(f"{manifest_path} lists no images or not exactly one metadata file: rerun the acquire step")
     return str(manifest.get("layout", "unknown")), files
 

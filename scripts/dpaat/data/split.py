@@ -12,6 +12,11 @@ When no set of the lesions left sums to a bucket's count, the bucket takes the n
 count they can sum to (the smaller on a tie), unless `exact_counts`, which makes that an
 error. The requested and achieved counts per class and split are logged and stored in
 the splits' Parquet metadata with how lesions were grouped (`split_metadata`).
+
+A dataset's own split (the index's `predefined_split`: MedMNIST's official parts, an
+ImageFolder's train/ and test/) is honoured with `predefined`: test images come from its
+test part, val from its val part (or, without one, carved from its train part) and train
+from its train part, each drawn as above within that part.
 """
 
 from __future__ import annotations
@@ -47,12 +52,14 @@ def make_splits(
     group_by_lesion: bool = True,
     exact_counts: bool = False,
     seed: int = 0,
+    predefined: bool = True,
 ) -> pd.DataFrame:
     """Split `classes` of the index into train/val/test; val is `val_fraction` of each class's train part.
 
     Per class: `test_per_class` test images and `train_per_class` train+val images, of which
     round(val_fraction * train_per_class) (at least 1) are val; with `exact_counts` false, the
-    nearest counts whole lesions allow where those cannot be met exactly.
+    nearest counts whole lesions allow where those cannot be met exactly. `predefined`: honour
+    the index's `predefined_split` where it has one.
     """
     counts = requested_counts(train_per_class, test_per_class, val_fraction)
     present = sorted(index["dx"].unique())
@@ -62,18 +69,19 @@ def make_splits(
     if group_by_lesion:
         _check_lesions_have_one_dx(index, classes)
 
+    given = index["predefined_split"] if "predefined_split" in index.columns else pd.Series(None, index=index.index)
+    plan = _predefined_plan(given[index["dx"].isin(classes)], counts) if predefined else None
+    key = "lesion_id" if group_by_lesion else "image_id"
     parts = []
     for dx in classes:
         rows = index[index["dx"] == dx]
-        groups = rows.groupby("lesion_id" if group_by_lesion else "image_id", sort=True).size()
-        rng = np.random.default_rng([seed, zlib.crc32(dx.encode())])
-        order = rng.permutation(len(groups))
-        names, sizes = groups.index.to_numpy()[order], groups.to_numpy()[order]
-        assigned = _deal(sizes, counts, dx, group_by_lesion, exact_counts)
-        chosen = pd.Series(assigned, index=names)
-        key = rows["lesion_id" if group_by_lesion else "image_id"]
-        split = key.map(chosen)
-        parts.append(rows.assign(split=split)[split.notna()])
+        if plan is None:
+            parts.append(_dealt(rows, key, counts, dx, group_by_lesion, exact_counts, [seed, zlib.crc32(dx.encode())]))
+            continue
+        for part, wanted in plan.items():
+            rng_seed = [seed, zlib.crc32(dx.encode()), zlib.crc32(part.encode())]
+            within = rows[given.loc[rows.index] == part]
+            parts.append(_dealt(within, key, wanted, dx, group_by_lesion, exact_counts, rng_seed, part))
     splits = pd.concat(parts)[["image_id", "lesion_id", "dx", "split"]]
     order = splits["split"].map(SPLITS.index) * len(classes) + splits["dx"].map(list(classes).index)
     splits = splits.assign(_order=order).sort_values(["_order", "image_id"], kind="stable").drop(columns="_order")
@@ -93,6 +101,40 @@ def make_splits(
             ", ".join(f"{r.dx} {r.split} {r.achieved} of {r.requested}" for r in short.itertuples()),
         )
     return splits
+
+
+def _predefined_plan(given: pd.Series, counts: Mapping[str, int]) -> dict[str, dict[str, int]] | None:
+    """Which splits each predefined part supplies ({part: {split: count}}); None without a predefined split."""
+    present = set(given.dropna())
+    if not present:
+        return None
+    if not {"train", "test"} <= present or present - set(SPLITS):
+        raise DataError(
+            f"the index's predefined split has the parts {sorted(present)}: expected train and test (and "
+            "optionally val); rebuild the index, or set the split to be drawn anew"
+        )
+    if "val" in present:
+        return {part: {part: counts[part]} for part in SPLITS}
+    return {"test": {"test": counts["test"]}, "train": {"val": counts["val"], "train": counts["train"]}}
+
+
+def _dealt(
+    rows: pd.DataFrame,
+    key: str,
+    counts: Mapping[str, int],
+    dx: str,
+    grouped: bool,
+    exact: bool,
+    rng_seed: list[int],
+    part: str | None = None,
+) -> pd.DataFrame:
+    """`rows` (one class) with the split each was dealt, only those dealt one."""
+    groups = rows.groupby(key, sort=True).size()
+    order = np.random.default_rng(rng_seed).permutation(len(groups))
+    names, sizes = groups.index.to_numpy()[order], groups.to_numpy()[order]
+    assigned = _deal(sizes, dict(counts), dx, grouped, exact, part)
+    split = rows[key].map(pd.Series(assigned, index=names, dtype=object))
+    return rows.assign(split=split)[split.notna()]
 
 
 def requested_counts(train_per_class: int, test_per_class: int, val_fraction: float) -> dict[str, int]:
@@ -118,9 +160,14 @@ def count_table(splits: pd.DataFrame, classes: Sequence[str], counts: Mapping[st
 
 
 def split_metadata(
-    table: pd.DataFrame, *, group_by_lesion: bool, exact_counts: bool, index_info: Mapping[str, Any]
+    table: pd.DataFrame,
+    *,
+    group_by_lesion: bool,
+    exact_counts: bool,
+    index_info: Mapping[str, Any],
+    predefined: str | None = None,
 ) -> dict[str, Any]:
-    """What the splits' Parquet metadata records: the counts, and how (and whether) lesions were grouped."""
+    """What the splits' Parquet metadata records: counts, how (and whether) lesions were grouped, the split honoured."""
     grouping = str(index_info.get("lesion_grouping", "lesion_id of the index"))
     if not group_by_lesion:
         grouping = "off (data.group_by_lesion: false): split per image"
@@ -132,7 +179,19 @@ def split_metadata(
         "group_by_lesion": group_by_lesion,
         "lesion_grouping": grouping,
         "layout": index_info.get("layout"),
+        **({"predefined_split": predefined} if predefined else {}),
     }
+
+
+def predefined_description(index: pd.DataFrame, classes: Sequence[str]) -> str | None:
+    """How the dataset's own split was honoured (for the metadata), or None when the index has none."""
+    if "predefined_split" not in index.columns:
+        return None
+    parts = sorted(set(index.loc[index["dx"].isin(classes), "predefined_split"].dropna()), key=SPLITS.index)
+    if not parts:
+        return None
+    val = "its val part" if "val" in parts else "carved from its train part"
+    return f"the dataset's own {'/'.join(parts)} parts: test from test, train from train, val {val}"
 
 
 def write_splits(splits: pd.DataFrame, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> None:
@@ -169,19 +228,28 @@ def _check_lesions_have_one_dx(index: pd.DataFrame, classes: Sequence[str]) -> N
         )
 
 
-def _deal(sizes: np.ndarray, counts: dict[str, int], dx: str, grouped: bool, exact: bool) -> list[str | None]:
-    """Assign each group (in the given order) to a split: exactly its count, else (not `exact`) the nearest reachable."""
+def _deal(
+    sizes: np.ndarray, counts: dict[str, int], dx: str, grouped: bool, exact: bool, part: str | None = None
+) -> list[str | None]:
+    """Assign each group (in the given order) to a split: exactly its count, else (not `exact`) the nearest reachable.
+
+    `counts` holds the splits to fill (all three, or those a predefined `part` supplies).
+    """
     needed = sum(counts.values())
     unit = "lesions" if grouped else "images"
     if sizes.sum() < needed:
+        if part is None:
+            asked = f"{counts['train'] + counts['val']} train+val, {counts['test']} test"
+        else:
+            asked = ", ".join(f"{n} {split}" for split, n in counts.items())
+        where = "" if part is None else f" in the dataset's own {part} part"
         raise DataError(
-            f"class {dx} has {int(sizes.sum())} images ({len(sizes)} {unit}), needs {needed} "
-            f"({counts['train'] + counts['val']} train+val, {counts['test']} test): "
+            f"class {dx} has {int(sizes.sum())} images ({len(sizes)} {unit}){where}, needs {needed} ({asked}): "
             "lower data.train_per_class / data.test_per_class or drop the class"
         )
     assigned: list[str | None] = [None] * len(sizes)
     free = list(range(len(sizes)))
-    for split in ("test", "val", "train"):
+    for split in (s for s in SPLITS[::-1] if s in counts):
         wanted = counts[split]
         # Sums above 2 * wanted are farther from it than 0 is: no need to track them.
         limit = wanted if exact else 2 * wanted
