@@ -1,7 +1,7 @@
 """Time training with the CPU kernels pinned to AVX2 against the CPU's own choice and print the ratio.
 
 The instruction set is read once per process, so the two settings run in alternating
-fresh processes (`python -m dpaat.cpu_kernels [--unpinned]`), one thread each, and the
+fresh processes (`python -m dpaat.kernel_reference [--unpinned]`), one thread each, and the
 training's own process-CPU seconds are compared (steadier than wall time on a shared CPU).
 
 Usage: python benchmarks/bench_cpu_kernels.py [--method std] [--arch mobilenet_v2] [--images 408]
@@ -28,7 +28,7 @@ def run_job(job: list[str], pinned: bool) -> dict:
     """One reference job in a fresh process whose environment sets no instruction-set variable."""
     env = {k: v for k, v in os.environ.items() if k not in PINNED_VARIABLES}
     env.update(PYTHONPATH=str(SCRIPTS), OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "dpaat.cpu_kernels", *job, *([] if pinned else ["--unpinned"])]
+    command = [sys.executable, "-m", "dpaat.kernel_reference", *job, *([] if pinned else ["--unpinned"])]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.splitlines()[-1])
 

@@ -338,4 +338,6 @@ def test_another_dataset_keeps_the_method_claims_with_no_paper_numbers():
     assert "pgd20_equals_pgd50" not in ids and all(c.any_dataset and c.paper is None for c in other)
     empty = Predictions(pd.DataFrame(columns=["seed", "method", "arch", "attack", "image_id", "label", "logits"]))
     rows, _ = evaluate_claims(empty, other, n_resamples=100, seed=0)
-    assert (rows["paper"] == "—").all() and (rows["verdict"] == "not tested").all()
+    paper_claims = rows["origin"] == "paper"
+    assert (rows.loc[paper_claims, "paper"] == "—").all() and (rows["verdict"] == "not tested").all()
+    assert (rows.loc[~paper_claims, "paper"] == "ours, not the paper's").all()

@@ -31,11 +31,11 @@ with_avx512 = pytest.mark.skipif(
 
 
 def reference_job(*options: str, **environment: str) -> dict:
-    """`python -m dpaat.cpu_kernels` in a fresh process: no instruction-set variable but `environment`."""
+    """`python -m dpaat.kernel_reference` in a fresh process: no instruction-set variable but `environment`."""
     env = {k: v for k, v in os.environ.items() if k not in ISA_VARIABLES}
     env.update(environment, PYTHONPATH=str(REPO / "scripts"), OMP_NUM_THREADS="1")
     done = subprocess.run(
-        [sys.executable, "-m", "dpaat.cpu_kernels", *options], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "dpaat.kernel_reference", *options], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.splitlines()[-1])
