@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -73,7 +74,10 @@ def test_uint8_batches_are_copied_before_they_are_converted():
 def test_fused_adam_steps_like_the_default_one():
     reference, fused = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)
     fused.load_state_dict(reference.state_dict())
-    optimisers = [adam(list(reference.parameters()), 1e-2, fused=False), adam(list(fused.parameters()), 1e-2, fused=True)]
+    optimisers = [
+        adam(list(reference.parameters()), 1e-2, fused=False),
+        adam(list(fused.parameters()), 1e-2, fused=True),
+    ]
     assert optimisers[1].defaults["fused"] and not optimisers[0].defaults["fused"]
     x = torch.randn(16, 6)
     for _ in range(5):
@@ -162,3 +166,61 @@ def test_the_checkpoint_holds_the_best_weights_once_when_they_are_the_models(tmp
     blob = torch.load(path, weights_only=True)
     assert blob["best_is_model"] and blob["run_state"]["best_state"] is None
     assert all(torch.equal(blob["model"][k], v) for k, v in model.state_dict().items())
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU torch can use")
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_auto_picks_the_gpu_and_batches_arrive_as_channels_last_floats():
+    from dpaat.runtime import select_device
+
+    assert select_device("auto").type == "cuda"
+    images, _ = batch(4, 16)
+    x = device_images(images, "cuda")
+    assert x.device.type == "cuda" and x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x.cpu(), images.float() / 255)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_logits_match_the_cpu_within_tf32_tolerance():
+    model = small_model("resnet34").eval()
+    images, _ = batch(8, 64)
+    cpu = predict_logits(model, images, batch_size=4)
+    gpu = predict_logits(model_to(copy.deepcopy(model), "cuda", torch.channels_last), images, batch_size=4,
+                         device="cuda")  # fmt: skip
+    assert torch.allclose(gpu, cpu, atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("name", ["at", "amat", "dpaat"])
+def test_cuda_training_step_with_every_fast_path(name):
+    device = torch.device("cuda")
+    model = model_to(small_model(), device, torch.channels_last)
+    images, labels = batch(8, 64)
+    images, labels = images.to(device), labels.to(device)
+    method = build_method(name, {**METHOD_CONFIG}, num_samples=len(images), xi=1.0)
+    method.prepare(len(images), device)
+    optimiser = adam(list(model.parameters()), 1e-3, fused=True)
+    loss, eps = _train_epoch(model, method, optimiser, images, labels, 4, torch.Generator().manual_seed(0), device,
+                             True, memory_format=torch.channels_last)  # fmt: skip
+    assert math.isfinite(loss)
+    if eps is not None:
+        assert eps.dtype == torch.float32 and 0 <= eps.min() and eps.max() <= 2 * ADVERSARY["eps"] + 1e-6
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_augmentation_equals_the_cpus():
+    from dpaat.augment import AugmentConfig, BatchAugmentation
+
+    augment = BatchAugmentation(AugmentConfig.from_mapping({
+        "enabled": True, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "horizontal_flip": True,
+        "vertical_flip": True, "affine_degrees": 10, "rotation_degrees": 50}))  # fmt: skip
+    images, _ = batch(16, 64)
+    params = augment.draw(len(images), seed=0, epoch=0, batch=0)
+    difference = (augment.apply(images.cuda(), params).cpu().int() - augment.apply(images, params).int()).abs()
+    assert (difference > 0).float().mean() < 0.005
