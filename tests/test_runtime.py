@@ -148,3 +148,14 @@ def test_a_job_the_scheduler_gave_one_gpu_takes_no_lock(tmp_path, monkeypatch):
     assert runtime.job_device("cuda", gpu, environ=environ) == torch.device("cuda", 0)
     assert (tmp_path / "slots").is_dir() and len(runtime._held_slots) == 1
     runtime._held_slots[0].release()
+
+
+def test_the_fix_the_message_names_installs_the_pinned_versions_for_a_cuda_build():
+    repo = SCRIPTS.parent
+    pins = dict(line.split("===") for line in (repo / "requirements.txt").read_text().splitlines() if "===" in line)
+    run = subprocess.run(["make", "-n", "torch-cuda", "TORCH_CUDA=cu126"], cwd=repo, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    wanted = f"torch=={pins['torch']}+cu126 torchvision=={pins['torchvision']}+cu126"
+    installs = [line for line in run.stdout.splitlines() if "pip install" in line]
+    assert len(installs) == 2 and all(wanted in line for line in installs), run.stdout
+    assert "--index-url https://download.pytorch.org/whl/cu126" in installs[0]
