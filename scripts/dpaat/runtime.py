@@ -53,11 +53,10 @@ def gpu_evidence(environ: Mapping[str, str] | None = None) -> str | None:
     environ = os.environ if environ is None else environ
     visible = environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
+        # CUDA stops at the first entry that is not an index or a GPU/MIG UUID: "", "-1" or
+        # "NoDevFiles" (old SLURM) first hide every GPU.
         first = visible.split(",")[0].strip()
-        # "", "-1" and SLURM's "NoDevFiles" hide every GPU.
-        if first and not first.startswith("-") and first != "NoDevFiles":
-            return f"CUDA_VISIBLE_DEVICES={visible}"
-        return None
+        return f"CUDA_VISIBLE_DEVICES={visible}" if re.fullmatch(r"\d+|(GPU|MIG)-.+", first) else None
     listed = sorted(NVIDIA_GPUS.iterdir()) if NVIDIA_GPUS.is_dir() else []
     return f"the NVIDIA driver lists {len(listed)} GPU(s) in {NVIDIA_GPUS}" if listed else None
 
