@@ -69,7 +69,8 @@ root = Path(sys.argv[1])
 snakemake = types.SimpleNamespace(
     log=[str(root / "logs" / "train.log")],
     wildcards=types.SimpleNamespace(seed="0", method="std", arch="mobilenet_v2"),
-    config={"training": {"device": "auto"}, "gpu": {"slot_dir": str(root / "slots"), "jobs_per_device": 1}},
+    config={"training": {"device": "auto"}, "gpu": {"slot_dir": str(root / "slots"), "jobs_per_device": 1},
+            "reproducible_cpu_kernels": True},  # read first by the stage scripts on main (issue 18)
     params=types.SimpleNamespace(training={}, pretrained=False, checkpoint=str(root / "checkpoint.pt")),
     input=types.SimpleNamespace(train=str(root / "missing_train.pt"), val=str(root / "missing_val.pt"), reference=[]),
     output=types.SimpleNamespace(**{k: str(root / "out" / k) for k in ("weights", "history", "run")}),
