@@ -157,6 +157,7 @@ def test_the_fix_the_message_names_installs_the_pinned_versions_for_a_cuda_build
     run = subprocess.run(["make", "-n", "torch-cuda", "TORCH_CUDA=cu126"], cwd=repo, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     wanted = f"torch=={pins['torch']}+cu126 torchvision=={pins['torchvision']}+cu126"
-    installs = [line for line in run.stdout.splitlines() if "pip install" in line]
+    # (Without a .venv, make -n also prints the venv's own install, which names no torch build.)
+    installs = [line for line in run.stdout.splitlines() if "pip install" in line and "+cu126" in line]
     assert len(installs) == 2 and all(wanted in line for line in installs), run.stdout
     assert "--index-url https://download.pytorch.org/whl/cu126" in installs[0]
