@@ -9,11 +9,25 @@ from torchvision.transforms.v2 import functional as TF
 from dpaat.augment import AugmentConfig, BatchAugmentation, batch_seed, build_augmentation
 
 MARGELOIU = {
-    "enabled": True, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2,
-    "horizontal_flip": True, "vertical_flip": True, "affine_degrees": 10, "rotation_degrees": 50,
+    "enabled": True,
+    "brightness": 0.2,
+    "contrast": 0.2,
+    "saturation": 0.2,
+    "horizontal_flip": True,
+    "vertical_flip": True,
+    "affine_degrees": 10,
+    "rotation_degrees": 50,
 }
-NOTHING = dict(MARGELOIU, brightness=0, contrast=0, saturation=0, horizontal_flip=False, vertical_flip=False,
-               affine_degrees=0, rotation_degrees=0)
+NOTHING = dict(
+    MARGELOIU,
+    brightness=0,
+    contrast=0,
+    saturation=0,
+    horizontal_flip=False,
+    vertical_flip=False,
+    affine_degrees=0,
+    rotation_degrees=0,
+)
 
 
 def config(**overrides) -> AugmentConfig:
@@ -32,7 +46,11 @@ def test_same_seed_epoch_and_batch_give_the_same_batch_and_others_do_not():
     first = augment(images, seed=0, epoch=3, batch=2)
     assert first.dtype == torch.uint8 and first.shape == images.shape
     assert torch.equal(first, augment(images, seed=0, epoch=3, batch=2))
-    for other in ({"seed": 1, "epoch": 3, "batch": 2}, {"seed": 0, "epoch": 2, "batch": 3}, {"seed": 0, "epoch": 3, "batch": 1}):
+    for other in (
+        {"seed": 1, "epoch": 3, "batch": 2},
+        {"seed": 0, "epoch": 2, "batch": 3},
+        {"seed": 0, "epoch": 3, "batch": 1},
+    ):
         assert not torch.equal(first, augment(images, **other)), other
 
 
@@ -53,7 +71,12 @@ def test_flips_are_drawn_per_image_with_probability_one_half():
     images = asymmetric_batch(400)
     out = augment(images, seed=0, epoch=0, batch=0)
     x = images[0]
-    candidates = {"none": x, "h": TF.horizontal_flip(x), "v": TF.vertical_flip(x), "hv": TF.vertical_flip(TF.horizontal_flip(x))}
+    candidates = {
+        "none": x,
+        "h": TF.horizontal_flip(x),
+        "v": TF.vertical_flip(x),
+        "hv": TF.vertical_flip(TF.horizontal_flip(x)),
+    }
     kinds = [next(name for name, c in candidates.items() if torch.equal(image, c)) for image in out]
     counts = {name: kinds.count(name) for name in candidates}
     # Each of the four outcomes has p = 1/4: 100 expected of 400, sd 8.7; 5 sd bounds.
@@ -102,8 +125,14 @@ def torchvision_reference(images: torch.Tensor, params, *, two_resamplings: bool
         if params.vflip[i]:
             image = TF.vertical_flip(image)
         if two_resamplings:  # RandomAffine then RandomRotation, as the transforms do it
-            image = TF.affine(image, angle=float(params.affine_angle[i]), translate=[0, 0], scale=1.0, shear=[0.0, 0.0],
-                              interpolation=InterpolationMode.NEAREST)
+            image = TF.affine(
+                image,
+                angle=float(params.affine_angle[i]),
+                translate=[0, 0],
+                scale=1.0,
+                shear=[0.0, 0.0],
+                interpolation=InterpolationMode.NEAREST,
+            )
             image = TF.rotate(image, float(params.rotation_angle[i]), InterpolationMode.NEAREST)
         else:  # the single rotation they compose to
             image = TF.rotate(image, float(params.angle[i]), InterpolationMode.NEAREST)
