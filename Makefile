@@ -3,7 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint
+.PHONY: venv run test lint torch-cuda
+
+# The PyTorch CUDA build for your driver, at requirements.txt's versions (README: Installing for your GPU):
+#   make torch-cuda TORCH_CUDA=cu126
+TORCH_CUDA ?=
+TORCH_INDEX ?= https://download.pytorch.org/whl
+TORCH_VERSION := $(shell sed -n 's/^torch===//p' requirements.txt)
+TORCHVISION_VERSION := $(shell sed -n 's/^torchvision===//p' requirements.txt)
+TORCH_BUILD := torch==$(TORCH_VERSION)+$(TORCH_CUDA) torchvision==$(TORCHVISION_VERSION)+$(TORCH_CUDA)
 
 venv: $(STAMP)
 
@@ -21,3 +29,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/snakemake --lint
 	$(VENV)/bin/snakefmt --check workflow/Snakefile rules/
+
+torch-cuda: $(STAMP)
+	@test -n "$(TORCH_CUDA)" || { echo "set TORCH_CUDA to the build for your driver, e.g. make torch-cuda TORCH_CUDA=cu126 (README: Installing for your GPU)" >&2; exit 2; }
+	$(VENV)/bin/pip install --force-reinstall --no-deps --index-url $(TORCH_INDEX)/$(TORCH_CUDA) $(TORCH_BUILD)
+	$(VENV)/bin/pip install --extra-index-url $(TORCH_INDEX)/$(TORCH_CUDA) $(TORCH_BUILD)
+	$(VENV)/bin/python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'GPU usable:', torch.cuda.is_available())"

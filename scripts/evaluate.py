@@ -7,21 +7,25 @@ pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
 
 from dpaat.data import load_cache
 from dpaat.evaluation import attack_specs, evaluate_model, metrics_rows, predictions_frame, write_predictions
+from dpaat.fast_paths import evaluation_batch_size
 from dpaat.metrics import write_metrics
-from dpaat.runtime import job_device, set_threads, setup_logging
+from dpaat.runtime import job_device, set_cudnn_benchmark, set_threads, setup_logging
 from dpaat.trained import load_trained
 
 log = setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)
 device = job_device(snakemake.config["training"]["device"], snakemake.config["gpu"])
+set_cudnn_benchmark(snakemake.config["training"]["deterministic"])
 w = snakemake.wildcards
+# Execution settings, like the device: a GPU takes larger batches (Square syncs with the host once per batch and query).
+batch_size = evaluation_batch_size(device, snakemake.params.batch_size, snakemake.config["evaluation"]["gpu_batch_size"])
 
 trained = load_trained(snakemake.input.weights, device)
 test = load_cache(snakemake.input.test)
 specs = attack_specs(snakemake.params.attacks)
 log.info(
-    "%s %s seed %s: clean and %d attacks on %d test images on %s",
-    *(w.method, w.arch, w.seed, len(specs), len(test.labels), device),
+    "%s %s seed %s: clean and %d attacks on %d test images on %s, batches of %d",
+    *(w.method, w.arch, w.seed, len(specs), len(test.labels), device, batch_size),
 )
 
 logits = evaluate_model(
@@ -29,7 +33,7 @@ logits = evaluate_model(
     test.images,
     test.labels,
     specs,
-    batch_size=snakemake.params.batch_size,
+    batch_size=batch_size,
     device=device,
     image_ids=list(test.image_ids),
     adversarial_dir=snakemake.params.adversarial_dir,

@@ -149,9 +149,14 @@ PartitionName={GPU_PARTITION} Nodes={cluster.node} Default=NO MaxTime=INFINITE S
 
 
 def _gres_conf(cluster: SlurmCluster) -> str:
-    """gres.conf declaring `gpus` fake GPU devices (plain files) on the node."""
+    """gres.conf declaring `gpus` fake GPU devices (plain files) on the node.
+
+    no_gpu_env: SLURM must set no CUDA_VISIBLE_DEVICES for them, since a job told of a GPU
+    that torch cannot use stops at once (dpaat.runtime.select_device). Slurm 22.05 sets none
+    for these plain-file devices even without the flag (checked); the flag keeps it so.
+    """
     files = ",".join(str(cluster.state_dir / f"gpu{i}") for i in range(cluster.gpus))
-    return f"{MARKER}\nAutoDetect=off\nNodeName={cluster.node} Name=gpu File={files}\n"
+    return f"{MARKER}\nAutoDetect=off\nNodeName={cluster.node} Name=gpu File={files} Flags=no_gpu_env\n"
 
 
 def _write_config(cluster: SlurmCluster) -> None:

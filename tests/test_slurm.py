@@ -202,7 +202,8 @@ def test_data_stage_and_training_run_through_the_slurm_profile(slurm: slurm_clus
     # The data stage and one training job: the whole DAG takes several minutes on two cores.
     target = f"results/models/{tiny['seeds'][0]}/{tiny['training']['methods'][0]}/{tiny['models']['archs'][0]}/run.json"
     # The tiny config pins jobs to the CPU (gpu=0); "auto" makes the model jobs ask for
-    # a GPU as on a real cluster while still running on the CPU when none is visible.
+    # a GPU as on a real cluster while still running on the CPU: the fake GPUs set no
+    # CUDA_VISIBLE_DEVICES (tests/slurm_cluster.py), so nothing says a GPU is there.
     (workdir / "gpu.yaml").write_text("training:\n  device: auto\n")
     configs = ["--configfile", TINY_CONFIG, "gpu.yaml"]
     output, seconds = run_snakemake(workdir, "slurm", *configs, "--jobs", "2", target, timeout=600)

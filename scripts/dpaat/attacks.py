@@ -35,7 +35,7 @@ from dpaat.attack_kinds import (
     autoattack_version,
     default_restarts,
 )
-from dpaat.predict import as_float_images
+from dpaat.predict import device_images
 
 log = logging.getLogger(__name__)
 
@@ -486,7 +486,7 @@ def run_attack(
         )
     batches = zip(x.split(batch_size), y.split(batch_size))
     out = [
-        spec.perturb(model, as_float_images(xb).to(device), yb.to(device)).float().cpu()
+        spec.perturb(model, device_images(xb, device), yb.to(device)).float().cpu()
         for xb, yb in tqdm(batches, total=math.ceil(len(x) / batch_size), disable=not progress, desc=spec.kind)
     ]
     return torch.cat(out) if out else torch.empty(x.shape, dtype=torch.float32)

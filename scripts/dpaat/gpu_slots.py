@@ -12,10 +12,13 @@ Slot files live in `<slot_dir>/<host>[-slurm<job id>][-cuda<CUDA_VISIBLE_DEVICES
 machine, so a slot folder on a shared file system never mixes nodes; per SLURM
 allocation, so jobs that SLURM already gave their own GPUs never wait on each other;
 and per set of visible GPUs, so slot s means the same physical GPU to every claimer.
+`slot_dir` defaults to a node-local folder (`default_slot_dir`): some cluster file
+systems (Lustre, NFS mounts) do not support `flock`, which is a clear error here.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -59,14 +62,48 @@ def slot_folder(slot_dir: str | os.PathLike, environ: os._Environ | dict[str, st
     return Path(slot_dir) / re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
+def default_slot_dir(environ: os._Environ | dict[str, str] | None = None) -> Path:
+    """gpu.slot_dir's node-local default: the job's temporary folder under SLURM, else a per-user folder in /tmp."""
+    environ = os.environ if environ is None else environ
+    if environ.get("SLURM_JOB_ID"):
+        for key in ("SLURM_TMPDIR", "TMPDIR"):
+            if environ.get(key):
+                return Path(environ[key]) / "dpaat-gpu-slots"
+    # /tmp itself, not $TMPDIR: every workflow of the user on this machine must meet in the same folder.
+    return Path("/tmp") / f"dpaat-gpu-slots-{os.getuid()}"
+
+
+class SlotLockError(RuntimeError):
+    """The slot folder's file system cannot hold the flock a claim needs."""
+
+
+def _flock(handle: IO[bytes], operation: int, path: Path) -> None:
+    """fcntl.flock, with a file system that has no flock reported as what it is and how to fix it."""
+    try:
+        fcntl.flock(handle, operation)
+    except BlockingIOError:
+        raise
+    except OSError as err:
+        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise
+        raise SlotLockError(
+            f"cannot lock the GPU slot file {path}: the file system of {path.parent} does not support flock "
+            f"({err.strerror or err}); set gpu.slot_dir to a folder on a node-local disk, or leave it unset "
+            "(null) for the default (the job's temporary folder under SLURM, /tmp/dpaat-gpu-slots-<uid> elsewhere)"
+        ) from err
+
+
 def _try_lock(path: Path) -> IO[bytes] | None:
     """The open, exclusively locked slot file, or None when another process holds it."""
     handle = open(path, "a+b")  # noqa: SIM115 - the lock lives as long as the file stays open
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB, path)
     except BlockingIOError:
         handle.close()
         return None
+    except SlotLockError:
+        handle.close()
+        raise
     return handle
 
 
@@ -74,7 +111,7 @@ def _claim_least_loaded(folder: Path, devices: int, slots: int) -> GpuSlot | Non
     """One probe of every slot: lock the free slot on the least-loaded device, or return None."""
     # Claims take turns (a short lock on the folder), so each probe sees only real holders.
     with open(folder / "claim.lock", "a+b") as turn:
-        fcntl.flock(turn, fcntl.LOCK_EX)
+        _flock(turn, fcntl.LOCK_EX, folder / "claim.lock")
         free: dict[int, IO[bytes]] = {}
         load: Counter[int] = Counter()
         for slot in range(slots):

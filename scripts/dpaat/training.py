@@ -12,8 +12,9 @@ best weights are restored.
 
 Checkpoints are written atomically at the end of every epoch and hold everything the
 next epoch depends on (weights, optimiser, method state, RNG states, history, early
-stopping state), so a run killed at any point and resumed ends with exactly the
-weights of an uninterrupted run on the CPU. A checkpoint that cannot be read, or
+stopping state; the best weights only when they differ from the model's), so a run
+killed at any point and resumed ends with exactly the weights of an uninterrupted run
+on the CPU. A checkpoint that cannot be read, or
 whose fingerprint (training settings except device/bf16/threads, method settings,
 seed, data and initial weights) differs from the run's, is stale: it is ignored with
 a warning and training starts afresh, overwriting it after the first epoch.
@@ -40,6 +41,7 @@ from tqdm.auto import tqdm
 
 from dpaat.attacks import eval_mode
 from dpaat.augment import AugmentConfig, BatchAugmentation, build_augmentation
+from dpaat.fast_paths import adam, as_layout, fast_paths, model_to
 from dpaat.io import save_torch, write_parquet
 from dpaat.methods import Adversary, MethodConfig, TrainingMethod, missing_key
 from dpaat.predict import as_float_images
@@ -139,15 +141,21 @@ def write_history(history: pd.DataFrame, path: str | Path) -> None:
 
 
 def _autocast(device: torch.device, bf16: bool) -> torch.autocast:
-    """bf16 autocast on CUDA when asked for; a no-op context otherwise."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
+    """bf16 autocast on `device` when `bf16` (train() asks for it on CUDA only); a no-op context otherwise."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def _batches(images: Tensor, labels: Tensor, batch_size: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
-    """uint8 images → float [0, 1] on `device`, in order, one batch at a time."""
+def _batches(
+    images: Tensor,
+    labels: Tensor,
+    batch_size: int,
+    device: torch.device,
+    memory_format: torch.memory_format | None = None,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """uint8 images → float [0, 1] on `device` (in `memory_format`, if given), in order, one batch at a time."""
     for start in range(0, len(images), batch_size):
         x = as_float_images(images[start : start + batch_size].to(device, non_blocking=True))
-        yield x, labels[start : start + batch_size].to(device, non_blocking=True)
+        yield as_layout(x, memory_format), labels[start : start + batch_size].to(device, non_blocking=True)
 
 
 def mean_clean_loss(
@@ -158,7 +166,7 @@ def mean_clean_loss(
     device = torch.device(device)
     total = torch.zeros((), dtype=torch.float64, device=device)
     with torch.no_grad(), eval_mode(model):
-        for x, y in _batches(images, labels, batch_size, device):
+        for x, y in _batches(images, labels, batch_size, device, fast_paths(device).memory_format):
             total += F.cross_entropy(model(x), y, reduction="sum").double()
     return float(total) / len(images)
 
@@ -183,7 +191,7 @@ def validate(
     generator = torch.Generator(device=device).manual_seed(seed)
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, clean correct, adv correct
     with eval_mode(model), _autocast(device, bf16):
-        for x, y in _batches(images, labels, batch_size, device):
+        for x, y in _batches(images, labels, batch_size, device, fast_paths(device).memory_format):
             x_adv = adversary.attack(model, x, y, generator=generator)
             with torch.no_grad():
                 logits_clean, logits_adv = model(torch.cat([x, x_adv])).float().chunk(2)
@@ -310,13 +318,15 @@ def _phase(epoch: int, config: TrainConfig) -> str:
     return "warmup" if epoch < config.warmup_epochs else "full"
 
 
-def _optimizer_for(phase: str, trainable: list[nn.Parameter], head: list[nn.Parameter], lr: float) -> torch.optim.Adam:
-    """Make only the phase's parameters trainable and give them a fresh Adam."""
+def _optimizer_for(
+    phase: str, trainable: list[nn.Parameter], head: list[nn.Parameter], lr: float, fused: bool = False
+) -> torch.optim.Adam:
+    """Make only the phase's parameters trainable and give them a fresh Adam (fused on CUDA)."""
     released = head if phase == "warmup" else trainable
     released_ids = {id(p) for p in released}
     for p in trainable:
         p.requires_grad_(id(p) in released_ids)
-    return torch.optim.Adam(released, lr=lr)
+    return adam(released, lr, fused=fused)
 
 
 def _train_epoch(
@@ -332,11 +342,13 @@ def _train_epoch(
     augmentation: BatchAugmentation | None = None,
     seed: int = 0,
     epoch: int = 0,
+    memory_format: torch.memory_format | None = None,
 ) -> tuple[float, Tensor | None]:
     """One pass over the shuffled training set; mean loss and the per-sample eps used (if any).
 
     With `augmentation`, each uint8 batch is augmented before it becomes float, with
-    draws seeded by (seed, epoch, batch index) alone.
+    draws seeded by (seed, epoch, batch index) alone. `bf16`: autocast on `device`;
+    `memory_format`: the batches' layout (channels_last on CUDA).
     """
     model.train()
     order = torch.randperm(len(images), generator=shuffle).to(images.device)
@@ -346,7 +358,7 @@ def _train_epoch(
         raw = images[index]
         if augmentation is not None:
             raw = augmentation(raw, seed=seed, epoch=epoch, batch=batch)
-        x = as_float_images(raw)
+        x = as_layout(as_float_images(raw), memory_format)
         y = labels[index]
         with _autocast(device, bf16):
             loss, stats = method.loss(model, x, y, index)
@@ -400,7 +412,8 @@ def train(
 
     device = select_device(config.device)
     set_threads(config.threads)
-    use_bf16 = config.bf16 and device.type == "cuda"
+    fast = fast_paths(device)
+    use_bf16 = config.bf16 and fast.bf16_training
     augmentation = build_augmentation(config.augmentation)
 
     path = Path(checkpoint_path) if checkpoint_path is not None else None
@@ -411,7 +424,7 @@ def train(
     )
     blob = _load_checkpoint(path, fingerprint) if path is not None else None
 
-    model.to(device)
+    model_to(model, device, fast.memory_format)
     method.prepare(len(train_images), device)
     train_images, train_labels = train_images.to(device), train_labels.to(device)
     shuffle = torch.Generator().manual_seed(seed)
@@ -424,6 +437,8 @@ def train(
         method.load_state_dict(blob["method"])
         _set_rng_state(blob["rng"], shuffle, device)
         run_state = _RunState(**blob["run_state"])
+        if blob.get("best_is_model"):  # saved once, as the model's weights
+            run_state.best_state = blob["model"]
         optimizer_state, optimizer_phase = blob["optimizer"], blob["optimizer_phase"]
         logger.info("resuming %s from %s after epoch %d", method.name, path, run_state.epoch)
     resumed_from = run_state.epoch
@@ -436,7 +451,7 @@ def train(
         for epoch in range(resumed_from, end):
             if _phase(epoch, config) != phase:
                 phase = _phase(epoch, config)
-                optimizer = _optimizer_for(phase, trainable, head, config.lr)
+                optimizer = _optimizer_for(phase, trainable, head, config.lr, fused=fast.fused_adam)
                 if optimizer_state is not None and optimizer_phase == phase:
                     optimizer.load_state_dict(optimizer_state)
                 optimizer_state = None
@@ -454,6 +469,7 @@ def train(
                 augmentation=augmentation,
                 seed=seed,
                 epoch=epoch,
+                memory_format=fast.memory_format,
             )
             if not math.isfinite(train_loss):
                 raise FloatingPointError(
@@ -485,11 +501,15 @@ def train(
             if finished and run_state.best_state is not None:
                 model.load_state_dict(run_state.best_state)
             if path is not None:
+                # The best weights are the model's own when this epoch is the best or they were just restored.
+                best_is_model = run_state.best_state is not None and (finished or run_state.best_epoch == row["epoch"])
+                run_record = {**vars(run_state), "best_state": None if best_is_model else run_state.best_state}
                 save_torch(
                     {
                         "format": CHECKPOINT_FORMAT,
                         "fingerprint": fingerprint,
-                        "run_state": vars(run_state),
+                        "run_state": run_record,
+                        "best_is_model": best_is_model,
                         "model": _cpu_state(model),
                         "optimizer": optimizer.state_dict(),
                         "optimizer_phase": phase,

@@ -1,0 +1,226 @@
+"""The CUDA fast paths, each run on the CPU: bf16 autocast, channels_last, fused Adam, device choice, checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dpaat.attacks import pgd
+from dpaat.fast_paths import FastPaths, adam, as_layout, evaluation_batch_size, fast_paths, model_to
+from dpaat.methods import build_method
+from dpaat.models import build_model
+from dpaat.predict import device_images, predict_logits
+from dpaat import training
+from dpaat.training import _autocast, _train_epoch, validate
+
+ADVERSARY = {"norm": "l2", "eps": 0.3, "steps": 2, "step_size": 0.15}
+METHOD_CONFIG = {
+    "adversary": ADVERSARY, "alpha": 0.5, "beta": 1.0, "amat": {"delta_eps_fraction": 0.1, "eps_max_factor": 2.0,
+    "xi": 1.0}, "dpaat": {"eps_max_factor": 2.0},
+}  # fmt: skip
+
+
+def batch(n: int = 8, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=generator)
+    return images, torch.randint(0, 3, (n,), generator=generator)
+
+
+def small_model(arch: str = "mobilenet_v2") -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(arch, 3, pretrained=False)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", torch.device("cuda", 0)])
+def test_cuda_devices_get_every_fast_path(device):
+    assert fast_paths(device) == FastPaths(channels_last=True, fused_adam=True, bf16_training=True, gpu_batch_size=True)
+    assert fast_paths(device).memory_format is torch.channels_last
+    assert evaluation_batch_size(device, 64, 256) == 256
+
+
+@pytest.mark.parametrize("device", ["cpu", torch.device("cpu"), "meta"])
+def test_other_devices_get_none_and_keep_the_layout(device):
+    assert fast_paths(device) == FastPaths(False, False, False, False)
+    assert fast_paths(device).memory_format is None and evaluation_batch_size(device, 64, 256) == 64
+    x = torch.rand(2, 3, 4, 4)
+    assert as_layout(x, None) is x
+
+
+def test_channels_last_gives_the_nchw_logits_and_attacks_within_float_tolerance():
+    model = small_model().eval()
+    images, labels = batch()
+    nchw = predict_logits(model, images, batch_size=4)
+    last = model_to(copy.deepcopy(model), "cpu", torch.channels_last)
+    x = as_layout(images.float() / 255, torch.channels_last)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.allclose(last(x), nchw, atol=1e-4, rtol=1e-4)
+    x_adv_nchw = pgd(model, images.float() / 255, labels, eps=0.3, steps=2, step_size=0.15)
+    x_adv_last = pgd(last, x, labels, eps=0.3, steps=2, step_size=0.15)
+    assert x_adv_last.is_contiguous(memory_format=torch.channels_last), "the attack keeps the layout"
+    assert (x_adv_last - x_adv_nchw).abs().max() < 1e-3
+
+
+def test_uint8_batches_are_copied_before_they_are_converted():
+    images, _ = batch(2, 8)
+    assert torch.equal(device_images(images, "cpu"), images.float() / 255)
+    assert device_images(images.float() / 255, "cpu").dtype == torch.float32
+
+
+def test_fused_adam_steps_like_the_default_one():
+    reference, fused = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)
+    fused.load_state_dict(reference.state_dict())
+    optimisers = [
+        adam(list(reference.parameters()), 1e-2, fused=False),
+        adam(list(fused.parameters()), 1e-2, fused=True),
+    ]
+    assert optimisers[1].defaults["fused"] and not optimisers[0].defaults["fused"]
+    x = torch.randn(16, 6)
+    for _ in range(5):
+        for model, optimiser in zip((reference, fused), optimisers):
+            optimiser.zero_grad()
+            model(x).square().mean().backward()
+            optimiser.step()
+    for a, b in zip(reference.parameters(), fused.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["std", "at", "amat", "dpaat"])
+def test_bf16_autocast_trains_every_method_through_the_loops_functions(name):
+    """The CUDA branch's code with device_type="cpu": finite losses, eps in bounds, float32 eps and attacks."""
+    model = small_model()
+    images, labels = batch(8)
+    method = build_method(name, {**METHOD_CONFIG}, num_samples=len(images), xi=1.0)
+    method.prepare(len(images), "cpu")
+    optimiser = adam(list(model.parameters()), 1e-3, fused=False)
+    loss, eps = _train_epoch(
+        model, method, optimiser, images, labels, 4, torch.Generator().manual_seed(0), torch.device("cpu"), True,
+        memory_format=torch.channels_last,
+    )  # fmt: skip
+    assert loss == loss and abs(loss) < 100
+    if eps is not None:
+        assert eps.dtype == torch.float32 and eps.min() >= 0 and eps.max() <= 2 * ADVERSARY["eps"] + 1e-6
+    scores = validate(
+        model, images, labels, adversary=method.adversary, adversarial_loss=method.adversarial, batch_size=4,
+        device=torch.device("cpu"), bf16=True,
+    )  # fmt: skip
+    assert all(0 <= scores[key] <= 1 for key in ("val_clean_acc", "val_adv_acc")) and scores["val_loss"] < 100
+
+
+def test_bf16_attacks_keep_float32_budgets_and_land_near_the_float32_attack():
+    model = small_model("resnet34").eval()
+    images, labels = batch(8)
+    x = images.float() / 255
+    eps = torch.linspace(0.1, 0.6, len(x))
+    reference = pgd(model, x, labels, eps=eps, steps=3, step_size=eps / 2)
+    with _autocast(torch.device("cpu"), True):
+        half = pgd(model, x, labels, eps=eps, steps=3, step_size=eps / 2)
+        with torch.no_grad():
+            assert model(x).dtype == torch.bfloat16, "autocast is on"
+    assert half.dtype == torch.float32
+    norms = (half - x).flatten(1).norm(dim=1)
+    assert (norms <= eps + 1e-5).all(), "per-sample L2 budgets hold exactly (float32 projection)"
+    # bf16 gradients point nearly where float32 ones do: the perturbations agree in direction.
+    cosine = F.cosine_similarity((half - x).flatten(1), (reference - x).flatten(1))
+    assert cosine.min() > 0.9, cosine
+
+
+def test_bf16_in_the_config_is_ignored_on_the_cpu(monkeypatch):
+    seen = []
+    real = training._train_epoch
+
+    def spy(*args, **kwargs):
+        seen.append((args[8], kwargs.get("memory_format")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_train_epoch", spy)
+    model = small_model()
+    images, labels = batch(6, 24)
+    mapping = {
+        **METHOD_CONFIG, "warmup_epochs": 0, "epochs": 1, "batch_size": 3, "lr": 1e-3, "patience": 1, "device": "cpu",
+        "bf16": True, "threads": 1, "deterministic": True, "augmentation": {
+            "enabled": False, "brightness": 0, "contrast": 0, "saturation": 0, "horizontal_flip": False,
+            "vertical_flip": False, "affine_degrees": 0, "rotation_degrees": 0},
+    }  # fmt: skip
+    training.train(model, build_method("std", mapping), training.TrainConfig.from_mapping(mapping), images, labels,
+                   images, labels, seed=0, progress=False)  # fmt: skip
+    assert seen == [(False, None)], "no autocast and no channels_last on the CPU"
+
+
+def test_the_checkpoint_holds_the_best_weights_once_when_they_are_the_models(tmp_path):
+    model = small_model("squeezenet1_1")
+    images, labels = batch(6, 24)
+    mapping = {
+        **METHOD_CONFIG, "warmup_epochs": 0, "epochs": 1, "batch_size": 3, "lr": 1e-3, "patience": 1, "device": "cpu",
+        "bf16": False, "threads": 1, "deterministic": True, "augmentation": {
+            "enabled": False, "brightness": 0, "contrast": 0, "saturation": 0, "horizontal_flip": False,
+            "vertical_flip": False, "affine_degrees": 0, "rotation_degrees": 0},
+    }  # fmt: skip
+    path = tmp_path / "checkpoint.pt"
+    training.train(model, build_method("std", mapping), training.TrainConfig.from_mapping(mapping), images, labels,
+                   images, labels, seed=0, progress=False, checkpoint_path=path)  # fmt: skip
+    blob = torch.load(path, weights_only=True)
+    assert blob["best_is_model"] and blob["run_state"]["best_state"] is None
+    assert all(torch.equal(blob["model"][k], v) for k, v in model.state_dict().items())
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU torch can use")
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_auto_picks_the_gpu_and_batches_arrive_as_channels_last_floats():
+    from dpaat.runtime import select_device
+
+    assert select_device("auto").type == "cuda"
+    images, _ = batch(4, 16)
+    x = device_images(images, "cuda")
+    assert x.device.type == "cuda" and x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x.cpu(), images.float() / 255)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_logits_match_the_cpu_within_tf32_tolerance():
+    model = small_model("resnet34").eval()
+    images, _ = batch(8, 64)
+    cpu = predict_logits(model, images, batch_size=4)
+    gpu = predict_logits(model_to(copy.deepcopy(model), "cuda", torch.channels_last), images, batch_size=4,
+                         device="cuda")  # fmt: skip
+    assert torch.allclose(gpu, cpu, atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("name", ["at", "amat", "dpaat"])
+def test_cuda_training_step_with_every_fast_path(name):
+    device = torch.device("cuda")
+    model = model_to(small_model(), device, torch.channels_last)
+    images, labels = batch(8, 64)
+    images, labels = images.to(device), labels.to(device)
+    method = build_method(name, {**METHOD_CONFIG}, num_samples=len(images), xi=1.0)
+    method.prepare(len(images), device)
+    optimiser = adam(list(model.parameters()), 1e-3, fused=True)
+    loss, eps = _train_epoch(model, method, optimiser, images, labels, 4, torch.Generator().manual_seed(0), device,
+                             True, memory_format=torch.channels_last)  # fmt: skip
+    assert math.isfinite(loss)
+    if eps is not None:
+        assert eps.dtype == torch.float32 and 0 <= eps.min() and eps.max() <= 2 * ADVERSARY["eps"] + 1e-6
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_augmentation_equals_the_cpus():
+    from dpaat.augment import AugmentConfig, BatchAugmentation
+
+    augment = BatchAugmentation(AugmentConfig.from_mapping({
+        "enabled": True, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "horizontal_flip": True,
+        "vertical_flip": True, "affine_degrees": 10, "rotation_degrees": 50}))  # fmt: skip
+    images, _ = batch(16, 64)
+    params = augment.draw(len(images), seed=0, epoch=0, batch=0)
+    difference = (augment.apply(images.cuda(), params).cpu().int() - augment.apply(images, params).int()).abs()
+    assert (difference > 0).float().mean() < 0.005
