@@ -93,9 +93,12 @@ def acquire_settings():
 
 def acquire_downloads():
     """Whether acquire downloads: it then runs where snakemake runs (a cluster's login node has the
-    internet, its compute nodes often not); generating or hashing files may go to a node."""
+    internet, its compute nodes often not); generating or hashing files may go to a node.
+    """
     data = config["data"]
-    return data["source"] in {"ham10000", "isic2018"} or (data["source"] == "medmnist" and not data.get("local_dir"))
+    return data["source"] in {"ham10000", "isic2018"} or (
+        data["source"] == "medmnist" and not data.get("local_dir")
+    )
 
 
 wildcard_constraints:
