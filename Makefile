@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv run test lint torch-cuda
 
-# The PyTorch CUDA build for your driver, at requirements.txt's versions (README: Installing for your GPU):
+# The PyTorch CUDA build for your driver, at requirements.txt's versions (docs/scaling.md: Installing for your GPU):
 #   make torch-cuda TORCH_CUDA=cu126
 TORCH_CUDA ?=
 TORCH_INDEX ?= https://download.pytorch.org/whl
@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(VENV)/bin/snakefmt --check workflow/Snakefile rules/
 
 torch-cuda: $(STAMP)
-	@test -n "$(TORCH_CUDA)" || { echo "set TORCH_CUDA to the build for your driver, e.g. make torch-cuda TORCH_CUDA=cu126 (README: Installing for your GPU)" >&2; exit 2; }
+	@test -n "$(TORCH_CUDA)" || { echo "set TORCH_CUDA to the build for your driver, e.g. make torch-cuda TORCH_CUDA=cu126 (docs/scaling.md: Installing for your GPU)" >&2; exit 2; }
 	$(VENV)/bin/pip install --force-reinstall --no-deps --index-url $(TORCH_INDEX)/$(TORCH_CUDA) $(TORCH_BUILD)
 	$(VENV)/bin/pip install --extra-index-url $(TORCH_INDEX)/$(TORCH_CUDA) $(TORCH_BUILD)
 	$(VENV)/bin/python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'GPU usable:', torch.cuda.is_available())"

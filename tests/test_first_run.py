@@ -74,7 +74,7 @@ def test_pretrained_run_downloads_verifies_trains_survives_a_kill_and_downloads_
         # The checkpoint was downloaded (resumed after the cut), verified and put in the torch cache.
         assert (tmp_path / "torch/hub/checkpoints" / name).read_bytes() == body
         assert server.requests == [(f"/models/{name}", None), (f"/models/{name}", f"bytes={len(body) // 2}-")]
-        # The README's recovery: the lock stays until --unlock, then the same command resumes.
+        # The recovery in docs/running.md: the lock stays until --unlock, then the same command resumes.
         locked = snakemake(workdir, *args, env=env)
         assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
         assert snakemake(workdir, *args, "--unlock", env=env).returncode == 0

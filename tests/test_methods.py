@@ -158,7 +158,7 @@ def test_without_the_cap_gamma_follows_eq_15_as_printed():
 
 
 def test_the_cap_changes_nothing_for_samples_between_zero_and_the_mean_change():
-    # README: for 0 <= ΔL_i <= ΔL_avg the ratio is in [0, 1], so Eq. 15 as printed gives the same eps.
+    # docs/differences.md: for 0 <= ΔL_i <= ΔL_avg the ratio is in [0, 1], so Eq. 15 as printed gives the same eps.
     g = torch.Generator().manual_seed(0)
     delta_loss = torch.rand(200, generator=g) ** 3 * 4  # skewed, all >= 0
     norms = 0.3 * (1 - 0.01 * torch.rand(200, generator=g))

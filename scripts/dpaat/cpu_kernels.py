@@ -4,7 +4,7 @@ torch's CPU wheels pick their kernels by the CPU they find. oneDNN (convolutions
 batch norm) runs AVX-512 code on a CPU that has it and AVX2 code elsewhere, and the
 two round differently: on an AMD EPYC with AVX-512 a 32 px MobileNetV2 job's first
 epoch loss is 1.5105 with AVX-512 kernels and 1.4243 limited to AVX2, and six epochs
-amplify that into points of accuracy. Tried one at a time on that machine (README,
+amplify that into points of accuracy. Tried one at a time on that machine (docs/reproducibility.md,
 "Reproducibility across machines"), only `DNNL_MAX_CPU_ISA` changed a training job's
 weights; ATen's own capability (`ATEN_CPU_CAPABILITY`), `MKL_ENABLE_INSTRUCTIONS` and
 `MKL_CBWR=AVX2` changed nothing there. MKL's code path does decide the result

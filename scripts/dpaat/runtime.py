@@ -91,7 +91,7 @@ def unusable_gpu_message(name: str, evidence: str) -> str:
         f"{driver or 'version unreadable (no /proc/driver/nvidia/version, no nvidia-smi)'}. "
         "A CUDA build of torch needs a driver that supports its CUDA version (nvidia-smi's header shows the "
         "newest CUDA the driver supports). Fix: install the PyTorch build for your driver into .venv, "
-        "e.g. `make torch-cuda TORCH_CUDA=cu126` (README, 'Installing for your GPU'), or run on the CPU on "
+        "e.g. `make torch-cuda TORCH_CUDA=cu126` (docs/scaling.md, 'Installing for your GPU'), or run on the CPU on "
         "purpose with training.device: cpu."
     )
 
