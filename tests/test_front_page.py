@@ -85,3 +85,12 @@ def test_rendered_front_page_has_no_python_repr(name, tmp_path):
     for attack in cfg["attacks"]:
         assert attack_label(attack) in html
     assert "DPAAT" in html and "split counts appear once the split job has run" in html
+
+
+def test_front_page_names_the_other_datasets_in_words(tmp_path):
+    paper = config("paper.yaml")
+    medmnist = {**paper, "data": {**paper["data"], "source": "medmnist", "classes": ["adipose", "background"],
+                                  "medmnist": {"flag": "pathmnist", "size": 224, "official_split": True}}}  # fmt: skip
+    folder = {**paper, "data": {**paper["data"], "source": "imagefolder", "classes": ["normal", "pneumonia"]}}
+    assert front_page(medmnist, tmp_path / "none.parquet")["data"].startswith("MedMNIST's pathmnist at 224 px, ")
+    assert front_page(folder, tmp_path / "none.parquet")["data"].startswith("an ImageFolder tree, one folder per class")

@@ -147,7 +147,7 @@ def test_html_report(tiny_run):
     html = (workdir / "results/report.html").read_text(errors="replace")
     assert "ablation.png" in html and "table1.csv" in html and "claims.csv" in html
     # The front page in words, with the split the run achieved (tests/test_front_page.py checks it has no repr).
-    assert "STD, AT, AMAT and DPAAT" in html and "achieved split: train" in html
+    assert "STD, AT, AMAT, DPAAT, TRADES and MART" in html and "achieved split: train" in html
 
 
 def test_lint_is_silent():
@@ -181,7 +181,7 @@ def test_missing_imagenet_weights_are_planned_as_one_weights_job_before_training
     assert [rule for rule, _ in jobs].count("weights") == 1
     # Every training job (the ablation's too) waits for the weights job's record.
     trainings = [body for rule, body in jobs if rule in ("train", "train_ablation")]
-    assert len(trainings) == 3 * 5 * 6 + 3 * 4 * 2
+    assert len(trainings) == 3 * 7 * 6 + 3 * 4 * 2  # the paper's five methods, TRADES and MART
     assert all("results/weights/imagenet.json" in body.split("output:")[0] for body in trainings)
 
 

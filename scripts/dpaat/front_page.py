@@ -22,6 +22,7 @@ SOURCE_LABELS = {
     "local": "a local copy of HAM10000 (data.local_dir)",
     "ham10000": "HAM10000, downloaded from the Harvard Dataverse",
     "isic2018": "the ISIC 2018 Task 3 training data (HAM10000's images)",
+    "imagefolder": "an ImageFolder tree, one folder per class (data.local_dir)",
 }
 SPLIT_ORDER = ("train", "val", "test")
 
@@ -84,7 +85,10 @@ def read_split_counts(splits_path: str | os.PathLike) -> list[dict[str, Any]] | 
 def front_page(config: Mapping[str, Any], splits_path: str | os.PathLike) -> dict[str, str]:
     """The report front page's sentences (methods, cnns, seeds, data, attacks) for a validated config."""
     data = config["data"]
-    source = SOURCE_LABELS.get(data["source"], f"data source {data['source']}")
+    if data["source"] == "medmnist":
+        source = f"MedMNIST's {data['medmnist']['flag']} at {data['medmnist']['size']} px"
+    else:
+        source = SOURCE_LABELS.get(data["source"], f"data source {data['source']}")
     counts = read_split_counts(splits_path)
     achieved = (
         f"achieved split: {split_counts_text(counts, data['classes'])}"
