@@ -33,22 +33,23 @@ class _Interrupted(Exception):
     """A transfer that stopped early or hit a transient error; the next attempt resumes."""
 
 
-def md5_file(path: str | os.PathLike) -> str:
-    """Hex md5 of a file, read in chunks."""
-    digest = hashlib.md5()
+def _file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """Hex digest of a file with hashlib's `algorithm`, read in chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def md5_file(path: str | os.PathLike) -> str:
+    """Hex md5 of a file, read in chunks."""
+    return _file_digest(path, "md5")
 
 
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return _file_digest(path, "sha256")
 
 
 def partial_path(dest: str | os.PathLike) -> Path:
