@@ -44,7 +44,7 @@ from dpaat.augment import AugmentConfig, BatchAugmentation, build_augmentation
 from dpaat.fast_paths import adam, as_layout, fast_paths, model_to
 from dpaat.io import save_torch, write_parquet
 from dpaat.methods import Adversary, MethodConfig, TrainingMethod, missing_key
-from dpaat.predict import as_float_images
+from dpaat.predict import as_float_images, device_images
 from dpaat.runtime import select_device, set_deterministic, set_threads
 
 logger = logging.getLogger(__name__)
@@ -145,17 +145,11 @@ def _autocast(device: torch.device, bf16: bool) -> torch.autocast:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def _batches(
-    images: Tensor,
-    labels: Tensor,
-    batch_size: int,
-    device: torch.device,
-    memory_format: torch.memory_format | None = None,
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """uint8 images → float [0, 1] on `device` (in `memory_format`, if given), in order, one batch at a time."""
+def _batches(images: Tensor, labels: Tensor, batch_size: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+    """uint8 images → float [0, 1] on `device` (`predict.device_images`), in order, one batch at a time."""
     for start in range(0, len(images), batch_size):
-        x = as_float_images(images[start : start + batch_size].to(device, non_blocking=True))
-        yield as_layout(x, memory_format), labels[start : start + batch_size].to(device, non_blocking=True)
+        x = device_images(images[start : start + batch_size], device)
+        yield x, labels[start : start + batch_size].to(device, non_blocking=True)
 
 
 def mean_clean_loss(
@@ -166,7 +160,7 @@ def mean_clean_loss(
     device = torch.device(device)
     total = torch.zeros((), dtype=torch.float64, device=device)
     with torch.no_grad(), eval_mode(model):
-        for x, y in _batches(images, labels, batch_size, device, fast_paths(device).memory_format):
+        for x, y in _batches(images, labels, batch_size, device):
             total += F.cross_entropy(model(x), y, reduction="sum").double()
     return float(total) / len(images)
 
@@ -191,7 +185,7 @@ def validate(
     generator = torch.Generator(device=device).manual_seed(seed)
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, clean correct, adv correct
     with eval_mode(model), _autocast(device, bf16):
-        for x, y in _batches(images, labels, batch_size, device, fast_paths(device).memory_format):
+        for x, y in _batches(images, labels, batch_size, device):
             x_adv = adversary.attack(model, x, y, generator=generator)
             with torch.no_grad():
                 logits_clean, logits_adv = model(torch.cat([x, x_adv])).float().chunk(2)
