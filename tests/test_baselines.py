@@ -11,6 +11,7 @@ from torch import nn
 
 from dpaat.attacks import pgd
 from dpaat.methods import MART, TRADES, build_method, mart_loss, trades_loss
+from test_methods import training_mapping as methods_mapping
 from test_training import (
     RANDOM_START,
     Kill,
@@ -25,18 +26,9 @@ EPS = 0.5
 
 
 def training_mapping(**overrides) -> dict:
-    """A `training` mapping as the schema fills it, with a 4-step L2 adversary."""
-    mapping = {
-        "alpha": 0.5,
-        "beta": 1.0,
-        "adversary": {"norm": "l2", "eps": EPS, "steps": 4, "step_size": 0.25, "random_start": False},
-        "amat": {"delta_eps_fraction": 0.1, "eps_max_factor": 2.0, "xi": None},
-        "dpaat": {"eps_max_factor": 2.0},
-        "trades": {"beta": 6.0},
-        "mart": {"lambda": 6.0},
-    }
-    mapping.update(overrides)
-    return mapping
+    """A `training` mapping as the schema fills it, with a 4-step L2 adversary and the baselines' sections."""
+    adversary = {"norm": "l2", "eps": EPS, "steps": 4, "step_size": 0.25, "random_start": False}
+    return methods_mapping(**{"adversary": adversary, "trades": {"beta": 6.0}, "mart": {"lambda": 6.0}, **overrides})
 
 
 class RecordingLinear(nn.Module):
