@@ -129,6 +129,16 @@ def test_bf16_attacks_keep_float32_budgets_and_land_near_the_float32_attack():
     assert cosine.min() > 0.9, cosine
 
 
+def one_epoch_on_the_cpu(bf16: bool) -> dict:
+    """A complete `training` mapping: one epoch of batch 3 on the CPU, no augmentation."""
+    return {
+        **METHOD_CONFIG, "warmup_epochs": 0, "epochs": 1, "batch_size": 3, "lr": 1e-3, "patience": 1, "device": "cpu",
+        "bf16": bf16, "threads": 1, "deterministic": True, "augmentation": {
+            "enabled": False, "brightness": 0, "contrast": 0, "saturation": 0, "horizontal_flip": False,
+            "vertical_flip": False, "affine_degrees": 0, "rotation_degrees": 0},
+    }  # fmt: skip
+
+
 def test_bf16_in_the_config_is_ignored_on_the_cpu(monkeypatch):
     seen = []
     real = training._train_epoch
@@ -140,12 +150,7 @@ def test_bf16_in_the_config_is_ignored_on_the_cpu(monkeypatch):
     monkeypatch.setattr(training, "_train_epoch", spy)
     model = small_model()
     images, labels = batch(6, 24)
-    mapping = {
-        **METHOD_CONFIG, "warmup_epochs": 0, "epochs": 1, "batch_size": 3, "lr": 1e-3, "patience": 1, "device": "cpu",
-        "bf16": True, "threads": 1, "deterministic": True, "augmentation": {
-            "enabled": False, "brightness": 0, "contrast": 0, "saturation": 0, "horizontal_flip": False,
-            "vertical_flip": False, "affine_degrees": 0, "rotation_degrees": 0},
-    }  # fmt: skip
+    mapping = one_epoch_on_the_cpu(bf16=True)
     training.train(model, build_method("std", mapping), training.TrainConfig.from_mapping(mapping), images, labels,
                    images, labels, seed=0, progress=False)  # fmt: skip
     assert seen == [(False, None)], "no autocast and no channels_last on the CPU"
@@ -154,12 +159,7 @@ def test_bf16_in_the_config_is_ignored_on_the_cpu(monkeypatch):
 def test_the_checkpoint_holds_the_best_weights_once_when_they_are_the_models(tmp_path):
     model = small_model("squeezenet1_1")
     images, labels = batch(6, 24)
-    mapping = {
-        **METHOD_CONFIG, "warmup_epochs": 0, "epochs": 1, "batch_size": 3, "lr": 1e-3, "patience": 1, "device": "cpu",
-        "bf16": False, "threads": 1, "deterministic": True, "augmentation": {
-            "enabled": False, "brightness": 0, "contrast": 0, "saturation": 0, "horizontal_flip": False,
-            "vertical_flip": False, "affine_degrees": 0, "rotation_degrees": 0},
-    }  # fmt: skip
+    mapping = one_epoch_on_the_cpu(bf16=False)
     path = tmp_path / "checkpoint.pt"
     training.train(model, build_method("std", mapping), training.TrainConfig.from_mapping(mapping), images, labels,
                    images, labels, seed=0, progress=False, checkpoint_path=path)  # fmt: skip
