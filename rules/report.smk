@@ -110,7 +110,7 @@ rule report:
         attack=config["evaluation"]["confusion_attack"],
         confusion_archs=CONFUSION_ARCHS,
         confusion_methods=[
-            m for m in METHODS if m not in ABLATION_METHODS | set(BASELINE_METHODS)
+            m for m in METHODS if m not in ABLATION_METHODS | set(BASELINES)
         ],
         ablation_archs=ABLATION_ARCHS,
         attacks=list(ATTACKS),
