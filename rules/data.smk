@@ -46,11 +46,7 @@ rule split:
         index=rules.index.output.index,
     output:
         splits="results/data/splits.parquet",
-        counts_csv=report(
-            "results/tables/split_counts.csv",
-            caption="../report/split_counts.rst",
-            category="Tables",
-        ),
+        counts_csv="results/tables/split_counts.csv",
         counts_md="results/tables/split_counts.md",
     log:
         "results/logs/data/split.log",
@@ -59,7 +55,7 @@ rule split:
     conda:
         "../envs/data.yaml"
     params:
-        classes=config["data"]["classes"],
+        classes=shown(config["data"]["classes"]),
         train_per_class=config["data"]["train_per_class"],
         test_per_class=config["data"]["test_per_class"],
         val_fraction=config["data"]["val_fraction"],
