@@ -10,7 +10,7 @@ from dpaat import job_resources
 from dpaat.job_resources import mem_mb, runtime_minutes
 from dpaat.paper_results import BASELINES, arch_label
 from dpaat.sanity import SanityPlan
-from dpaat.front_page import front_page, shown
+from dpaat.front_page import front_page, readable_param, shown
 from dpaat.data.classes import dataset_classes, is_paper_dataset
 
 # The classes, known when planning: data.classes, or for null every class of the dataset

@@ -55,7 +55,7 @@ rule split:
     conda:
         "../envs/data.yaml"
     params:
-        classes=shown(config["data"]["classes"]),
+        classes=config["data"]["classes"],
         train_per_class=config["data"]["train_per_class"],
         test_per_class=config["data"]["test_per_class"],
         val_fraction=config["data"]["val_fraction"],

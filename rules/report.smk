@@ -55,7 +55,7 @@ rule gradcam:
         mem_mb=job_mem_mb("gradcam"),
         runtime=job_runtime("gradcam"),
     params:
-        methods=shown(config["report"]["gradcam_methods"]),
+        methods=readable_param(config["report"]["gradcam_methods"]),
         seed=SEEDS[0],
         per_class=config["report"]["gradcam_images_per_class"],
     script:
@@ -100,7 +100,7 @@ rule confusion:
         "../envs/report.yaml"
     params:
         attack=config["evaluation"]["confusion_attack"],
-        methods=shown(
+        methods=readable_param(
             [m for m in METHODS if m not in ABLATION_METHODS | set(BASELINES)]
         ),
     script:
@@ -147,8 +147,8 @@ rule report:
         # The paper's numbers belong to HAM10000's mel, bkl and nv alone.
         paper_numbers=config["report"]["paper_numbers"] and PAPER_DATASET,
         attack=config["evaluation"]["confusion_attack"],
-        ablation_archs=shown(ABLATION_ARCHS),
-        attacks=shown(list(ATTACKS)),
+        ablation_archs=readable_param(ABLATION_ARCHS),
+        attacks=readable_param(list(ATTACKS)),
         resamples=config["report"]["bootstrap_resamples"],
         seed=config["report"]["bootstrap_seed"],
     script:
@@ -169,7 +169,7 @@ rule baselines:
     conda:
         "../envs/report.yaml"
     params:
-        attacks=shown(list(ATTACKS)),
+        attacks=readable_param(list(ATTACKS)),
         resamples=config["report"]["bootstrap_resamples"],
         seed=config["report"]["bootstrap_seed"],
     script:

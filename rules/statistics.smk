@@ -22,7 +22,7 @@ rule claims:
     conda:
         "../envs/report.yaml"
     params:
-        attacks=shown(list(ATTACKS)),
+        attacks=readable_param(list(ATTACKS)),
         resamples=config["report"]["bootstrap_resamples"],
         permutations=config["report"]["permutation_resamples"],
         seed=config["report"]["bootstrap_seed"],

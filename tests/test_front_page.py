@@ -13,7 +13,7 @@ from docutils.core import publish_parts
 from jinja2 import Environment
 from snakemake.utils import validate
 
-from dpaat.front_page import attack_label, eps_label, front_page, shown
+from dpaat.front_page import attack_label, eps_label, front_page, readable_param, shown
 from dpaat.io import write_parquet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,3 +136,8 @@ def test_shown_params_read_as_words_and_keep_their_repr():
     assert str(readable) == "eps_multiples: 0.5, 1; adversary: (norm: l2; eps: 0.15); name: pgd"
     assert str(shown(["mobilenet_v2", "resnet34"])) == "mobilenet_v2, resnet34"
     assert pickle.loads(pickle.dumps(readable)) == value  # a stage script unpickles its params
+
+
+def test_a_readable_list_param_is_a_function_so_snakemake_keeps_its_type():
+    param = readable_param(["fgsm", "pgd20"])
+    assert callable(param) and str(param(None)) == "fgsm, pgd20" and param(None) == ["fgsm", "pgd20"]

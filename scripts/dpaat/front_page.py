@@ -11,7 +11,7 @@ import csv
 import math
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +214,11 @@ def shown(value: Any) -> Any:
     if isinstance(value, list):
         return ShownList(shown(item) for item in value)
     return value
+
+
+def readable_param(value: Any) -> Callable[[Any], Any]:
+    """A list rule parameter that reads as words in the report: a function of the wildcards, since
+    Snakemake rebuilds a plain list given directly. Snakemake's params check skips functions, so
+    use it only where a change of the value also changes the job's inputs (a dict needs only `shown`)."""
+    readable = shown(value)
+    return lambda wildcards: readable
