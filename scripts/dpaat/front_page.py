@@ -148,7 +148,7 @@ def paper_columns_text(config: Mapping[str, Any], paper_dataset: bool) -> str:
     if not complete:
         return (
             "The paper's columns are blank: the paper reports averages over groups of three CNNs "
-            f"({words([name.lower() for _, name, _, _ in ARCH_GROUPS])}), and this run trains "
+            f"({words([name[0].lower() + name[1:] for _, name, _, _ in ARCH_GROUPS])}), and this run trains "
             f"{words([ARCH_LABELS.get(a, a) for a in config['models']['archs']])}, a different average "
             "that the paper's numbers do not describe."
         )
