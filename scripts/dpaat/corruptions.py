@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
@@ -36,6 +36,8 @@ DESIGN_SIZE = 224
 SEVERITIES = (1, 2, 3, 4, 5)
 # The label of a corrupted test set in the metrics and predictions: "<corruption>@<severity>".
 SEPARATOR = "@"
+# The claims' and tables' name of the mean over every corrupted test set.
+MEAN_CORRUPTION = "corrupted"
 
 
 @dataclass
@@ -156,7 +158,9 @@ def _clipped_zoom(x: np.ndarray, factor: float) -> np.ndarray:
     h = x.shape[0]
     ch = int(np.ceil(h / factor))
     top = (h - ch) // 2
-    zoomed = zoom(x[top : top + ch, top : top + ch], (factor, factor, 1), order=1)
+    # Channel by channel: the same values as MedMNIST-C's one 3-D zoom with factor 1 on the channels, 2-3x faster.
+    crop = x[top : top + ch, top : top + ch]
+    zoomed = np.stack([zoom(crop[:, :, c], (factor, factor), order=1) for c in range(x.shape[2])], axis=-1)
     trim = (zoomed.shape[0] - h) // 2
     return zoomed[trim : trim + h, trim : trim + h]
 
@@ -295,27 +299,39 @@ def corrupt_split(
     seed: int,
     sizes: Iterable[int],
     corruption_set: str = "dermoscopy",
-) -> dict[int, dict[str, np.ndarray]]:
+    workers: int = 1,
+) -> Iterator[tuple[str, dict[int, np.ndarray]]]:
     """Each condition's corrupted test images, uint8 (N, 3, S, S) for each model resolution S, from (N, 3, H, W).
 
-    The corruption is applied at the images' own resolution (224 px in the workflow), then each
+    One condition at a time (the paper's test set is 135 MB per condition at 224 px). The
+    corruption is applied at the images' own resolution (224 px in the workflow), then each
     image is resized to S x S with LANCZOS like the data cache (skipped when S is that resolution).
+    `workers` threads share the images; each image's seed makes the result independent of their order.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3 or len(images) != len(image_ids):
         raise ValueError(f"corrupt_split takes uint8 (N, 3, H, W) images and N ids, got {images.dtype} {images.shape}")
     sizes = sorted(set(sizes))
-    out: dict[int, dict[str, np.ndarray]] = {size: {} for size in sizes}
     hwc = images.transpose(0, 2, 3, 1)
     for name in names:
-        corruption, severity = parse_condition(name)
-        corrupted = [
-            corrupt(np.ascontiguousarray(img), corruption, severity, image_seed(seed, corruption, severity, iid), corruption_set)
-            for img, iid in zip(hwc, image_ids)
-        ]
-        for size in sizes:
-            resized = [resize(img, size) for img in corrupted]
-            out[size][name] = np.stack(resized).transpose(0, 3, 1, 2).copy() if resized else images[:, :, :size, :size]
-    return out
+        parsed = parse_condition(name)
+        if parsed is None:
+            raise ValueError(f"{name!r} is not a corruption condition '<corruption>{SEPARATOR}<severity>'")
+        corruption, severity = parsed
+
+        def one(i: int) -> np.ndarray:
+            seeded = image_seed(seed, corruption, severity, image_ids[i])
+            return corrupt(np.ascontiguousarray(hwc[i]), corruption, severity, seeded, corruption_set)
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            corrupted = list(pool.map(one, range(len(images))))
+        yield name, {
+            size: np.stack([resize(img, size) for img in corrupted]).transpose(0, 3, 1, 2).copy()
+            if corrupted
+            else np.zeros((0, 3, size, size), np.uint8)
+            for size in sizes
+        }
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -323,3 +339,4 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     if image.shape[:2] == (size, size):
         return image
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
+

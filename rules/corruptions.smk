@@ -1,0 +1,91 @@
+# Corrupted test sets (MedMNIST-C's dermoscopy corruptions) and calibration, beside the attacks.
+
+
+rule corrupt:
+    """The test images under each corruption and severity at 224 px, resized to every model resolution."""
+    input:
+        test=CORRUPTION_SOURCE,
+    output:
+        corrupted=directory(CORRUPTED_DIR),
+    log:
+        f"results/logs/data/{CACHE_TAG}corrupt.log",
+    benchmark:
+        f"results/benchmarks/data/{CACHE_TAG}corrupt.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 2
+    params:
+        conditions=CORRUPTIONS,
+        corruption_set=config["corruptions"]["set"],
+        seed=config["corruptions"]["seed"],
+        sizes=sorted({image_size(arch) for arch in ARCHS}),
+    script:
+        "../scripts/corrupt.py"
+
+
+rule corruption_tables:
+    """Mean and worst corruption accuracy per method and CNN group, accuracy against severity, the image panel."""
+    input:
+        predictions=model_files("results/predictions/{seed}/{method}/{arch}.parquet"),
+        test=CORRUPTION_SOURCE,
+    output:
+        table_csv=report(
+            "results/tables/corruptions.csv",
+            caption="../report/corruptions.rst",
+            category="Corruptions and calibration",
+        ),
+        table_md="results/tables/corruptions.md",
+        severity=report(
+            "results/figures/corruption_severity.png",
+            caption="../report/corruption_severity.rst",
+            category="Corruptions and calibration",
+        ),
+        panel=report(
+            "results/figures/corruption_panel.png",
+            caption="../report/corruption_panel.rst",
+            category="Corruptions and calibration",
+        ),
+    log:
+        "results/logs/corruption_tables.log",
+    conda:
+        "../envs/report.yaml"
+    params:
+        methods=REPORT_METHODS,
+        corruptions=CORRUPTION_NAMES,
+        panel_severity=config["corruptions"]["panel_severity"],
+        corruption_seed=config["corruptions"]["seed"],
+        resamples=config["report"]["bootstrap_resamples"],
+        seed=config["report"]["bootstrap_seed"],
+    script:
+        "../scripts/corruption_tables.py"
+
+
+rule calibration:
+    """Expected calibration error of every method on clean, attacked and corrupted predictions; reliability diagrams."""
+    input:
+        predictions=model_files("results/predictions/{seed}/{method}/{arch}.parquet"),
+    output:
+        table_csv=report(
+            "results/tables/calibration.csv",
+            caption="../report/calibration.rst",
+            category="Corruptions and calibration",
+        ),
+        table_md="results/tables/calibration.md",
+        reliability=report(
+            "results/figures/reliability.png",
+            caption="../report/reliability.rst",
+            category="Corruptions and calibration",
+        ),
+    log:
+        "results/logs/calibration.log",
+    conda:
+        "../envs/report.yaml"
+    params:
+        methods=REPORT_METHODS,
+        attacks=list(ATTACKS),
+        attack=CONFUSION_ATTACK,
+        bins=config["report"]["calibration_bins"],
+        resamples=config["report"]["bootstrap_resamples"],
+        seed=config["report"]["bootstrap_seed"],
+    script:
+        "../scripts/calibration.py"
