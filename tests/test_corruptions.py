@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import types
 
@@ -34,8 +35,11 @@ def medmnistc_dermamnist():
     CI installs both (.ci/run). medmnistc 0.1.0's motion blur calls np.fromstring, which NumPy 2
     removed; its module gets NumPy with frombuffer in that name (the same bytes, read the same way).
     """
-    pytest.importorskip("wand.image", reason="medmnistc's motion blur needs Wand and ImageMagick (.ci/run installs them)")
-    registry = pytest.importorskip("medmnistc.corruptions.registry", reason="medmnistc is not installed (.ci/run installs it)")
+    if os.environ.get("DPAAT_REQUIRE_MEDMNISTC") == "1":  # CI installed them: the test must not skip
+        import medmnistc.corruptions.registry as registry
+    else:
+        pytest.importorskip("wand.image", reason="medmnistc's motion blur needs Wand and ImageMagick (.ci/install_medmnistc.sh)")
+        registry = pytest.importorskip("medmnistc.corruptions.registry", reason="no medmnistc (.ci/install_medmnistc.sh)")
     import medmnistc.corruptions.filter as medmnistc_filter
 
     numpy_shim = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
