@@ -106,10 +106,9 @@ def test_tiny_run_writes_every_target(tiny_run):
     assert ours.loc["dpaat_gacc_exceeds_baselines", "verdict"] != "not tested"
     assert set(ours["paper"]) == {"ours, not the paper's"}
     assert "McNemar" in (results / "tables/comparisons.md").read_text()
-    # The corruption claims of ours are decided like the others.
-    assert set(claims.set_index("id").loc[["at_corruption_not_below_std", "dpaat_corruption_highest_of_at"], "verdict"]) <= {
-        "supported", "contradicted", "inconclusive"
-    }
+    # The corruption claims of ours need SAT, which tiny.yaml does not train (tests/test_claims.py decides them).
+    corruption_claims = claims.set_index("id").loc[["at_corruption_not_below_std", "dpaat_corruption_highest_of_at"]]
+    assert (corruption_claims["reason"] == "this run lacks sat under corrupted").all()
     corruptions = pd.read_csv(results / "tables/corruptions.csv")
     assert corruptions["method"].tolist() == ["std", "at", "amat", "dpaat", "trades", "mart"]
     assert corruptions["worst_corruption"].isin(["gaussian_noise", "motion_blur", "characters"]).all()

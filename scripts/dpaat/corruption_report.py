@@ -112,6 +112,12 @@ def _relative_errors(errors: dict[str, dict[str, float]], method: str, corruptio
     return float(np.mean(be)), float(np.mean(rbe))
 
 
+def _group_label(group: str, cnns: str) -> str:
+    """The paper's group name with the CNNs it holds here, e.g. 'Lightweight CNNs (MobileNetV2, ShuffleNetV2)'."""
+    name = dict([(ALL_GROUP[0], ALL_GROUP[2])] + [(gid, prefix) for gid, _, prefix, _ in ARCH_GROUPS])[group]
+    return f"{name} ({', '.join(arch_label(a) for a in cnns.split(';'))})"
+
+
 def _ci(estimate: float, low: float, high: float, digits: int = 1) -> str:
     if math.isnan(low):
         return f"{estimate:.{digits}f}"
@@ -132,7 +138,7 @@ def corruption_markdown(table: pd.DataFrame, n_conditions: int) -> str:
     ]
     for _, r in table.iterrows():
         lines.append(
-            f"| {r['group']} | {method_label(r['method'])} | {_ci(r['clean'], r['clean_low'], r['clean_high'])} | "
+            f"| {_group_label(r['group'], r['cnns'])} | {method_label(r['method'])} | {_ci(r['clean'], r['clean_low'], r['clean_high'])} | "
             f"{_ci(r['mean_corruption'], r['mean_low'], r['mean_high'])} | "
             f"{r['worst_corruption']} {_ci(r['worst'], r['worst_low'], r['worst_high'])} | "
             f"{r['balanced_error']:.3f} | {r['relative_error']:.3f} |"
