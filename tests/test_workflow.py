@@ -100,7 +100,8 @@ def test_tiny_run_writes_every_target(tiny_run):
     assert set(claims["verdict"]) <= {"supported", "contradicted", "inconclusive", "not tested"}
     assert "dpaat_gacc_highest_of_at" in set(claims["id"])
     ours = claims[claims["origin"] == "ours"].set_index("id")
-    assert sorted(ours.index) == ["dpaat_gacc_exceeds_baselines", "dpaat_racc_pgd20_exceeds_baselines"]
+    assert sorted(ours.index) == ["at_corruption_not_below_std", "dpaat_corruption_highest_of_at",
+                                  "dpaat_gacc_exceeds_baselines", "dpaat_racc_pgd20_exceeds_baselines"]  # fmt: skip
     # tiny.yaml has no pgd20: the RAcc claim is not tested; the GAcc one is, against both baselines.
     assert ours.loc["dpaat_racc_pgd20_exceeds_baselines", "verdict"] == "not tested"
     assert ours.loc["dpaat_gacc_exceeds_baselines", "verdict"] != "not tested"
