@@ -38,8 +38,12 @@ def medmnistc_dermamnist():
     if os.environ.get("DPAAT_REQUIRE_MEDMNISTC") == "1":  # CI installed them: the test must not skip
         import medmnistc.corruptions.registry as registry
     else:
-        pytest.importorskip("wand.image", reason="medmnistc's motion blur needs Wand and ImageMagick (.ci/install_medmnistc.sh)")
-        registry = pytest.importorskip("medmnistc.corruptions.registry", reason="no medmnistc (.ci/install_medmnistc.sh)")
+        pytest.importorskip(
+            "wand.image", reason="medmnistc's motion blur needs Wand and ImageMagick (.ci/install_medmnistc.sh)"
+        )
+        registry = pytest.importorskip(
+            "medmnistc.corruptions.registry", reason="no medmnistc (.ci/install_medmnistc.sh)"
+        )
     import medmnistc.corruptions.filter as medmnistc_filter
 
     numpy_shim = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
@@ -117,7 +121,10 @@ def test_corrupted_images_depend_on_the_image_not_the_order_or_the_worker_count(
         for size in (32, 64):
             assert once[name][size].shape == (4, 3, size, size) and once[name][size].dtype == np.uint8
             np.testing.assert_array_equal(once[name][size], shuffled[name][size][::-1])
-    np.testing.assert_array_equal(once["gaussian_noise@2"][32][0], C.resize(once["gaussian_noise@2"][64][0].transpose(1, 2, 0), 32).transpose(2, 0, 1))
+    np.testing.assert_array_equal(
+        once["gaussian_noise@2"][32][0],
+        C.resize(once["gaussian_noise@2"][64][0].transpose(1, 2, 0), 32).transpose(2, 0, 1),
+    )
     other_seed = dict(C.corrupt_split(images, ids, names, seed=1, sizes=[64]))
     assert not np.array_equal(other_seed["gaussian_noise@2"][64], once["gaussian_noise@2"][64])
 
@@ -148,7 +155,9 @@ def test_every_method_and_cnn_is_evaluated_on_the_same_corrupted_test_set(tmp_pa
             seen.append(x.clone())
             return super().forward(x)
 
-    test_images = torch.from_numpy(np.stack([C.resize(i.transpose(1, 2, 0), 32) for i in images]).transpose(0, 3, 1, 2).copy())
+    test_images = torch.from_numpy(
+        np.stack([C.resize(i.transpose(1, 2, 0), 32) for i in images]).transpose(0, 3, 1, 2).copy()
+    )
     frames = []
     for method in ("std", "dpaat"):
         torch.manual_seed(len(method))

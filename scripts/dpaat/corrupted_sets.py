@@ -30,11 +30,15 @@ def load_condition(path: str | os.PathLike, image_ids: Sequence[str]) -> Tensor:
     """One condition's corrupted test images, checked to be the test set's images in its order."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if list(blob["image_ids"]) != list(image_ids):
-        raise ValueError(f"{path} holds other test images than the test cache; rerun the corrupt job (snakemake --forcerun corrupt)")
+        raise ValueError(
+            f"{path} holds other test images than the test cache; rerun the corrupt job (snakemake --forcerun corrupt)"
+        )
     return blob["images"]
 
 
-def corrupted_test_sets(directory: str | os.PathLike, names: Iterable[str], size: int, image_ids: Sequence[str]) -> Iterator[tuple[str, Tensor]]:
+def corrupted_test_sets(
+    directory: str | os.PathLike, names: Iterable[str], size: int, image_ids: Sequence[str]
+) -> Iterator[tuple[str, Tensor]]:
     """(condition, uint8 images) of each condition at resolution `size`, loaded one at a time."""
     for name in names:
         yield name, load_condition(condition_file(directory, size, name), image_ids)

@@ -53,9 +53,7 @@ def _balanced_error(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean([[1 - balanced_accuracy_score(labels, p.argmax(-1)) for p in per_arch] for per_arch in probs]))
 
 
-def corruption_table(
-    preds: Predictions, methods: Sequence[str], *, n_resamples: int, seed: int
-) -> pd.DataFrame:
+def corruption_table(preds: Predictions, methods: Sequence[str], *, n_resamples: int, seed: int) -> pd.DataFrame:
     """One row per CNN group and method: clean, mean and worst corruption accuracy (percent, intervals), BE, RBE."""
     conditions = preds.corruptions()
     if not conditions:
@@ -99,7 +97,9 @@ def corruption_table(
     return pd.DataFrame(rows)
 
 
-def _relative_errors(errors: dict[str, dict[str, float]], method: str, corruptions: Sequence[str]) -> tuple[float, float]:
+def _relative_errors(
+    errors: dict[str, dict[str, float]], method: str, corruptions: Sequence[str]
+) -> tuple[float, float]:
     """MedMNIST-C's BE and RBE of `method` against the baseline (NaN without STD or where a denominator is 0)."""
     if BASELINE not in errors:
         return math.nan, math.nan
@@ -147,7 +147,13 @@ def corruption_markdown(table: pd.DataFrame, n_conditions: int) -> str:
 
 
 def calibration_table(
-    preds: Predictions, methods: Sequence[str], attacks: Sequence[str], *, n_bins: int = N_BINS, n_resamples: int, seed: int
+    preds: Predictions,
+    methods: Sequence[str],
+    attacks: Sequence[str],
+    *,
+    n_bins: int = N_BINS,
+    n_resamples: int,
+    seed: int,
 ) -> pd.DataFrame:
     """ECE (percent, with its interval) of each method on the clean, each attack's and the corrupted predictions."""
     archs = group_archs(ALL_GROUP[0], preds.archs())
@@ -199,7 +205,9 @@ def severity_figure(preds: Predictions, methods: Sequence[str]) -> Figure:
             probs = np.concatenate([preds.probs(method, n, usable) for n in names])
             return 100 * float((probs.argmax(-1) == labels).mean())
 
-        values = [accuracy(["clean"])] + [accuracy([c for c in conditions if parse_condition(c)[1] == s]) for s in severities]
+        values = [accuracy(["clean"])] + [
+            accuracy([c for c in conditions if parse_condition(c)[1] == s]) for s in severities
+        ]
         ax.plot([0, *severities], values, marker="o", label=method_label(method))
     ax.set_xticks([0, *severities], ["clean", *map(str, severities)])
     ax.set_xlabel("MedMNIST-C severity")
@@ -220,7 +228,9 @@ def reliability_figure(preds: Predictions, methods: Sequence[str], attack: str, 
         for kind in kinds:
             usable = [a for a in archs if preds.has(method, a, kind)]
             if usable:
-                accuracy, confidence = reliability_curve(preds.labels(usable), preds.probs(method, kind, usable), n_bins)
+                accuracy, confidence = reliability_curve(
+                    preds.labels(usable), preds.probs(method, kind, usable), n_bins
+                )
                 ax.plot(confidence, accuracy, marker=".", label=attack_label(kind))
         ax.set_title(method_label(method))
         ax.set_xlabel("confidence")
@@ -247,4 +257,3 @@ def panel_figure(image: np.ndarray, image_id: str, corruptions: Sequence[str], s
         ax.set_title(name if name == "clean" else f"{name} ({severity})", fontsize="small")
     fig.suptitle(f"test image {image_id} at {image.shape[0]} px, severity {severity}")
     return fig
-

@@ -232,7 +232,10 @@ DERMOSCOPY: dict[str, tuple[Corruption, tuple[Any, ...]]] = {
     "motion_blur": (motion_blur, ((10, 5), (15, 5), (15, 8), (15, 12), (20, 15))),
     "zoom_blur": (
         zoom_blur,
-        tuple(np.arange(1, stop, step) for stop, step in ((1.11, 0.01), (1.16, 0.01), (1.21, 0.02), (1.26, 0.02), (1.31, 0.03))),
+        tuple(
+            np.arange(1, stop, step)
+            for stop, step in ((1.11, 0.01), (1.16, 0.01), (1.21, 0.02), (1.26, 0.02), (1.31, 0.03))
+        ),
     ),
     "brightness_up": (brightness, (1.1, 1.2, 1.3, 1.4, 1.5)),
     "brightness_down": (brightness, (0.9, 0.8, 0.7, 0.6, 0.5)),
@@ -280,7 +283,9 @@ def image_seed(seed: int, corruption: str, severity: int, image_id: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def corrupt(image: np.ndarray, corruption: str, severity: int, seed: int, corruption_set: str = "dermoscopy") -> np.ndarray:
+def corrupt(
+    image: np.ndarray, corruption: str, severity: int, seed: int, corruption_set: str = "dermoscopy"
+) -> np.ndarray:
     """One RGB uint8 (H, W, 3) image under `corruption` at `severity` (1-5), drawing from generators seeded by `seed`."""
     function, params = CORRUPTION_SETS[corruption_set][corruption]
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -327,9 +332,11 @@ def corrupt_split(
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             corrupted = list(pool.map(one, range(len(images))))
         yield name, {
-            size: np.stack([resize(img, size) for img in corrupted]).transpose(0, 3, 1, 2).copy()
-            if corrupted
-            else np.zeros((0, 3, size, size), np.uint8)
+            size: (
+                np.stack([resize(img, size) for img in corrupted]).transpose(0, 3, 1, 2).copy()
+                if corrupted
+                else np.zeros((0, 3, size, size), np.uint8)
+            )
             for size in sizes
         }
 
@@ -339,4 +346,3 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     if image.shape[:2] == (size, size):
         return image
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
-

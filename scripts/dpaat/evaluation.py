@@ -95,7 +95,9 @@ def evaluate_model(
         if name in logits:
             raise ValueError(f"corrupted test set {name!r} has the name of an attack or of the clean test set")
         if corrupted_images.shape != images.shape:
-            raise ValueError(f"corrupted test set {name}: {tuple(corrupted_images.shape)} images, the test set has {tuple(images.shape)}")
+            raise ValueError(
+                f"corrupted test set {name}: {tuple(corrupted_images.shape)} images, the test set has {tuple(images.shape)}"
+            )
         logits[name] = predict_logits(model, corrupted_images, batch_size=batch_size, device=device)
         log.info("%s: accuracy %.4f", name, _accuracy(logits[name], labels))
     return logits
