@@ -311,14 +311,16 @@ def final_outputs():
         targets += ["results/metrics/sanity.parquet", "results/tables/sanity.md"]
         targets.append("results/figures/robustness_curves.png")
     targets += expand("results/figures/confusion_{arch}.png", arch=CONFUSION_ARCHS)
-    targets += expand("results/tables/calibration.{ext}", ext=["csv", "md"])
-    targets.append("results/figures/reliability.png")
     if CORRUPTIONS:
-        targets += expand("results/tables/corruptions.{ext}", ext=["csv", "md"])
-        targets += [
-            "results/figures/corruption_severity.png",
-            "results/figures/corruption_panel.png",
-        ]
+        targets += expand(
+            "results/tables/{table}.{ext}",
+            table=["corruptions", "calibration"],
+            ext=["csv", "md"],
+        )
+        targets += expand(
+            "results/figures/{figure}.png",
+            figure=["corruption_severity", "corruption_panel", "reliability"],
+        )
     if GRADCAM_ARCHS:
         targets += expand("results/figures/gradcam_{arch}.png", arch=GRADCAM_ARCHS)
         targets.append("results/metrics/gradcam.parquet")

@@ -25,7 +25,7 @@ rule corrupt:
 
 
 rule corruption_tables:
-    """Mean and worst corruption accuracy per method and CNN group, accuracy against severity, the image panel."""
+    """Corruption and calibration tables: mean and worst corruption accuracy, ECE; severity, reliability and image figures."""
     input:
         predictions=model_files("results/predictions/{seed}/{method}/{arch}.parquet"),
         test=CORRUPTION_SOURCE,
@@ -46,6 +46,17 @@ rule corruption_tables:
             caption="../report/corruption_panel.rst",
             category="Corruptions and calibration",
         ),
+        calibration_csv=report(
+            "results/tables/calibration.csv",
+            caption="../report/calibration.rst",
+            category="Corruptions and calibration",
+        ),
+        calibration_md="results/tables/calibration.md",
+        reliability=report(
+            "results/figures/reliability.png",
+            caption="../report/reliability.rst",
+            category="Corruptions and calibration",
+        ),
     log:
         "results/logs/corruption_tables.log",
     conda:
@@ -53,40 +64,12 @@ rule corruption_tables:
     params:
         methods=REPORT_METHODS,
         corruptions=CORRUPTION_NAMES,
+        attacks=list(ATTACKS),
+        reliability_attack=CONFUSION_ATTACK,
+        bins=config["report"]["calibration_bins"],
         panel_severity=config["corruptions"]["panel_severity"],
         corruption_seed=config["corruptions"]["seed"],
         resamples=config["report"]["bootstrap_resamples"],
         seed=config["report"]["bootstrap_seed"],
     script:
         "../scripts/corruption_tables.py"
-
-
-rule calibration:
-    """Expected calibration error of every method on clean, attacked and corrupted predictions; reliability diagrams."""
-    input:
-        predictions=model_files("results/predictions/{seed}/{method}/{arch}.parquet"),
-    output:
-        table_csv=report(
-            "results/tables/calibration.csv",
-            caption="../report/calibration.rst",
-            category="Corruptions and calibration",
-        ),
-        table_md="results/tables/calibration.md",
-        reliability=report(
-            "results/figures/reliability.png",
-            caption="../report/reliability.rst",
-            category="Corruptions and calibration",
-        ),
-    log:
-        "results/logs/calibration.log",
-    conda:
-        "../envs/report.yaml"
-    params:
-        methods=REPORT_METHODS,
-        attacks=list(ATTACKS),
-        attack=CONFUSION_ATTACK,
-        bins=config["report"]["calibration_bins"],
-        resamples=config["report"]["bootstrap_resamples"],
-        seed=config["report"]["bootstrap_seed"],
-    script:
-        "../scripts/calibration.py"
