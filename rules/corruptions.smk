@@ -13,7 +13,7 @@ rule corrupt:
         f"results/benchmarks/data/{CACHE_TAG}corrupt.tsv"
     conda:
         "../envs/data.yaml"
-    # Threads share the images (Snakemake caps them at --cores); at the paper's scale the job costs about 25 CPU-minutes.
+    # Threads share the images (Snakemake caps them at --cores); at the paper's scale the job costs about 7 CPU-minutes.
     threads: 4
     params:
         conditions=CORRUPTIONS,
