@@ -177,7 +177,8 @@ def calibration_markdown(table: pd.DataFrame, n_bins: int = N_BINS) -> str:
     lines = [
         f"**Expected calibration error** (top-label ECE, {n_bins} equal-width confidence bins, in percent; lower is "
         "better calibrated), averaged over every CNN and seed (and, under 'mean corruption', every corrupted test "
-        "set), with its bootstrap 95 % interval over test images.",
+        "set), with its bootstrap 95 % interval over test images. ECE is biased upward under resampling (a resample "
+        "repeats images, which adds binning noise); BCa corrects for that bias, so an interval can lie below its estimate.",
         "",
         "| Method | " + " | ".join(attack_label(c) for c in conditions) + " |",
         "| :-- | " + " | ".join("--:" for _ in conditions) + " |",
