@@ -12,6 +12,7 @@ from dpaat.paper_results import BASELINES, arch_label
 from dpaat.sanity import SanityPlan
 from dpaat.front_page import front_page, readable_param, shown
 from dpaat.data.classes import dataset_classes, is_paper_dataset
+from dpaat.corruptions import DESIGN_SIZE, conditions, parse_condition
 
 # The classes, known when planning: data.classes, or for null every class of the dataset
 # (an ImageFolder's class folders, MedMNIST's INFO labels). Written back into the config so
@@ -115,6 +116,12 @@ def image_size(arch):
 
 # Centre-cropped and squashed caches live apart, so a changed data.centre_crop never reuses a cache.
 CACHE_TAG = "centre_crop/" if config["data"]["centre_crop"] else ""
+# Corrupted test sets (dpaat.corruptions): their labels "<corruption>@<severity>", [] when off.
+# Corrupted at 224 px, the resolution their severities were set for, then resized per model.
+CORRUPTIONS = conditions(config["corruptions"])
+CORRUPTION_NAMES = list(dict.fromkeys(parse_condition(c)[0] for c in CORRUPTIONS))
+CORRUPTED_DIR = f"results/data/corrupted/{CACHE_TAG}test"
+CORRUPTION_SOURCE = f"results/data/cache/{CACHE_TAG}test_{DESIGN_SIZE}px.pt"
 
 
 def cache_path(split, arch):
@@ -212,6 +219,8 @@ def present(archs):
 # The ablation-only methods are trained only on the ablation figure's archs.
 ABLATION_METHODS = {"d_a", "d_b"}
 ABLATION_ARCHS = present(config["report"]["ablation_archs"]) or ARCHS
+# The methods trained on every arch: the corruption and calibration tables' rows.
+REPORT_METHODS = [m for m in METHODS if m not in ABLATION_METHODS]
 MODELS = [
     (seed, method, arch)
     for seed in SEEDS
@@ -302,6 +311,16 @@ def final_outputs():
         targets += ["results/metrics/sanity.parquet", "results/tables/sanity.md"]
         targets.append("results/figures/robustness_curves.png")
     targets += expand("results/figures/confusion_{arch}.png", arch=CONFUSION_ARCHS)
+    if CORRUPTIONS:
+        targets += expand(
+            "results/tables/{table}.{ext}",
+            table=["corruptions", "calibration"],
+            ext=["csv", "md"],
+        )
+        targets += expand(
+            "results/figures/{figure}.png",
+            figure=["corruption_severity", "corruption_panel", "reliability"],
+        )
     if GRADCAM_ARCHS:
         targets += expand("results/figures/gradcam_{arch}.png", arch=GRADCAM_ARCHS)
         targets.append("results/metrics/gradcam.parquet")
@@ -326,6 +345,16 @@ HTML_TABLES = {
     "baselines": ("baselines", "Tables", "Baselines TRADES and MART"),
     "gradcam": ("gradcam_table", "Tables", "Grad-CAM localisation"),
     "split_counts": ("split_counts", "Tables", "Images per class and split"),
+    "corruptions": (
+        "corruptions",
+        "Corruptions and calibration",
+        "Accuracy under dermoscopy corruptions",
+    ),
+    "calibration": (
+        "calibration",
+        "Corruptions and calibration",
+        "Calibration (ECE)",
+    ),
 }
 
 

@@ -1,8 +1,9 @@
 rule evaluate:
-    """Clean pass and every test attack of one model: its metrics rows and per-image predictions."""
+    """Clean pass, every test attack and corrupted test set of one model: its metrics rows and per-image predictions."""
     input:
         weights="results/models/{seed}/{method}/{arch}/weights.pt",
         test=lambda w: cache_path("test", w.arch),
+        corrupted=CORRUPTED_DIR if CORRUPTIONS else [],
     output:
         metrics="results/metrics/models/{seed}/{method}/{arch}.parquet",
         predictions="results/predictions/{seed}/{method}/{arch}.parquet",
@@ -22,6 +23,7 @@ rule evaluate:
         runtime=job_runtime("evaluate"),
     params:
         attacks=EVAL_ATTACKS,
+        corruptions=CORRUPTIONS,
         batch_size=config["evaluation"]["batch_size"],
         adversarial_dir=adversarial_dir,
     script:
@@ -63,6 +65,7 @@ if OWN_ABLATION:
         params:
             # Fig. 3 needs the clean pass and the confusion attack only.
             attacks=ABLATION_ATTACKS,
+            corruptions=[],
             batch_size=config["evaluation"]["batch_size"],
             adversarial_dir=None,
 

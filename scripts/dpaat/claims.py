@@ -37,12 +37,15 @@ import pandas as pd
 import yaml
 
 from dpaat import stats
+from dpaat.corruptions import MEAN_CORRUPTION, parse_condition
 from dpaat.io import write_text
 from dpaat.paper_results import ALL_GROUP, ARCH_GROUPS, TABLE1, TABLE2, arch_label, attack_label, method_label
 
 log = logging.getLogger(__name__)
 CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
-RELATIONS = ("greater", "equal")
+# not_below: each of `methods` is at least `baseline` (with no margin, decided like greater:
+# supported only when each is significantly above, contradicted when one is significantly below).
+RELATIONS = ("greater", "equal", "not_below")
 # Whose claim it is: the paper's, or ours (the baselines TRADES and MART, which the paper never ran).
 ORIGINS = ("paper", "ours")
 VERDICTS = ("supported", "contradicted", "inconclusive", "not tested")
@@ -63,7 +66,7 @@ class Claim:
     relation: str
     metric: str
     group: str
-    methods: tuple[str, ...]  # greater: subject first, then the others
+    methods: tuple[str, ...]  # greater: subject first, then the others; not_below: the methods, then the baseline
     attacks: tuple[str, ...]  # greater: one attack; equal: the two attacks compared
     margin: float = 0.0
     paper: Mapping[str, str] | None = None
@@ -77,6 +80,9 @@ class Claim:
         if self.relation == "greater":
             subject, *others = self.methods
             return [((subject, self.attacks[0]), (other, self.attacks[0])) for other in others]
+        if self.relation == "not_below":
+            *methods, baseline = self.methods
+            return [((method, self.attacks[0]), (baseline, self.attacks[0])) for method in methods]
         return [((method, self.attacks[0]), (method, self.attacks[1])) for method in self.methods]
 
 
@@ -99,6 +105,9 @@ def load_claims(path: str | os.PathLike = CLAIMS_FILE) -> list[Claim]:
             raise ValueError(f"{path}: claim {cid} has group {entry.get('group')!r}; use one of {sorted(groups)}")
         if relation == "greater":
             methods = (entry["subject"], *entry["others"])
+            attacks = (entry["attack"],)
+        elif relation == "not_below":
+            methods = (*entry["methods"], entry["baseline"])
             attacks = (entry["attack"],)
         else:
             methods = tuple(entry["methods"])
@@ -195,8 +204,15 @@ class Predictions:
             raise ValueError("no predictions files given")
         return cls(pd.concat(frames, ignore_index=True))
 
+    def corruptions(self) -> list[str]:
+        """The corrupted test sets ('<corruption>@<severity>') the predictions hold, in their order."""
+        return list(dict.fromkeys(k[3] for k in self._probs if parse_condition(k[3]) is not None))
+
     def has(self, method: str, arch: str, attack: str) -> bool:
-        """Whether every seed has predictions of this arm on this arch."""
+        """Whether every seed has predictions of this arm on this arch (for MEAN_CORRUPTION: under every corruption)."""
+        if attack == MEAN_CORRUPTION:
+            conditions = self.corruptions()
+            return bool(conditions) and all(self.has(method, arch, c) for c in conditions)
         return all((s, method, arch, attack) in self._probs for s in self.seeds)
 
     def archs(self) -> list[str]:
@@ -213,7 +229,14 @@ class Predictions:
         return labels
 
     def probs(self, method: str, attack: str, archs: Sequence[str]) -> np.ndarray:
-        """Scores (archs, seeds, images, classes) of one arm."""
+        """Scores (archs, seeds, images, classes) of one arm.
+
+        MEAN_CORRUPTION stacks every corrupted test set of each arch along the first axis, so
+        that a cell (its mean over that axis) is the mean corruption accuracy and a paired test
+        sums each image's differences over CNNs, seeds and corruptions.
+        """
+        if attack == MEAN_CORRUPTION:
+            return np.concatenate([self.probs(method, c, archs) for c in self.corruptions()])
         return np.stack([np.stack([self._probs[(s, method, a, attack)] for s in self.seeds]) for a in archs])
 
 
@@ -462,7 +485,8 @@ def _verdict_row(claim: Claim, decision: Decision | None, reason: str, alpha: fl
         raw = f"p {_p_text(c.pvalue)}" + (f" × {decision.factor}" if decision.factor > 1 else "")
         if p_decisive < alpha and decision.direction == "supported":
             verdict = "supported"
-            why = f"significantly above every competitor ({'largest ' if len(decision.comparisons) > 1 else ''}{raw}, Holm {_p_text(p_decisive)})"
+            above = f"each significantly above {other}" if claim.relation == "not_below" else "significantly above every competitor"
+            why = f"{above} ({'largest ' if len(decision.comparisons) > 1 else ''}{raw}, Holm {_p_text(p_decisive)})"
         elif p_decisive < alpha:
             verdict, why = "contradicted", f"{other} is significantly higher ({raw}, Holm {_p_text(p_decisive)})"
         else:
@@ -498,7 +522,8 @@ def claims_markdown(table: pd.DataFrame, alpha: float = stats.ALPHA) -> str:
         "**Claims of the paper and our verdicts.** The unit of every test and interval is the test image "
         "(its outcomes under each CNN and seed are averaged, not counted as independent pairs). Effect = the "
         "claimed-higher side minus the other, in percentage points for accuracy and mAP units for mAP; the row "
-        "shows the comparison that decides the verdict. *Directional claims* (X exceeds Y, X is the highest): "
+        "shows the comparison that decides the verdict. *Directional claims* (X exceeds Y, X is the highest; "
+        "X is not below Y, with no margin decided the same way: supported only when significantly above): "
         "accuracy by the exact sign-flip test of the per-image differences, mAP by a paired permutation test "
         "(an image's predictions swap in every CNN and seed; the count in the Test column); a claim's p is the "
         "largest p of the comparisons it needs (all in the claimed direction), or the smallest p going the "
