@@ -134,7 +134,7 @@ def test_verdicts_supported_contradicted_inconclusive():
     assert verdict == {"up": "supported", "down": "contradicted", "tiny": "inconclusive", "same": "inconclusive",
                        "same_wide": "supported", "absent": "not tested"}  # fmt: skip
     rows = table.set_index("id")
-    # No discordant image: the score statistic at margin m is −sqrt(N m / (1 − m)), the 90 % bound Wilson's of 0 of N.
+    # No discordant image: the score statistic at margin m is −sqrt(N m / (1 − m)); the 90 % bound is Wilson's.
     assert rows.loc["same", "p_claim"] == pytest.approx(scipy_stats.norm.cdf(-math.sqrt(N * 0.01 / 0.99)))
     assert rows.loc["same_wide", "p_claim"] == pytest.approx(scipy_stats.norm.cdf(-math.sqrt(N * 0.1 / 0.9)))
     z = scipy_stats.norm.ppf(0.95)

@@ -282,7 +282,7 @@ def compare(
         return cells[key]
 
     def scaled(interval: stats.Interval) -> stats.Interval:
-        return stats.Interval(interval.estimate * scale, interval.low * scale, interval.high * scale)
+        return stats.Interval(interval.estimate * scale, interval.low * scale, interval.high * scale, interval.method)
 
     value_a, value_b = cell(a, pa), cell(b, pb)
     common = dict(claim=claim, a=a, b=b, archs=tuple(archs), value_a=value_a, value_b=value_b, n_images=pa.shape[2])
@@ -291,7 +291,8 @@ def compare(
         diff = stats.difference_interval(
             metric, labels, pa, pb, n_resamples=n_resamples, seed=seed, resample_seeds=False
         )
-        return Comparison(**common, effect=scaled(diff), interval=diff.method, test=f"permutation ({n_permutations})", pvalue=test.pvalue,
+        return Comparison(**common, effect=scaled(diff), interval=diff.method, test=f"permutation ({n_permutations})",
+                          pvalue=test.pvalue,
                           n_discordant=None, detectable_at=lambda t: scale * test.detectable(t))  # fmt: skip
     flip = stats.sign_flip(pa.argmax(-1) == labels, pb.argmax(-1) == labels)
     detectable = lambda t: scale * flip.detectable(t)  # noqa: E731
@@ -446,7 +447,8 @@ def _verdict_row(claim: Claim, decision: Decision | None, reason: str, alpha: fl
         arm = f"{method_label(c.a[0])}'s {_percent(level)} interval"
         if p_decisive < alpha and decision.direction == "supported":
             verdict = "supported"
-            why = f"every {_percent(level)} interval lies inside {within} (TOST p {_p_text(c.pvalue)}, Holm {_p_text(p_decisive)})"
+            why = (f"every {_percent(level)} interval lies inside {within} "
+                   f"(TOST p {_p_text(c.pvalue)}, Holm {_p_text(p_decisive)})")  # fmt: skip
         elif p_decisive < alpha:
             verdict = "contradicted"
             why = (f"{method_label(c.a[0])}'s {_percent(1 - alpha)} interval lies outside {within} "
@@ -509,7 +511,8 @@ def claims_markdown(table: pd.DataFrame, alpha: float = stats.ALPHA) -> str:
         "two one-sided score tests (TOST), p = the largest TOST p; supported when every "
         f"{_percent(1 - 2 * alpha)} interval (shown) lies inside ±margin, contradicted when a {_percent(1 - alpha)} "
         "interval lies entirely outside it (twice the smaller one-sided p, times the comparisons). Every claim's "
-        f"p, directional and equality, is Holm-adjusted over one family (p → Holm), significant below α = {alpha:g}: "
+        "p, directional and equality, is Holm-adjusted over one family (p → Holm), significant below "
+        f"α = {alpha:g}: "
         "the chance of any false verdict in the table is at most α. 'Detectable' = the smallest difference the "
         "same test would call significant at the threshold the claim faces (its rank's Holm α / (K − rank + 1), "
         "divided by the claim's Bonferroni factor when a comparison going the other way decides it); for an "
@@ -611,8 +614,9 @@ def comparisons_markdown(table: pd.DataFrame) -> str:
     lines = [
         "**Paired comparisons of DPAAT with the other AT methods.** Accuracy difference (percentage points, "
         "DPAAT minus the other) on the same test images with its 95 % score interval of the per-image differences "
-        "(unadjusted; Tango's for paired proportions, at every count of discordant images). Per CNN and seed: b / c = images only DPAAT / only the other method gets right, McNemar's exact "
-        "test. 'pooled' over every CNN and seed: the image is the unit (its outcomes are not independent across "
+        "(unadjusted; Tango's for paired proportions, at every count of discordant images). Per CNN and seed: "
+        "b / c = images only DPAAT / only the other method gets right, McNemar's exact test. 'pooled' over every "
+        "CNN and seed: the image is the unit (its outcomes are not independent across "
         "CNNs and seeds), b / c = images DPAAT gets right more / less often, the exact sign-flip test of the "
         "per-image differences. Holm-corrected over every row at α = 0.05.",
         "",

@@ -576,9 +576,7 @@ def score_interval(flip: SignFlip, confidence: float = CONFIDENCE) -> Interval:
         edge = towards - math.copysign(1e-12, towards)
         if abs(score_statistic(flip, edge)) < critical:
             return towards
-        return optimize.brentq(
-            lambda m: abs(score_statistic(flip, m)) - critical, mean, edge, xtol=1e-12
-        )
+        return optimize.brentq(lambda m: abs(score_statistic(flip, m)) - critical, mean, edge, xtol=1e-12)
 
     return Interval(mean, bound(-1.0), bound(1.0), method="score")
 
@@ -589,7 +587,7 @@ class Equivalence:
 
     interval: Interval
     p_equivalent: float  # TOST: the larger of the two one-sided p's of H0 |δ| ≥ margin
-    p_different: float  # H0 |δ| ≤ margin: below α when the two-sided (1 − α) interval lies entirely outside ±margin
+    p_different: float  # H0 |δ| ≤ margin: below α when the (1 − α) interval lies entirely outside ±margin
 
 
 def equivalence_test(flip: SignFlip, margin: float, *, alpha: float = ALPHA) -> Equivalence:
