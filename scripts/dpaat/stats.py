@@ -9,9 +9,13 @@ every CNN and seed, so its outcomes are not independent pairs. Accuracy comparis
 an exact sign-flip test of the per-image differences summed over CNNs and seeds (its
 null distribution enumerated by convolution, no resampling); a metric that is not a
 per-image success (mAP) gets scipy's paired permutation test, an image's two predictions
-swapping in every CNN and seed at once. Equivalence is a two one-sided test (TOST).
-McNemar's exact test (`statsmodels`) is for one CNN and one seed, where pairs are
-independent. Multiple comparisons are Holm-corrected with statsmodels' `multipletests`.
+swapping in every CNN and seed at once. Intervals of accuracy differences are score
+intervals of the per-image differences (Tango's for paired proportions, generalised), one
+method at every count of discordant images; equivalence is a two one-sided test (TOST) with
+the same score statistic, so that a verdict and its interval always agree. The trained
+networks are fixed: the inference is conditional on them. McNemar's exact test
+(`statsmodels`) is for one CNN and one seed, where pairs are independent. Multiple
+comparisons are Holm-corrected with statsmodels' `multipletests`.
 
 Layout of the prediction arrays: `labels` (N,) class indices of the N test images;
 `probs` (..., N, C) softmax scores with any leading dimensions (archs, seeds).
