@@ -8,9 +8,9 @@ sys.path.insert(0, str(Path(workflow.basedir).parent / "scripts"))
 from dpaat.imagenet_weights import weights_file
 from dpaat import job_resources
 from dpaat.job_resources import mem_mb, runtime_minutes
-from dpaat.paper_results import BASELINES
+from dpaat.paper_results import BASELINES, arch_label
 from dpaat.sanity import SanityPlan
-from dpaat.front_page import front_page
+from dpaat.front_page import front_page, readable_param, shown
 from dpaat.data.classes import dataset_classes, is_paper_dataset
 
 # The classes, known when planning: data.classes, or for null every class of the dataset
@@ -306,4 +306,34 @@ def final_outputs():
         targets += expand("results/figures/gradcam_{arch}.png", arch=GRADCAM_ARCHS)
         targets.append("results/metrics/gradcam.parquet")
         targets += expand("results/tables/gradcam.{ext}", ext=["csv", "md", "tex"])
-    return targets
+    return targets + html_tables(targets)
+
+
+# The report's readable side: figures labelled by figure and CNN, tables as HTML pages.
+def figure_labels(figure):
+    """Report labels of a per-CNN figure: the figure and the CNN's name, in place of its path."""
+    return lambda wildcards: {"Figure": figure, "CNN": arch_label(wildcards.arch)}
+
+
+# The tables the report shows inline, from their Markdown (the report's viewer only downloads
+# a CSV): name -> (caption file in report/, category, label). Tables not planned are skipped.
+HTML_TABLES = {
+    "claims": ("claims", "Claims", "The paper's claims and our verdicts"),
+    "comparisons": ("comparisons", "Claims", "DPAAT against AT, SAT and AMAT"),
+    "sanity": ("sanity", "Sanity checks", "Sanity checks against gradient masking"),
+    "table1": ("table1", "Tables", "Table I: accuracy under attack"),
+    "table2": ("table2", "Tables", "Table II: mAP, precision, recall, F1"),
+    "baselines": ("baselines", "Tables", "Baselines TRADES and MART"),
+    "gradcam": ("gradcam_table", "Tables", "Grad-CAM localisation"),
+    "split_counts": ("split_counts", "Tables", "Images per class and split"),
+}
+
+
+def html_tables(targets):
+    """The HTML page of each planned table that has one (the split's table is always made)."""
+    planned = {*targets, "results/tables/split_counts.md"}
+    return [
+        f"results/tables/{name}.html"
+        for name in HTML_TABLES
+        if f"results/tables/{name}.md" in planned
+    ]
