@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -135,13 +136,15 @@ def test_verdicts_supported_contradicted_inconclusive():
     ]
     table, decisions = evaluate_claims(preds, claims, n_resamples=300, seed=0)
     verdict = dict(zip(table["id"], table["verdict"]))
-    # Zero flips on 60 images cannot show a gap below 1 point ((0.99)^60 = 0.55) but can show one below 10.
+    # Zero flips on 60 images cannot show a gap below 1 point (TOST p 0.22) but can show one below 10 (p 0.005).
     assert verdict == {"up": "supported", "down": "contradicted", "tiny": "inconclusive", "same": "inconclusive",
                        "same_wide": "supported", "absent": "not tested"}  # fmt: skip
     rows = table.set_index("id")
-    assert rows.loc["same", "p_claim"] == pytest.approx(0.99**N)
-    assert rows.loc["same_wide", "p_claim"] == pytest.approx(0.9**N)
-    assert rows.loc["same", "effect_high"] == pytest.approx(100 * (1 - 0.05 ** (1 / N)))  # exact 90 % bound
+    # No discordant image: the score statistic at margin m is −sqrt(N m / (1 − m)); the 90 % bound is Wilson's.
+    assert rows.loc["same", "p_claim"] == pytest.approx(scipy_stats.norm.cdf(-math.sqrt(N * 0.01 / 0.99)))
+    assert rows.loc["same_wide", "p_claim"] == pytest.approx(scipy_stats.norm.cdf(-math.sqrt(N * 0.1 / 0.9)))
+    z = scipy_stats.norm.ppf(0.95)
+    assert rows.loc["same", "effect_high"] == pytest.approx(100 * z**2 / (N + z**2)) == -rows.loc["same", "effect_low"]
     tiny = rows.loc["tiny"]
     assert tiny["effect"] == pytest.approx(100 * 2 / N)
     # tiny has the largest p of the three directional claims: Holm's threshold at its rank is α itself, and
@@ -149,14 +152,14 @@ def test_verdicts_supported_contradicted_inconclusive():
     assert tiny["threshold"] == pytest.approx(0.05)
     assert scipy_stats.binomtest(6, 6).pvalue < 0.05 <= scipy_stats.binomtest(5, 5).pvalue
     assert tiny["mdd"] == pytest.approx(100 * 6 / N)
-    # Holm over the family of directional claims only; equality claims stand outside it.
-    family = [d for d in decisions if d.claim.relation != "equal"]
-    assert [d.p_holm for d in family] == pytest.approx(list(stats.holm([d.p for d in family])))
-    assert rows.loc[["up", "down", "tiny"], "p_holm"].tolist() == pytest.approx([d.p_holm for d in family])
-    assert rows.loc[["same", "same_wide"], "p_holm"].isna().all()
+    # Holm over every tested claim, equality ones included: one family at α for the whole table.
+    assert [d.p_holm for d in decisions] == pytest.approx(list(stats.holm([d.p for d in decisions])))
+    tested = ["up", "down", "tiny", "same", "same_wide"]
+    assert rows.loc[tested, "p_holm"].tolist() == pytest.approx([d.p_holm for d in decisions])
     md = claims_markdown(table)
     assert md.count("\n| ") == 2 + len(claims) and "**supported**" in md and "not tested" in md
-    for words in ("unit of every test", "Holm", "TOST", "unadjusted", "α = 0.05", "90 %"):
+    for words in ("unit of every test", "conditional on them", "Holm", "TOST", "unadjusted", "α = 0.05", "90 %",
+                  "score interval", "at most α", "Bonferroni factor"):  # fmt: skip
         assert words in md.split("\n")[0], words
 
 
@@ -200,9 +203,9 @@ def test_an_equality_claim_is_inconclusive_on_zero_flips_of_120_pairs():
     claim = _claim(id="same", relation="equal", methods=("amat",), attacks=("pgd20", "pgd50"), margin=0.01)
     table, _ = evaluate_claims(preds, [claim], n_resamples=200, seed=0)
     row = table.iloc[0]
-    assert row["verdict"] == "inconclusive" and row["n_discordant"] == 0 and row["interval"] == "exact"
-    # The image is the unit: 60 images, not 120 pairs; least favourable p = P(no discordant image | rate 1 %).
-    assert row["n_images"] == N and row["p_claim"] == pytest.approx(scipy_stats.binom.pmf(0, N, 0.01))
+    assert row["verdict"] == "inconclusive" and row["n_discordant"] == 0 and row["interval"] == "score"
+    # The image is the unit: 60 images, not 120 pairs; the score statistic at 1 point is −sqrt(N m / (1 − m)).
+    assert row["n_images"] == N and row["p_claim"] == pytest.approx(scipy_stats.norm.cdf(-math.sqrt(N * 0.01 / 0.99)))
 
 
 def test_a_family_too_large_for_the_permutation_count_is_warned_of(caplog):
@@ -248,7 +251,7 @@ def test_method_comparisons_mcnemar_per_cnn_and_seed_and_the_image_pooled():
             for attack in ("clean", "pgd20"):
                 correct[(method, arch, attack)] = _correct(0.5, rng)
     preds = Predictions(_predictions(correct))
-    table = method_comparisons(preds, ["pgd20"], n_resamples=200, seed=0)
+    table = method_comparisons(preds, ["pgd20"])
     assert len(table) == 2 * 3 * 3  # (clean, pgd20) x (at, sat, amat) x (two CNNs, pooled)
     at = table[(table["attack"] == "pgd20") & (table["versus"] == "at")].set_index("cnn")
     a, b = correct[("dpaat", "mobilenet_v2", "pgd20")], correct[("at", "mobilenet_v2", "pgd20")]

@@ -3,23 +3,26 @@
 The claims are data (`claims.yaml` beside this module). Each expands into paired
 comparisons of two *arms* (a method under an attack) on the same test images, archs
 and seeds; the test image is the unit of every test and interval (it is seen by every
-CNN and seed, so those outcomes are not independent pairs). The effect is the
-difference of the two table cells (archs averaged, then seeds) with a paired bootstrap
-interval over images.
+CNN and seed, so those outcomes are not independent pairs). The trained networks are
+fixed: the inference is conditional on them (seeds are not resampled). The effect is the
+difference of the two table cells (archs averaged, then seeds) with, for accuracy, the
+score interval of the per-image differences (`stats.score_interval`) and, for mAP, a paired
+bootstrap interval over images.
 
 - "X exceeds Y" (and "X is the highest of Y, Z, ..."): accuracy by the exact sign-flip test
   of the per-image differences summed over the claim's CNNs and seeds, mAP by the paired
   permutation test (an image's predictions swap in every CNN and seed at once). With every
   effect in the claimed direction the claim's p is the largest p of its comparisons (it needs
   all of them; an intersection-union test); otherwise it is the smallest p of a comparison
-  going the other way times the number of comparisons (Bonferroni: it needs any one). The
-  claims' p's are one family, Holm-corrected: supported / contradicted when the Holm p is
-  below α, inconclusive otherwise.
-- "X and Y give the same": a two one-sided test (TOST) of each comparison's difference within
-  ±margin: supported when every (1 − 2α) interval lies inside ±margin (p = the largest TOST p),
-  contradicted when one lies entirely outside (Bonferroni over the comparisons), inconclusive
-  otherwise. An equality claim is tested on its own at level α, outside the Holm family: its
-  "supported" is an intersection-union test, and it must not weaken the directional claims.
+  going the other way times the number of comparisons (Bonferroni: it needs any one).
+- "X and Y give the same": a two one-sided score test (TOST) of each comparison's difference
+  within ±margin: supported when every (1 − 2α) score interval lies inside ±margin (p = the
+  largest TOST p), contradicted when one (1 − α) interval lies entirely outside (twice the
+  smaller one-sided p, times the comparisons: Bonferroni), inconclusive otherwise.
+
+Every claim's p, directional or equality, is one family, Holm-corrected: supported /
+contradicted when the Holm p is below α, inconclusive otherwise; the chance of any false
+verdict in the table is at most α.
 """
 
 from __future__ import annotations
@@ -261,7 +264,7 @@ class Comparison:
     value_a: stats.Interval
     value_b: stats.Interval
     effect: stats.Interval  # 95 % (directional) or 1 − 2α (equality) interval over images
-    interval: str  # how the interval was made: BCa, percentile or exact
+    interval: str  # how the interval was made: score (accuracy), BCa or percentile (mAP)
     test: str
     pvalue: float  # two-sided directional p; equality: the TOST p
     n_images: int
@@ -302,7 +305,7 @@ def compare(
         return cells[key]
 
     def scaled(interval: stats.Interval) -> stats.Interval:
-        return stats.Interval(interval.estimate * scale, interval.low * scale, interval.high * scale)
+        return stats.Interval(interval.estimate * scale, interval.low * scale, interval.high * scale, interval.method)
 
     value_a, value_b = cell(a, pa), cell(b, pb)
     common = dict(claim=claim, a=a, b=b, archs=tuple(archs), value_a=value_a, value_b=value_b, n_images=pa.shape[2])
@@ -311,17 +314,18 @@ def compare(
         diff = stats.difference_interval(
             metric, labels, pa, pb, n_resamples=n_resamples, seed=seed, resample_seeds=False
         )
-        return Comparison(**common, effect=scaled(diff), interval="BCa", test=f"permutation ({n_permutations})", pvalue=test.pvalue,
+        return Comparison(**common, effect=scaled(diff), interval=diff.method, test=f"permutation ({n_permutations})",
+                          pvalue=test.pvalue,
                           n_discordant=None, detectable_at=lambda t: scale * test.detectable(t))  # fmt: skip
     flip = stats.sign_flip(pa.argmax(-1) == labels, pb.argmax(-1) == labels)
     detectable = lambda t: scale * flip.detectable(t)  # noqa: E731
     if margin is not None:
-        tost = stats.equivalence_test(flip, margin, alpha=alpha, n_resamples=n_resamples, seed=seed)
-        return Comparison(**common, effect=scaled(tost.interval), interval=tost.method, test=f"TOST ({tost.method})",
+        tost = stats.equivalence_test(flip, margin, alpha=alpha)
+        return Comparison(**common, effect=scaled(tost.interval), interval=tost.interval.method, test="TOST (score)",
                           pvalue=tost.p_equivalent, n_discordant=flip.discordant, detectable_at=detectable,
                           p_different=tost.p_different)  # fmt: skip
-    diff, method = stats.accuracy_difference_interval(labels, pa, pb, flip, n_resamples=n_resamples, seed=seed)
-    return Comparison(**common, effect=scaled(diff), interval=method, test="sign-flip (exact)", pvalue=flip.pvalue,
+    diff = stats.score_interval(flip)
+    return Comparison(**common, effect=scaled(diff), interval=diff.method, test="sign-flip (exact)", pvalue=flip.pvalue,
                       n_discordant=flip.discordant, detectable_at=detectable)  # fmt: skip
 
 
@@ -345,12 +349,12 @@ def decide(claim: Claim, mine: list[Comparison], alpha: float = stats.ALPHA) -> 
     if claim.relation == "equal":
         weakest = max(mine, key=lambda c: c.pvalue)
         if weakest.pvalue < alpha:
-            return Decision(claim, mine, weakest, weakest.pvalue, "supported", 1, threshold=alpha)
+            return Decision(claim, mine, weakest, weakest.pvalue, "supported", 1)
         strongest = min(mine, key=lambda c: c.p_different)
         p_diff = min(1.0, k * strongest.p_different)
         if p_diff < alpha:
-            return Decision(claim, mine, strongest, p_diff, "contradicted", k, threshold=alpha / k)
-        return Decision(claim, mine, weakest, weakest.pvalue, "supported", 1, threshold=alpha)
+            return Decision(claim, mine, strongest, p_diff, "contradicted", k)
+        return Decision(claim, mine, weakest, weakest.pvalue, "supported", 1)
     against = [c for c in mine if not c.effect.estimate > 0]
     if not against:
         weakest = max(mine, key=lambda c: c.pvalue)
@@ -397,33 +401,30 @@ def evaluate_claims(
         ]  # fmt: skip
         plans.append((claim, decide(claim, mine, alpha), ""))
     decisions = [d for _, d, _ in plans if d is not None]
-    family = [d for d in decisions if d.claim.relation != "equal"]
+    family = decisions
     for d, p_holm in zip(family, stats.holm([d.p for d in family], alpha)):
         d.p_holm = float(p_holm)
     # Holm's threshold at each claim's rank: α / (K − rank + 1); the deciding comparison's own p
     # must also beat the claim's Bonferroni factor.
     for rank, i in enumerate(np.argsort([d.p for d in family], kind="stable")):
         family[i].threshold = alpha / (len(family) - rank) / family[i].factor
-    _warn_of_floors(decisions, n_resamples, n_permutations, alpha)
+    _warn_of_floors(decisions, n_permutations, alpha)
     rows = [_verdict_row(claim, d, reason, alpha) for claim, d, reason in plans]
     return pd.DataFrame(rows), decisions
 
 
-def _warn_of_floors(decisions: Sequence[Decision], n_resamples: int, n_permutations: int, alpha: float) -> None:
+def _warn_of_floors(decisions: Sequence[Decision], n_permutations: int, alpha: float) -> None:
     """Log a warning where a resampled p cannot fall far (10x) below the strictest level its claim may face."""
-    family = sum(d.claim.relation != "equal" for d in decisions)
+    family = len(decisions)
+    floor = 2 / (n_permutations + 1)
     for d in decisions:
-        strictest = alpha / (family if d.claim.relation != "equal" else 1) / len(d.comparisons)
-        for test, floor, key in (
-            ("permutation", 2 / (n_permutations + 1), "permutation_resamples"),
-            ("TOST (percentile)", 1 / (n_resamples + 1), "bootstrap_resamples"),
-        ):
-            if any(c.test.startswith(test) for c in d.comparisons) and floor > strictest / 10:
-                log.warning(
-                    "%s: the smallest p of the %s test (%.2g) is not far below the level %.2g it may face "
-                    "(Holm over %d claims, %d comparisons); raise report.%s",
-                    d.claim.id, test, floor, strictest, family, len(d.comparisons), key,
-                )  # fmt: skip
+        strictest = alpha / family / len(d.comparisons)
+        if any(c.test.startswith("permutation") for c in d.comparisons) and floor > strictest / 10:
+            log.warning(
+                "%s: the smallest p of the permutation test (%.2g) is not far below the level %.2g it may face "
+                "(Holm over %d claims, %d comparisons); raise report.permutation_resamples",
+                d.claim.id, floor, strictest, family, len(d.comparisons),
+            )  # fmt: skip
 
 
 def _arm_text(arm: tuple[str, str], value: float, decimals: int) -> str:
@@ -461,23 +462,23 @@ def _verdict_row(claim: Claim, decision: Decision | None, reason: str, alpha: fl
     unit = " points" if claim.metric == "accuracy" else ""
     other = f"{method_label(c.b[0])} ({attack_label(c.b[1])})"
     if claim.relation == "equal":
-        p_decisive, level = decision.p, 1 - 2 * alpha
+        p_decisive, level = decision.p_holm, 1 - 2 * alpha
         margin = claim.margin * scale
         within = f"±{margin:g}{' point' if margin == 1 else unit}"
         # For an equality claim, "detectable" is the narrowest margin every interval fits inside.
         mdd = max(max(abs(x.effect.low), abs(x.effect.high)) for x in decision.comparisons)
         arm = f"{method_label(c.a[0])}'s {_percent(level)} interval"
         if p_decisive < alpha and decision.direction == "supported":
-            verdict, why = (
-                "supported",
-                f"every {_percent(level)} interval lies inside {within} (TOST p {_p_text(p_decisive)})",
-            )
+            verdict = "supported"
+            why = (f"every {_percent(level)} interval lies inside {within} "
+                   f"(TOST p {_p_text(c.pvalue)}, Holm {_p_text(p_decisive)})")  # fmt: skip
         elif p_decisive < alpha:
             verdict = "contradicted"
-            why = f"{arm} lies outside {within} (p {_p_text(c.p_different)} × {decision.factor})"
+            why = (f"{method_label(c.a[0])}'s {_percent(1 - alpha)} interval lies outside {within} "
+                   f"(p {_p_text(c.p_different)} × {decision.factor}, Holm {_p_text(p_decisive)})")  # fmt: skip
         else:
             verdict = "inconclusive"
-            why = (f"{arm} reaches beyond {within} (TOST p {_p_text(c.pvalue)}); "
+            why = (f"{arm} reaches beyond {within} (TOST p {_p_text(c.pvalue)}, Holm {_p_text(p_decisive)}); "
                    f"every interval fits within ±{mdd:.{1 if scale > 1 else 3}f}{unit}")  # fmt: skip
     else:
         p_decisive, level = decision.p_holm, stats.CONFIDENCE
@@ -520,23 +521,27 @@ def claims_markdown(table: pd.DataFrame, alpha: float = stats.ALPHA) -> str:
     """The claims table as Markdown, its caption stating the tests, the unit, the families and the levels."""
     lines = [
         "**Claims of the paper and our verdicts.** The unit of every test and interval is the test image "
-        "(its outcomes under each CNN and seed are averaged, not counted as independent pairs). Effect = the "
+        "(its outcomes under each CNN and seed are averaged, not counted as independent pairs); the trained "
+        "networks are fixed, so the inference is *conditional on them* (seeds are not resampled). Effect = the "
         "claimed-higher side minus the other, in percentage points for accuracy and mAP units for mAP; the row "
         "shows the comparison that decides the verdict. *Directional claims* (X exceeds Y, X is the highest; "
         "X is not below Y, with no margin decided the same way: supported only when significantly above): "
         "accuracy by the exact sign-flip test of the per-image differences, mAP by a paired permutation test "
         "(an image's predictions swap in every CNN and seed; the count in the Test column); a claim's p is the "
         "largest p of the comparisons it needs (all in the claimed direction), or the smallest p going the "
-        "other way times the number of comparisons; p = that claim p → Holm-adjusted over the family of "
-        f"directional claims, significant below α = {alpha:g}; their intervals are paired bootstrap 95 % "
-        "intervals *unadjusted* for multiplicity (BCa; percentile with fewer than "
-        f"{stats.MIN_BCA_DISCORDANT} discordant images, exact with none), so one may exclude 0 while the Holm "
-        "p is not significant; 'detectable' = the smallest difference the same test would call significant "
-        "at the Holm threshold the claim faces (its rank's α / (K − rank + 1)). *Equality claims*: TOST, each "
-        f"claim at level α = {alpha:g} on its own (outside the Holm family), p = the largest TOST p; the "
-        f"interval is the {_percent(1 - 2 * alpha)} one that decides (exact Clopper-Pearson bounds on the discordant "
-        f"images with fewer than {stats.MIN_BCA_DISCORDANT}, percentile bootstrap otherwise); supported inside "
-        "±margin, contradicted entirely outside it; 'detectable' = the narrowest margin every interval fits in.",
+        "other way times the number of comparisons. Their intervals are 95 % intervals *unadjusted* for "
+        "multiplicity (accuracy: the score interval of the per-image differences, Tango's for paired "
+        "proportions, at every count of discordant images; mAP: paired bootstrap, BCa or, where BCa is "
+        "undefined, percentile), so one may exclude 0 while the Holm p is not significant. *Equality claims*: "
+        "two one-sided score tests (TOST), p = the largest TOST p; supported when every "
+        f"{_percent(1 - 2 * alpha)} interval (shown) lies inside ±margin, contradicted when a {_percent(1 - alpha)} "
+        "interval lies entirely outside it (twice the smaller one-sided p, times the comparisons). Every claim's "
+        "p, directional and equality, is Holm-adjusted over one family (p → Holm), significant below "
+        f"α = {alpha:g}: "
+        "the chance of any false verdict in the table is at most α. 'Detectable' = the smallest difference the "
+        "same test would call significant at the threshold the claim faces (its rank's Holm α / (K − rank + 1), "
+        "divided by the claim's Bonferroni factor when a comparison going the other way decides it); for an "
+        "equality claim, the narrowest margin every interval fits in.",
         "",
         "| Claim | Paper | Ours | Effect [interval] | Test | p | Detectable | Verdict |",
         "| :-- | :-- | :-- | --: | :-- | --: | --: | :-- |",
@@ -549,10 +554,8 @@ def claims_markdown(table: pd.DataFrame, alpha: float = stats.ALPHA) -> str:
             continue
         digits = 1 if r["metric"] == "accuracy" else 3
         cnns = ", ".join(arch_label(a) for a in str(r["cnns"]).split(";"))
-        if r["relation"] == "equal":
-            p = f"{_p_text(r['p_claim'])} (TOST)" if r["verdict"] != "contradicted" else _p_text(r["p_claim"])
-        else:
-            p = f"{_p_text(r['p_claim'])} → Holm {_p_text(r['p_holm'])}"
+        tost = " (TOST)" if r["relation"] == "equal" and r["verdict"] != "contradicted" else ""
+        p = f"{_p_text(r['p_claim'])}{tost} → Holm {_p_text(r['p_holm'])}"
         lines.append(
             f"| {r['statement']} (`{r['id']}`; {cnns}) | {r['paper']} | {r['versus']} | "
             f"{r['effect']:+.{digits}f} [{r['effect_low']:+.{digits}f}, {r['effect_high']:+.{digits}f}] "
@@ -576,8 +579,6 @@ def method_comparisons(
     *,
     subject: str = "dpaat",
     others: Sequence[str] = ("at", "sat", "amat"),
-    n_resamples: int,
-    seed: int,
     alpha: float = stats.ALPHA,
 ) -> pd.DataFrame:
     """DPAAT against each other AT method per CNN, seed and attack, and pooled over CNNs and seeds; Holm over all rows.
@@ -600,7 +601,7 @@ def method_comparisons(
             for arch_idx, seed_idx in scopes:
                 sa, sb = pa[np.ix_(arch_idx, seed_idx)], pb[np.ix_(arch_idx, seed_idx)]
                 flip = stats.sign_flip(sa.argmax(-1) == labels, sb.argmax(-1) == labels)
-                diff, _ = stats.accuracy_difference_interval(labels, sa, sb, flip, n_resamples=n_resamples, seed=seed)
+                diff = stats.score_interval(flip)
                 pooled = len(arch_idx) * len(seed_idx) > 1
                 if pooled:
                     test, p_value = "sign-flip (exact)", flip.pvalue
@@ -637,10 +638,10 @@ def comparisons_markdown(table: pd.DataFrame) -> str:
     """The paired method comparisons as Markdown."""
     lines = [
         "**Paired comparisons of DPAAT with the other AT methods.** Accuracy difference (percentage points, "
-        "DPAAT minus the other) on the same test images with its paired bootstrap 95 % interval over images "
-        f"(unadjusted; BCa, percentile with fewer than {stats.MIN_BCA_DISCORDANT} discordant images, exact with "
-        "none). Per CNN and seed: b / c = images only DPAAT / only the other method gets right, McNemar's exact "
-        "test. 'pooled' over every CNN and seed: the image is the unit (its outcomes are not independent across "
+        "DPAAT minus the other) on the same test images with its 95 % score interval of the per-image differences "
+        "(unadjusted; Tango's for paired proportions, at every count of discordant images). Per CNN and seed: "
+        "b / c = images only DPAAT / only the other method gets right, McNemar's exact test. 'pooled' over every "
+        "CNN and seed: the image is the unit (its outcomes are not independent across "
         "CNNs and seeds), b / c = images DPAAT gets right more / less often, the exact sign-flip test of the "
         "per-image differences. Holm-corrected over every row at α = 0.05.",
         "",
