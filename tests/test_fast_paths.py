@@ -258,6 +258,45 @@ def test_the_checkpoint_holds_the_best_weights_once_when_they_are_the_models(tmp
     assert all(torch.equal(blob["model"][k], v) for k, v in model.state_dict().items())
 
 
+def test_grad_cam_of_a_channels_last_model_is_the_nchw_models():
+    from dpaat.gradcam import compute_cams
+
+    model = small_model().eval()
+    images, labels = batch(4, 32)
+    x = images.float() / 255
+    last = model_to(copy.deepcopy(model), "cpu", torch.channels_last)
+    cams = compute_cams(last, last.gradcam_target_layer(32), x, labels)
+    reference = compute_cams(model, model.gradcam_target_layer(32), x, labels)
+    assert cams.shape == (4, 32, 32) and float(abs(cams - reference).max()) < 1e-4
+
+
+def test_evaluation_under_always_runs_every_attack_kind_in_channels_last_at_the_gpu_batch(tmp_path, always):
+    """The evaluate job's library calls on a GPU's settings: the same logits as the NCHW program, within float error."""
+    from dpaat.evaluation import attack_specs, evaluate_model
+    from dpaat.trained import load_trained, save_trained
+
+    path = tmp_path / "weights.pt"
+    save_trained(small_model(), "mobilenet_v2", ["mel", "bkl", "nv"], 32, path)
+    images, labels = batch(7, 32)
+    specs = attack_specs({
+        "fgsm": {"kind": "fgsm", "eps": 0.01}, "ifgsm": {"kind": "ifgsm", "eps": 0.01, "steps": 2},
+        "pgd": {"kind": "pgd", "eps": 0.3, "steps": 2}, "restarts": {"kind": "pgd", "eps": 0.3, "steps": 2, "restarts": 2},
+        "apgd": {"kind": "apgd", "eps": 0.3, "steps": 2}, "apgd_dlr": {"kind": "apgd", "eps": 0.3, "steps": 2, "loss": "dlr"},
+        "square": {"kind": "square", "eps": 0.3, "queries": 5},
+        "autoattack": {"kind": "autoattack", "eps": 0.3, "steps": 2, "queries": 5},
+    })  # fmt: skip
+    batch_size = evaluation_batch_size("cpu", 4, 5)
+    trained = load_trained(path, "cpu")
+    assert batch_size == 5 and trained.model.backbone.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    fast = evaluate_model(trained.model, images, labels, specs, batch_size=batch_size, device="cpu")
+    set_fast_paths_mode("auto")
+    # The same batches (Square's and the restarts' draws are per batch), NCHW and no fast path.
+    reference = evaluate_model(load_trained(path, "cpu").model, images, labels, specs, batch_size=5, device="cpu")
+    assert fast.keys() == reference.keys() == {"clean", *specs}
+    for name in reference:
+        assert torch.allclose(fast[name], reference[name], atol=1e-3), name
+
+
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU torch can use")
 
 
