@@ -234,7 +234,7 @@ def cuda_tests(report: Report, smoke: bool) -> None:
     report.add("## cuda-marked tests", "")
     command = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "-rs",
                str(REPO / "tests" / "test_fast_paths.py")]  # fmt: skip
-    limit = max(30.0, report.seconds_left(0.2))
+    limit = max(120.0, report.seconds_left(0.25))
     try:
         run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=limit)
     except subprocess.TimeoutExpired as err:
