@@ -194,39 +194,32 @@ def one_epoch_on_the_cpu(bf16: bool) -> dict:
     }  # fmt: skip
 
 
-def test_bf16_in_the_config_is_ignored_on_the_cpu(monkeypatch):
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [("auto", (False, None, False)), ("always", (True, torch.channels_last, True))],
+)
+def test_the_cpu_trains_with_bf16_channels_last_and_fused_adam_under_always_only(monkeypatch, mode, expected):
+    """training.bf16 is ignored on the CPU under auto; always brings it, channels_last and fused Adam (TRADES)."""
     seen = []
     real = training._train_epoch
 
     def spy(*args, **kwargs):
-        seen.append((args[8], kwargs.get("memory_format")))
+        seen.append((args[8], kwargs.get("memory_format"), bool(args[2].defaults["fused"])))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(training, "_train_epoch", spy)
     model = small_model()
     images, labels = batch(6, 24)
     mapping = one_epoch_on_the_cpu(bf16=True)
-    training.train(model, build_method("std", mapping), training.TrainConfig.from_mapping(mapping), images, labels,
-                   images, labels, seed=0, progress=False)  # fmt: skip
-    assert seen == [(False, None)], "no autocast and no channels_last on the CPU"
-
-
-def test_always_trains_on_the_cpu_with_bf16_channels_last_and_fused_adam(monkeypatch, always):
-    seen = []
-    real = training._train_epoch
-
-    def spy(*args, **kwargs):
-        seen.append((args[8], kwargs.get("memory_format"), args[2].defaults["fused"]))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(training, "_train_epoch", spy)
-    model = small_model()
-    images, labels = batch(6, 24)
-    mapping = one_epoch_on_the_cpu(bf16=True)
-    training.train(model, build_method("trades", mapping), training.TrainConfig.from_mapping(mapping), images, labels,
-                   images, labels, seed=0, progress=False)  # fmt: skip
-    assert seen == [(True, torch.channels_last, True)]
-    assert model.backbone.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    previous = set_fast_paths_mode(mode)
+    try:
+        training.train(model, build_method("trades", mapping), training.TrainConfig.from_mapping(mapping), images,
+                       labels, images, labels, seed=0, progress=False)  # fmt: skip
+    finally:
+        set_fast_paths_mode(previous)
+    assert seen == [expected]
+    layout = torch.channels_last if mode == "always" else torch.contiguous_format
+    assert model.backbone.features[0][0].weight.is_contiguous(memory_format=layout)
 
 
 @pytest.mark.parametrize("killed_at", [1, 2])
