@@ -8,7 +8,7 @@ pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
 from dpaat.corrupted_sets import corrupted_test_sets
 from dpaat.data import load_cache
 from dpaat.evaluation import attack_specs, evaluate_model, metrics_rows, predictions_frame, write_predictions
-from dpaat.fast_paths import evaluation_batch_size
+from dpaat.fast_paths import EVALUATION_PATHS, evaluation_batch_size, use_fast_paths
 from dpaat.metrics import write_metrics
 from dpaat.runtime import job_device, set_cudnn_benchmark, set_threads, setup_logging
 from dpaat.trained import load_trained
@@ -17,6 +17,7 @@ log = setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)
 device = job_device(snakemake.config["training"]["device"], snakemake.config["gpu"])
 set_cudnn_benchmark(snakemake.config["training"]["deterministic"])
+use_fast_paths(snakemake.config["gpu"]["fast_paths"], device, EVALUATION_PATHS)
 w = snakemake.wildcards
 # Execution settings, like the device: a GPU takes larger batches (Square syncs with the host once per batch and query).
 batch_size = evaluation_batch_size(device, snakemake.params.batch_size, snakemake.config["evaluation"]["gpu_batch_size"])

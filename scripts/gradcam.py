@@ -8,6 +8,7 @@ pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
 import pandas as pd
 
 from dpaat.data import load_cache
+from dpaat.fast_paths import GRADCAM_PATHS, use_fast_paths
 from dpaat.gradcam import cam_mask_scores, compute_cams, gradcam_panel, select_correct
 from dpaat.io import write_parquet
 from dpaat.paper_results import arch_label
@@ -19,6 +20,7 @@ log = setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)
 device = job_device(snakemake.config["training"]["device"], snakemake.config["gpu"])
 set_cudnn_benchmark(snakemake.config["training"]["deterministic"])
+use_fast_paths(snakemake.config["gpu"]["fast_paths"], device, GRADCAM_PATHS)
 methods = snakemake.params.methods
 arch = snakemake.wildcards.arch
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from dpaat.data import load_cache
+from dpaat.fast_paths import TRAINING_PATHS, use_fast_paths
 from dpaat.imagenet_weights import recorded_weights_file
 from dpaat.io import write_json
 from dpaat.methods import build_method
@@ -25,6 +26,7 @@ seed = int(w.seed)
 device = job_device(snakemake.config["training"]["device"], snakemake.config["gpu"])
 execution = {"device": str(device), "threads": snakemake.threads}
 config = TrainConfig.from_mapping({**snakemake.params.training, **execution})
+fast = use_fast_paths(snakemake.config["gpu"]["fast_paths"], device, TRAINING_PATHS, bf16=config.bf16)
 train_split = load_cache(snakemake.input.train)
 val_split = load_cache(snakemake.input.val)
 image_size = int(train_split.images.shape[-1])
@@ -74,6 +76,7 @@ write_json(
         "resumed_from_epoch": result.resumed_from_epoch,
         "device": result.device,
         "deterministic": config.deterministic,
+        "fast_paths": fast,
         "method_details": result.method,
         "amat_xi": xi,
         "training": snakemake.params.training,
