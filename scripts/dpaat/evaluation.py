@@ -13,15 +13,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
+from dpaat.attack_kinds import first_start_pairs
 from dpaat.attacks import AttackSpec, run_attack
 from dpaat.io import save_torch
 from dpaat.predict import predict_logits
+from dpaat.work_count import WorkCounter, counted
 
 if TYPE_CHECKING:  # imported where used: the model jobs' start-up stays short
     import pandas as pd
@@ -65,27 +68,51 @@ def evaluate_model(
     device: torch.device | str,
     image_ids: list[str] | None = None,
     adversarial_dir: str | os.PathLike | None = None,
+    work: WorkCounter | None = None,
 ) -> dict[str, Tensor]:
     """Logits (N, C) on the CPU of the clean test set and of each attack, keyed 'clean' then by attack name.
 
     `model` must already be on `device`. With `adversarial_dir`, each attack's float32
     adversarial images are also saved to `<adversarial_dir>/<attack>.pt` (x_adv, logits,
     labels, image_ids); they are dropped from memory before the next attack either way.
+    With `work` (a `WorkCounter` on `model`), each pass is counted under 'clean' or its attack's name.
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} test images but {len(labels)} labels")
     if adversarial_dir is not None and image_ids is None:
         raise ValueError("saving adversarial images needs the test set's image_ids")
-    logits = {CLEAN: predict_logits(model, images, batch_size=batch_size, device=device)}
+    with counted(work, CLEAN):
+        logits = {CLEAN: predict_logits(model, images, batch_size=batch_size, device=device)}
     log.info("%s: accuracy %.4f", CLEAN, _accuracy(logits[CLEAN], labels))
+    # A PGD's first random start is read off its best-of-k run (one attack, two rows).
+    firsts = {first: best for best, first in first_start_pairs({n: asdict(a) for n, a in attacks.items()}).items()}
     for name, spec in attacks.items():
-        x_adv = run_attack(model, images, labels, spec, batch_size=batch_size, device=device)
-        logits[name] = predict_logits(model, x_adv, batch_size=batch_size, device=device)
-        if adversarial_dir is not None:
-            blob = {"x_adv": x_adv, "logits": logits[name], "labels": labels, "image_ids": list(image_ids)}
-            save_torch(blob, Path(adversarial_dir) / f"{name}.pt")
-        log.info("%s (%s): accuracy %.4f", name, spec, _accuracy(logits[name], labels))
-        del x_adv
+        if name in logits:
+            continue
+        pair = firsts.get(name)
+        with counted(work, pair or name):
+            if pair is None:
+                adversarial = {name: run_attack(model, images, labels, spec, batch_size=batch_size, device=device)}
+            else:
+                adversarial = dict(
+                    zip(
+                        (name, pair),
+                        run_attack(
+                            model, images, labels, attacks[pair], batch_size=batch_size, device=device,
+                            with_first_start=True,
+                        ),
+                    )
+                )  # fmt: skip
+        for done, x_adv in adversarial.items():
+            with counted(work, done):
+                logits[done] = predict_logits(model, x_adv, batch_size=batch_size, device=device)
+            if adversarial_dir is not None:
+                blob = {"x_adv": x_adv, "logits": logits[done], "labels": labels, "image_ids": list(image_ids)}
+                save_torch(blob, Path(adversarial_dir) / f"{done}.pt")
+            log.info("%s (%s): accuracy %.4f", done, attacks[done], _accuracy(logits[done], labels))
+        del adversarial, x_adv
+    # In config order, whichever run gave them.
+    logits = {CLEAN: logits[CLEAN], **{name: logits[name] for name in attacks}}
     return logits
 
 

@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dpaat.attack_kinds import forward_units
+from dpaat.attack_kinds import first_start_pairs
+from dpaat.attack_kinds import forward_units as attack_units
 from dpaat.sanity import SanityPlan
 
 # Forward GFLOPs of one image at the native resolution (torchvision weights' meta "_ops").
@@ -85,8 +86,36 @@ def split_sizes(config: Mapping[str, Any]) -> dict[str, int]:
     return {"train": train_val - val, "val": val, "test": data["test_per_class"] * classes}
 
 
+def evaluation_attacks(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """What an evaluate job runs, {name: attack entry}: the configured test attacks, then the sanity attacks."""
+    sanity = SanityPlan.from_config(config["sanity"], config["training"]["adversary"])
+    return {**{a["name"]: dict(a) for a in config["attacks"]}, **sanity.attacks}
+
+
+def expected_accuracy(config: Mapping[str, Any], method: str | None) -> tuple[float, float]:
+    """The (clean, robust) accuracy the cost model assumes for a model trained with `method`
+    (job_resources.expected_accuracy: STD's robust accuracy, or the adversarially trained methods')."""
+    assumed = config["job_resources"]["expected_accuracy"]
+    robust = assumed["robust_std"] if method == "std" else assumed["robust_adversarial"]
+    return assumed["clean"], min(robust, assumed["clean"])
+
+
+def evaluation_units(
+    config: Mapping[str, Any], attacks: Mapping[str, Mapping[str, Any]], method: str | None
+) -> float:
+    """Expected forward-equivalents per test image of an evaluation: the clean pass and every attack."""
+    clean, robust = expected_accuracy(config, method)
+    n_classes = len(config["data"]["classes"])
+    # A first start read off its best-of-k run costs only the prediction of its images.
+    firsts = set(first_start_pairs(attacks).values())
+    return 1 + sum(
+        1 if name in firsts else attack_units(entry, n_classes, clean, robust) for name, entry in attacks.items()
+    )
+
+
 def work_gflop(config: Mapping[str, Any], rule: str, arch: str, method: str | None = None) -> float:
-    """Total forward-pass GFLOPs of one job of `rule` (train needs the method)."""
+    """Total forward-pass GFLOPs of one job of `rule` (train needs the method; evaluate uses it for the
+    expected robust accuracy, and without it assumes an adversarially trained model)."""
     sizes = split_sizes(config)
     if rule == "train":
         training = config["training"]
@@ -94,16 +123,11 @@ def work_gflop(config: Mapping[str, Any], rule: str, arch: str, method: str | No
         epochs = training["warmup_epochs"] + training["epochs"]
         units = epochs * (sizes["train"] * TRAIN_UNITS[method](k) + sizes["val"] * (2 * k + 2))
     elif rule == "evaluate":
-        attacks = [
-            *config["attacks"],
-            *SanityPlan.from_config(config["sanity"], config["training"]["adversary"]).attacks.values(),
-        ]
-        n_classes = len(config["data"]["classes"])
-        units = sizes["test"] * (1 + sum(forward_units(attack, n_classes) for attack in attacks))
+        units = sizes["test"] * evaluation_units(config, evaluation_attacks(config), method)
     elif rule == "evaluate_ablation":
         # Fig. 3 needs the clean pass and the confusion attack only (no sanity attacks).
-        confusion = next(a for a in config["attacks"] if a["name"] == config["evaluation"]["confusion_attack"])
-        units = sizes["test"] * (1 + forward_units(confusion, len(config["data"]["classes"])))
+        confusion = config["evaluation"]["confusion_attack"]
+        units = sizes["test"] * evaluation_units(config, {confusion: evaluation_attacks(config)[confusion]}, method)
     elif rule == "gradcam":
         units = sizes["test"] * 3 * len(config["report"]["gradcam_methods"])
     else:
