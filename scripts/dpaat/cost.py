@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dpaat.job_resources import REPO, load_config, work_gflop
+from dpaat.job_resources import REPO, load_config, runtime_minutes, work_gflop
 
 # Effective GFLOP/s of one model job per GPU kind. None is measured yet (benchmarks/gpu_check.py,
 # then `python -m dpaat.job_resources calibrate`): every figure is an assumption, labelled so.
@@ -103,14 +103,26 @@ class RuleCost:
     rule: str
     jobs: int
     pflop: float
+    request_hours: float
 
 
 def plan(config: Mapping[str, Any], jobs: Sequence[Job]) -> list[RuleCost]:
     """Per rule (in dry-run order of first appearance): its job count and PFLOP."""
-    rows: dict[str, list[float]] = {}
+    rows: dict[str, list[tuple[float, float]]] = {}
     for job in jobs:
-        rows.setdefault(job.rule, []).append(job_gflop(config, job) / 1e6)
-    return [RuleCost(rule, len(work), sum(work)) for rule, work in rows.items()]
+        rows.setdefault(job.rule, []).append((job_gflop(config, job) / 1e6, job_request_hours(config, job)))
+    return [RuleCost(rule, len(v), sum(p for p, _ in v), sum(h for _, h in v)) for rule, v in rows.items()]
+
+
+def job_request_hours(config: Mapping[str, Any], job: Job) -> float:
+    """The runtime a model job asks the scheduler for, in hours (first attempt; 0 for other rules)."""
+    if job.rule not in MODEL_RULES:
+        return 0.0
+    wildcards = dict(job.wildcards)
+    settings = ablation_config(config) if job.rule.endswith("_ablation") else config
+    threads = config["training"]["threads"]
+    minutes = runtime_minutes(settings, MODEL_RULES[job.rule], wildcards["arch"], wildcards.get("method"), threads=threads)
+    return minutes / 60
 
 
 def gpu_hours(pflop: float, gflops: float) -> float:
@@ -127,12 +139,17 @@ def render(config: Mapping[str, Any], rows: Sequence[RuleCost], configfiles: Seq
         f"  robust accuracy assumed (job_resources.expected_accuracy): clean {assumed['clean']}, "
         f"STD {assumed['robust_std']}, adversarially trained {assumed['robust_adversarial']}",
         "",
-        f"{'rule':<20} {'jobs':>6} {'PFLOP':>12}",
+        f"{'rule':<20} {'jobs':>6} {'PFLOP':>12} {'requested h':>12}",
     ]
     for row in rows:
-        lines.append(f"{row.rule:<20} {row.jobs:>6} {row.pflop:>12.4g}")
+        lines.append(f"{row.rule:<20} {row.jobs:>6} {row.pflop:>12.4g} {row.request_hours:>12.4g}")
     total = sum(r.pflop for r in rows)
-    lines += [f"{'total':<20} {sum(r.jobs for r in rows):>6} {total:>12.4g}", ""]
+    requested = sum(r.request_hours for r in rows)
+    lines += [
+        f"{'total':<20} {sum(r.jobs for r in rows):>6} {total:>12.4g} {requested:>12.4g}",
+        "(requested h: the runtime requests, margin and setup_minutes included; hours below: the work alone)",
+        "",
+    ]
     lines.append(f"{'throughput (one model job)':<60} {'GFLOP/s':>9} {'hours':>10}")
     settings = config["job_resources"]
     rates = [

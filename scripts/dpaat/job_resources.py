@@ -1,13 +1,16 @@
 """Runtime and memory requests of the model jobs, from the config (no torch: the Snakefile uses it).
 
-Work is counted in forward passes of one image ("units", after benchmarks/bench_training.py:
-a training backward costs 2, an attack step's input-only backward 1), times the
-architecture's GFLOPs at the job's resolution (torchvision's figures, scaled by area):
+Work is counted in forward-equivalent passes of one image ("units", as `dpaat.work_count`
+counts them in every job's run record: a forward 1, a training backward 2, an attack step's
+input-only backward 1), times the architecture's GFLOPs at the job's resolution
+(torchvision's figures, scaled by area):
 
   train     epochs_total × (n_train × U(method) + n_val × (2K + 2))   U: std 3, at 2K+3,
             sat/amat/d_b/mart 2K+6, trades 2K+7, dpaat/d_a 4K+8 (K = training adversary steps)
-  evaluate  n_test × (1 + Σ over the test and sanity attacks of their forward units:
-            2 × steps + 1 for the gradient attacks, see dpaat.attack_kinds.forward_units)
+  evaluate  n_test × (1 + Σ over the test and sanity attacks of `dpaat.attack_kinds.forward_units`
+            at the clean and robust accuracy `expected_accuracy` assumes for the method: the
+            cascades and early stops of Square, AutoAttack and the restarts; a PGD's first
+            start read off its best-of-k run costs its prediction only)
   evaluate_ablation  n_test × (1 + forward units of evaluation.confusion_attack)
   gradcam   n_test × 3 × (methods)
 
@@ -160,13 +163,13 @@ REPO = Path(__file__).resolve().parents[2]
 # The model rules' benchmark files (rules/*.smk) and the rule each is the benchmark of.
 _BENCHMARKS = (
     (re.compile(r"train/\d+/(?P<method>\w+)/(?P<arch>\w+)\.tsv"), "train"),
-    (re.compile(r"evaluate/\d+/\w+/(?P<arch>\w+)\.tsv"), "evaluate"),
+    (re.compile(r"evaluate/\d+/(?P<method>\w+)/(?P<arch>\w+)\.tsv"), "evaluate"),
     (re.compile(r"gradcam/(?P<arch>\w+)\.tsv"), "gradcam"),
     (
         re.compile(r"ablation/batch(?P<batch>\d+)_epochs(?P<epochs>\d+)/train/\d+/(?P<method>\w+)/(?P<arch>\w+)\.tsv"),
         "train_ablation",
     ),
-    (re.compile(r"ablation/batch\d+_epochs\d+/evaluate/\d+/\w+/(?P<arch>\w+)\.tsv"), "evaluate_ablation"),
+    (re.compile(r"ablation/batch\d+_epochs\d+/evaluate/\d+/(?P<method>\w+)/(?P<arch>\w+)\.tsv"), "evaluate_ablation"),
 )
 
 
