@@ -71,7 +71,9 @@ def main() -> int:
     rows = []
     for weights in args.weights:
         rows += count(weights, args.test_cache, attacks, config["evaluation"]["batch_size"])
-    print(f"{'model':<48} {'attack':<14} {'kind':<10} {'clean':>5} {'robust':>6} {'counted':>8} {'model':>8} {'ratio':>6}")
+    print(
+        f"{'model':<48} {'attack':<14} {'kind':<10} {'clean':>5} {'robust':>6} {'counted':>8} {'model':>8} {'ratio':>6}"
+    )
     for r in rows:
         print(
             f"{r['model'][-48:]:<48} {r['attack']:<14} {r['kind']:<10} {r['clean']:>5.2f} {r['robust']:>6.2f} "

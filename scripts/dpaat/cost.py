@@ -121,7 +121,9 @@ def job_request_hours(config: Mapping[str, Any], job: Job) -> float:
     wildcards = dict(job.wildcards)
     settings = ablation_config(config) if job.rule.endswith("_ablation") else config
     threads = config["training"]["threads"]
-    minutes = runtime_minutes(settings, MODEL_RULES[job.rule], wildcards["arch"], wildcards.get("method"), threads=threads)
+    minutes = runtime_minutes(
+        settings, MODEL_RULES[job.rule], wildcards["arch"], wildcards.get("method"), threads=threads
+    )
     return minutes / 60
 
 

@@ -18,7 +18,8 @@ input-only backward 1), times the architecture's GFLOPs at the job's resolution
   throughput    = gpu_gflops on a GPU job, cpu_gflops_per_thread × threads on the CPU
   mem_mb        = base_mem_mb + the job's cached images in MB × a per-rule factor
                   (train 2: images and their device copy; evaluate 13: uint8 test set,
-                  float32 adversarial set and its batches; gradcam 5: a float32 copy)
+                  float32 adversarial set and its batches, 17 with a restart pair, whose run
+                  keeps its first start's images too; gradcam 5: a float32 copy)
 
 `gpu_gflops` (or `cpu_gflops_per_thread`) is best measured: after the first jobs on a new
 machine, `PYTHONPATH=scripts python -m dpaat.job_resources calibrate results/benchmarks
@@ -103,9 +104,7 @@ def expected_accuracy(config: Mapping[str, Any], method: str | None) -> tuple[fl
     return assumed["clean"], min(robust, assumed["clean"])
 
 
-def evaluation_units(
-    config: Mapping[str, Any], attacks: Mapping[str, Mapping[str, Any]], method: str | None
-) -> float:
+def evaluation_units(config: Mapping[str, Any], attacks: Mapping[str, Mapping[str, Any]], method: str | None) -> float:
     """Expected forward-equivalents per test image of an evaluation: the clean pass and every attack."""
     clean, robust = expected_accuracy(config, method)
     n_classes = len(config["data"]["classes"])
@@ -154,7 +153,10 @@ def mem_mb(config: Mapping[str, Any], rule: str, arch: str) -> int:
     sizes = split_sizes(config)
     images = sizes["train"] + sizes["val"] if rule == "train" else sizes["test"]
     cached_mb = images * 3 * image_size(config, arch) ** 2 / 1e6
-    return math.ceil(config["job_resources"]["base_mem_mb"] + MEMORY_FACTOR[rule] * cached_mb)
+    factor = MEMORY_FACTOR[rule]
+    if rule == "evaluate" and first_start_pairs(evaluation_attacks(config)):
+        factor += 4  # a best-of-k PGD's run also keeps its first start's float32 images
+    return math.ceil(config["job_resources"]["base_mem_mb"] + factor * cached_mb)
 
 
 # --------------------------------------------------------------- calibration from measured jobs
