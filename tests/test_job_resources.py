@@ -133,7 +133,7 @@ def test_the_two_evaluate_rules_request_what_their_own_attacks_cost(tmp_path):
     }
     expected = {rule: runtime_minutes(config, rule, "resnet34") for rule in targets}
     assert planned == expected
-    assert expected["evaluate_ablation"] * 50 < expected["evaluate"]
+    assert expected["evaluate_ablation"] * 20 < expected["evaluate"]
 
 
 def write_benchmark(path: Path, seconds: float) -> None:

@@ -85,20 +85,22 @@ def evaluate_model(
         logits = {CLEAN: predict_logits(model, images, batch_size=batch_size, device=device)}
     log.info("%s: accuracy %.4f", CLEAN, _accuracy(logits[CLEAN], labels))
     # A PGD's first random start is read off its best-of-k run (one attack, two rows).
-    firsts = {first: best for best, first in first_start_pairs({n: asdict(a) for n, a in attacks.items()}).items()}
+    pairs = first_start_pairs({n: asdict(a) for n, a in attacks.items()})
+    first_of = {**pairs, **{first: first for first in pairs.values()}}
+    best_of = {**{best: best for best in pairs}, **{first: best for best, first in pairs.items()}}
     for name, spec in attacks.items():
         if name in logits:
             continue
-        pair = firsts.get(name)
-        with counted(work, pair or name):
-            if pair is None:
+        best = best_of.get(name)
+        with counted(work, best or name):
+            if best is None:
                 adversarial = {name: run_attack(model, images, labels, spec, batch_size=batch_size, device=device)}
             else:
                 adversarial = dict(
                     zip(
-                        (name, pair),
+                        (first_of[name], best),
                         run_attack(
-                            model, images, labels, attacks[pair], batch_size=batch_size, device=device,
+                            model, images, labels, attacks[best], batch_size=batch_size, device=device,
                             with_first_start=True,
                         ),
                     )
