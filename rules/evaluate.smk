@@ -7,6 +7,7 @@ rule evaluate:
     output:
         metrics="results/metrics/models/{seed}/{method}/{arch}.parquet",
         predictions="results/predictions/{seed}/{method}/{arch}.parquet",
+        run="results/metrics/models/{seed}/{method}/{arch}.run.json",
         adversarial=adversarial_files(),
     log:
         "results/logs/evaluate/{seed}/{method}/{arch}.log",
@@ -54,6 +55,7 @@ if OWN_ABLATION:
         output:
             metrics=f"{ABLATION_DIR}/metrics/models/{{seed}}/{{method}}/{{arch}}.parquet",
             predictions=f"{ABLATION_DIR}/predictions/{{seed}}/{{method}}/{{arch}}.parquet",
+            run=f"{ABLATION_DIR}/metrics/models/{{seed}}/{{method}}/{{arch}}.run.json",
         log:
             f"results/logs/{ABLATION_TAG}/evaluate/{{seed}}/{{method}}/{{arch}}.log",
         benchmark:

@@ -11,7 +11,9 @@ from dpaat.evaluation import attack_specs, evaluate_model, metrics_rows, predict
 from dpaat.fast_paths import EVALUATION_PATHS, evaluation_batch_size, use_fast_paths
 from dpaat.metrics import write_metrics
 from dpaat.runtime import job_device, set_cudnn_benchmark, set_threads, setup_logging
+from dpaat.io import write_json
 from dpaat.trained import load_trained
+from dpaat.work_count import WorkCounter
 
 log = setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)
@@ -45,9 +47,22 @@ logits = evaluate_model(
     image_ids=list(test.image_ids),
     adversarial_dir=snakemake.params.adversarial_dir,
     corrupted=corrupted,
+    work=(work := WorkCounter(trained.model)),
 )
 write_metrics(
     metrics_rows(logits, test.labels, trained.classes, method=w.method, arch=w.arch, seed=int(w.seed)),
     snakemake.output.metrics,
 )
 write_predictions(predictions_frame(logits, test.labels, list(test.image_ids)), snakemake.output.predictions)
+write_json(
+    {
+        "seed": int(w.seed),
+        "method": w.method,
+        "arch": w.arch,
+        "device": str(device),
+        "batch_size": batch_size,
+        "test_images": len(test.labels),
+        "work": work.record(),
+    },
+    snakemake.output.run,
+)

@@ -18,6 +18,7 @@ from dpaat.models import build_model
 from dpaat.runtime import job_device, setup_logging
 from dpaat.trained import load_trained, save_trained
 from dpaat.training import TrainConfig, mean_clean_loss, train, write_history
+from dpaat.work_count import WorkCounter
 
 log = setup_logging(snakemake.log[0])
 w = snakemake.wildcards
@@ -60,6 +61,7 @@ result = train(
     seed=seed,
     head_parameters=model.head_parameters(),
     checkpoint_path=snakemake.params.checkpoint,
+    work=(work := WorkCounter(model)),
 )
 save_trained(model, w.arch, train_split.classes, image_size, snakemake.output.weights)
 write_history(result.history, snakemake.output.history)
@@ -82,6 +84,8 @@ write_json(
         "training": snakemake.params.training,
         "pretrained": snakemake.params.pretrained,
         "cpu_kernels": kernel_record(CPU_KERNELS),
+        # Counted by this process: a resumed job's record holds the epochs after its resume only.
+        "work": work.record(),
     },
     snakemake.output.run,
 )

@@ -46,6 +46,7 @@ from dpaat.io import save_torch, write_parquet
 from dpaat.methods import Adversary, MethodConfig, TrainingMethod, missing_key
 from dpaat.predict import as_float_images, device_images
 from dpaat.runtime import select_device, set_deterministic, set_threads
+from dpaat.work_count import WorkCounter, counted
 
 logger = logging.getLogger(__name__)
 
@@ -380,6 +381,7 @@ def train(
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    work: WorkCounter | None = None,
 ) -> TrainResult:
     """Train `model` in place with `method`; on return it holds the best full-phase weights.
 
@@ -389,7 +391,8 @@ def train(
     `head_parameters` are the only trainable parameters in the warm-up (required when
     warmup_epochs > 0). With `checkpoint_path`, resumes from the checkpoint there when
     it belongs to this run, and rewrites it after every epoch. `callback(row)` is
-    called with each epoch's history row once that epoch's checkpoint is written.
+    called with each epoch's history row once that epoch's checkpoint is written. With `work` (a
+    `WorkCounter` on `model`), passes are counted under 'train_warmup', 'train_full' and 'validation'.
     """
     _check_split("train_images", train_images, train_labels)
     _check_split("val_images", val_images, val_labels)
@@ -450,37 +453,39 @@ def train(
                     optimizer.load_state_dict(optimizer_state)
                 optimizer_state = None
             started = time.perf_counter()
-            train_loss, eps_used = _train_epoch(
-                model,
-                method,
-                optimizer,
-                train_images,
-                train_labels,
-                config.batch_size,
-                shuffle,
-                device,
-                use_bf16,
-                augmentation=augmentation,
-                seed=seed,
-                epoch=epoch,
-                memory_format=fast.memory_format,
-            )
+            with counted(work, f"train_{phase}"):
+                train_loss, eps_used = _train_epoch(
+                    model,
+                    method,
+                    optimizer,
+                    train_images,
+                    train_labels,
+                    config.batch_size,
+                    shuffle,
+                    device,
+                    use_bf16,
+                    augmentation=augmentation,
+                    seed=seed,
+                    epoch=epoch,
+                    memory_format=fast.memory_format,
+                )
             if not math.isfinite(train_loss):
                 raise FloatingPointError(
                     f"{method.name}: training loss is {train_loss} in epoch {epoch + 1}; lower training.lr "
                     "or check the inputs"
                 )
-            scores = validate(
-                model,
-                val_images,
-                val_labels,
-                adversary=method.adversary,
-                adversarial_loss=method.adversarial,
-                batch_size=config.batch_size,
-                device=device,
-                bf16=use_bf16,
-                seed=seed,
-            )
+            with counted(work, "validation"):
+                scores = validate(
+                    model,
+                    val_images,
+                    val_labels,
+                    adversary=method.adversary,
+                    adversarial_loss=method.adversarial,
+                    batch_size=config.batch_size,
+                    device=device,
+                    bf16=use_bf16,
+                    seed=seed,
+                )
             row = {
                 "epoch": epoch + 1,
                 "phase": phase,
