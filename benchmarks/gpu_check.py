@@ -47,19 +47,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 from dpaat.attacks import eval_mode, pgd  # noqa: E402
-from dpaat.augment import AugmentConfig, BatchAugmentation  # noqa: E402
+from dpaat.augment import BatchAugmentation  # noqa: E402
 from dpaat.fast_paths import adam, as_layout, fast_paths, model_to  # noqa: E402
 from dpaat.methods import METHODS, build_method  # noqa: E402
 from dpaat.models import ARCHITECTURES, build_model  # noqa: E402
 from dpaat.runtime import driver_version  # noqa: E402
-from dpaat.training import TrainConfig, _autocast, _train_epoch, train  # noqa: E402
+from dpaat.settings import ExecutionSettings, TrainingSettings, training_section  # noqa: E402
+from dpaat.training import _autocast, _train_epoch, train  # noqa: E402
 
 ARCHS = ["resnet34", "inception_v3", "densenet121", "mobilenet_v2", "shufflenet_v2_x1_0", "squeezenet1_1"]
 PAPER_METHODS = ["std", "at", "sat", "amat", "dpaat"]
-MARGELOIU = {
-    "enabled": True, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2,
-    "horizontal_flip": True, "vertical_flip": True, "affine_degrees": 10, "rotation_degrees": 50,
-}  # fmt: skip
 # The paper's grid (config/paper.yaml): 3 seeds, 10 + 50 epochs, 2160 train / 240 val images, batch 32;
 # the ablation: 4 methods x 2 CNNs x 3 seeds, 10 + 100 epochs at batch 64.
 GRID = {"seeds": 3, "epochs": 60, "n_train": 2160, "n_val": 240, "batch": 32}
@@ -99,14 +96,16 @@ SMOKE = Sizes(
 )  # fmt: skip
 
 
-def training_mapping(batch: int, steps: int, epochs: int = 1) -> dict:
-    """The paper's `training` settings (bf16, augmentation, 7-step L2 PGD) as a schema-complete mapping."""
-    return {
-        "warmup_epochs": 0, "epochs": epochs, "batch_size": batch, "lr": 3e-4, "patience": 5, "device": "auto",
-        "bf16": True, "threads": 4, "deterministic": False, "augmentation": MARGELOIU, "alpha": 0.5, "beta": 1.0,
-        "adversary": {"norm": "l2", "eps": 0.3, "steps": steps, "step_size": 0.15},
-        "amat": {"delta_eps_fraction": 0.1, "eps_max_factor": 2.0, "xi": 0.5}, "dpaat": {"eps_max_factor": 2.0},
-    }  # fmt: skip
+def training_method(name: str, batch: int, steps: int, num_samples: int, device: torch.device | str) -> object:
+    """Method `name` with the paper's settings (the schema's: augmentation, L2 PGD) at `steps` steps, bf16, ξ 0.5,
+    one epoch of `batch`, prepared for `num_samples` images on `device`."""
+    settings = TrainingSettings.from_mapping(name, {
+        "warmup_epochs": 0, "epochs": 1, "batch_size": batch, "bf16": True, "adversary": {"steps": steps},
+        "amat": {"xi": 0.5},
+    })  # fmt: skip
+    method = build_method(settings)
+    method.prepare(num_samples, device)
+    return method
 
 
 def synchronize(device: torch.device) -> None:
@@ -267,8 +266,7 @@ def training_steps(report: Report, device: torch.device, sizes: Sizes) -> dict[t
     )
     fast = fast_paths(device)
     use_bf16 = fast.bf16_training
-    mapping = training_mapping(sizes.train_batch, sizes.train_steps)
-    augmentation = BatchAugmentation(AugmentConfig.from_mapping(MARGELOIU))
+    augmentation = BatchAugmentation(training_section("augmentation"))
     seconds: dict[tuple[str, str], float] = {}
     rows = []
     for arch in sizes.archs:
@@ -281,8 +279,7 @@ def training_steps(report: Report, device: torch.device, sizes: Sizes) -> dict[t
                 continue
             torch.manual_seed(0)
             model = model_to(build_model(arch, 3), device, fast.memory_format)
-            method = build_method(name, mapping, num_samples=sizes.train_batch, xi=0.5)
-            method.prepare(sizes.train_batch, device)
+            method = training_method(name, sizes.train_batch, sizes.train_steps, sizes.train_batch, device)
             optimizer = adam(list(model.parameters()), 3e-4, fused=fast.fused_adam)
             shuffle = torch.Generator().manual_seed(0)
 
@@ -308,8 +305,7 @@ def grid_worker(spec: dict) -> None:
     """One mini-grid job (a subprocess): build its models, warm up, wait for go, train each one epoch, report."""
     device = torch.device(spec["device"])
     torch.set_num_threads(spec["threads"])
-    mapping = {**training_mapping(spec["batch"], spec["steps"]), "device": spec["device"], "threads": spec["threads"]}
-    config = TrainConfig.from_mapping(mapping)
+    execution = ExecutionSettings(threads=spec["threads"], deterministic=False)
     n, size = spec["images"], spec["size"]
     images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8)
     labels = torch.arange(n) % 3
@@ -318,17 +314,18 @@ def grid_worker(spec: dict) -> None:
     for name, arch in spec["models"]:
         torch.manual_seed(0)
         model = build_model(arch, 3)
-        jobs.append((model, build_method(name, mapping, num_samples=n, xi=0.5)))
-        # Warm-up (CUDA context, cuDNN's benchmark) on one batch of a copy, outside the timed part.
         batch = spec["batch"]
-        warm_up = build_method(name, mapping, num_samples=batch, xi=0.5)
-        train(copy.deepcopy(model), warm_up, config, images[:batch], labels[:batch], images[:batch], labels[:batch],
-              seed=1, progress=False)  # fmt: skip
+        jobs.append((model, training_method(name, batch, spec["steps"], n, device)))
+        # Warm-up (CUDA context, cuDNN's benchmark) on one batch of a copy, outside the timed part.
+        warm_up = training_method(name, batch, spec["steps"], batch, device)
+        train(copy.deepcopy(model), warm_up, images[:batch], labels[:batch], images[:batch], labels[:batch], seed=1,
+              device=device, execution=execution, progress=False)  # fmt: skip
     Path(spec["ready"]).write_text("ready")
     while not Path(spec["go"]).exists():
         time.sleep(0.02)
     for model, method in jobs:
-        train(model, method, config, images, labels, images[:val], labels[:val], seed=0, progress=False)
+        train(model, method, images, labels, images[:val], labels[:val], seed=0, device=device, execution=execution,
+              progress=False)  # fmt: skip
     synchronize(device)
     Path(spec["result"]).write_text(json.dumps({"end": time.time()}))
 
