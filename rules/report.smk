@@ -3,11 +3,11 @@ rule gradcam:
     input:
         weights=lambda w: expand(
             "results/models/{seed}/{method}/{arch}/weights.pt",
-            seed=SEEDS[0],
+            seed=PLAN.seeds[0],
             method=config["report"]["gradcam_methods"],
             arch=w.arch,
         ),
-        test=lambda w: cache_path("test", w.arch),
+        test=cache_input("test"),
     output:
         figure=report(
             "results/figures/gradcam_{arch}.png",
@@ -29,7 +29,7 @@ rule gradcam:
         runtime=job_runtime("gradcam"),
     params:
         methods=config["report"]["gradcam_methods"],
-        seed=SEEDS[0],
+        seed=PLAN.seeds[0],
         per_class=config["report"]["gradcam_images_per_class"],
     script:
         "../scripts/gradcam.py"
@@ -38,7 +38,7 @@ rule gradcam:
 rule gradcam_scores:
     """Grad-CAM localisation scores of all architectures in one table."""
     input:
-        scores=expand("results/metrics/gradcam/{arch}.parquet", arch=GRADCAM_ARCHS),
+        scores=expand("results/metrics/gradcam/{arch}.parquet", arch=PLAN.gradcam_archs),
     output:
         scores="results/metrics/gradcam.parquet",
         table_csv=report(
@@ -63,10 +63,10 @@ rule report:
     """Tables I and II and Figs. 2, 3 and the training curves from the metrics."""
     input:
         metrics="results/metrics/metrics.parquet",
-        ablation_metrics=ABLATION_METRICS,
-        predictions=model_files("results/predictions/{seed}/{method}/{arch}.parquet"),
-        histories=model_files("results/models/{seed}/{method}/{arch}/history.parquet"),
-        gradcam="results/metrics/gradcam.parquet" if GRADCAM_ARCHS else [],
+        ablation_metrics=PLAN.ablation_metrics,
+        predictions=all_models("results/predictions/{seed}/{method}/{arch}.parquet"),
+        histories=all_models("results/models/{seed}/{method}/{arch}/history.parquet"),
+        gradcam="results/metrics/gradcam.parquet" if PLAN.gradcam_archs else [],
     output:
         table1_csv=report(
             "results/tables/table1.csv",
@@ -83,7 +83,7 @@ rule report:
         table2_md="results/tables/table2.md",
         table2_tex="results/tables/table2.tex",
         confusion=report(
-            expand("results/figures/confusion_{arch}.png", arch=CONFUSION_ARCHS),
+            expand("results/figures/confusion_{arch}.png", arch=PLAN.confusion_archs),
             caption="../report/confusion.rst",
             category="Figures",
             subcategory="Fig. 2 confusion matrices",
@@ -106,14 +106,12 @@ rule report:
         "../envs/report.yaml"
     params:
         # The paper's numbers belong to HAM10000's mel, bkl and nv alone.
-        paper_numbers=config["report"]["paper_numbers"] and PAPER_DATASET,
+        paper_numbers=config["report"]["paper_numbers"] and PLAN.paper_dataset,
         attack=config["evaluation"]["confusion_attack"],
-        confusion_archs=CONFUSION_ARCHS,
-        confusion_methods=[
-            m for m in METHODS if m not in ABLATION_METHODS | set(BASELINES)
-        ],
-        ablation_archs=ABLATION_ARCHS,
-        attacks=list(ATTACKS),
+        confusion_archs=PLAN.confusion_archs,
+        confusion_methods=PLAN.confusion_methods(),
+        ablation_archs=PLAN.ablation_archs,
+        attacks=list(PLAN.attacks),
         resamples=config["report"]["bootstrap_resamples"],
         seed=config["report"]["bootstrap_seed"],
     script:
@@ -124,7 +122,7 @@ rule baselines:
     """The paper's five methods and the baselines TRADES and MART side by side, with intervals."""
     input:
         metrics="results/metrics/metrics.parquet",
-        predictions=model_files("results/predictions/{seed}/{method}/{arch}.parquet"),
+        predictions=all_models("results/predictions/{seed}/{method}/{arch}.parquet"),
     output:
         table_csv=report(
             "results/tables/baselines.csv",
@@ -138,7 +136,7 @@ rule baselines:
     conda:
         "../envs/report.yaml"
     params:
-        attacks=list(ATTACKS),
+        attacks=list(PLAN.attacks),
         resamples=config["report"]["bootstrap_resamples"],
         seed=config["report"]["bootstrap_seed"],
     script:

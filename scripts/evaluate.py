@@ -9,16 +9,16 @@ from dpaat.data import load_cache
 from dpaat.evaluation import attack_specs, evaluate_model, metrics_rows, predictions_frame, write_predictions
 from dpaat.fast_paths import evaluation_batch_size
 from dpaat.metrics import write_metrics
-from dpaat.runtime import job_device, set_cudnn_benchmark, set_threads, setup_logging
+from dpaat.runtime import evaluation_device, setup_logging
+from dpaat.settings import ExecutionSettings
 from dpaat.trained import load_trained
 
 log = setup_logging(snakemake.log[0])
-set_threads(snakemake.threads)
-device = job_device(snakemake.config["training"]["device"], snakemake.config["gpu"])
-set_cudnn_benchmark(snakemake.config["training"]["deterministic"])
+execution = ExecutionSettings.from_config(snakemake.config, threads=snakemake.threads)
+device = evaluation_device(execution)
 w = snakemake.wildcards
-# Execution settings, like the device: a GPU takes larger batches (Square syncs with the host once per batch and query).
-batch_size = evaluation_batch_size(device, snakemake.params.batch_size, snakemake.config["evaluation"]["gpu_batch_size"])
+# An execution setting, like the device: a GPU takes larger batches (Square syncs with the host once per batch and query).
+batch_size = evaluation_batch_size(device, snakemake.params.batch_size, execution.gpu_batch_size)
 
 trained = load_trained(snakemake.input.weights, device)
 test = load_cache(snakemake.input.test)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from dpaat.gpu_slots import GpuSlot, claim_slot, default_slot_dir
+from dpaat.settings import ExecutionSettings
 
 if TYPE_CHECKING:  # imported where used: the report jobs only log
     import torch
@@ -205,3 +206,11 @@ def set_cudnn_benchmark(deterministic: bool) -> None:
     import torch
 
     torch.backends.cudnn.benchmark = not deterministic
+
+
+def evaluation_device(execution: ExecutionSettings) -> torch.device:
+    """An evaluate or Grad-CAM job's start: its threads, its device (`job_device`) and cuDNN's kernel choice."""
+    set_threads(execution.threads)
+    device = job_device(execution.device, execution.gpu)
+    set_cudnn_benchmark(execution.deterministic)
+    return device
