@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from dpaat.attack_kinds import DEFAULT_NORM, DEFAULT_STEPS
+from dpaat.attack_kinds import KINDS
 
 # Every check, in report order, with the property it verifies (a failed check is a flag).
 CHECKS: dict[str, str] = {
@@ -181,11 +181,11 @@ def sanity_checks(
     # More steps: every L2 PGD run from the clean image at the training eps, by number of steps.
     same_eps = {**test_attacks, **plan.attacks}
     runs = sorted(
-        (int(cfg.get("steps") or DEFAULT_STEPS["pgd"]), name)
+        (int(cfg.get("steps") or KINDS["pgd"].steps), name)
         for name, cfg in same_eps.items()
         if cfg.get("kind") == "pgd"
         and not cfg.get("restarts")
-        and (cfg.get("norm") or DEFAULT_NORM["pgd"]) == "l2"
+        and (cfg.get("norm") or KINDS["pgd"].norm) == "l2"
         and math.isclose(float(cfg["eps"]), plan.training_eps)
         and name in accuracy
     )
