@@ -6,7 +6,8 @@ from dpaat.cpu_kernels import pin_cpu_kernels
 pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
 
 from dpaat.data import load_cache
-from dpaat.evaluation import attack_specs, evaluate_model, metrics_rows, predictions_frame, write_predictions
+from dpaat.evaluation import attack_specs, evaluate_model, metrics_rows, predictions_frame
+from dpaat.predictions import write_predictions
 from dpaat.fast_paths import evaluation_batch_size
 from dpaat.metrics import write_metrics
 from dpaat.runtime import evaluation_device, setup_logging

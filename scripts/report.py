@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dpaat.claims import Predictions
+from dpaat.predictions import Predictions
 from dpaat.figures import ablation_figure, confusion_figure, training_curves_figure
 from dpaat.metrics import read_metrics
 from dpaat.report import OUT_KEYS, prediction_intervals, write_tables

@@ -396,6 +396,6 @@ def test_every_schema_kind_has_its_registry_entry_and_its_perturbation():
     from dpaat.attack_kinds import KINDS
     from dpaat.attacks import PERTURB
 
-    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/schema/config.schema.yaml").read_text())
+    schema = yaml.safe_load((REPO / "config/schema/config.schema.yaml").read_text())
     kinds = schema["properties"]["attacks"]["items"]["properties"]["kind"]["enum"]
     assert set(kinds) == set(KINDS) == set(PERTURB)

@@ -284,7 +284,9 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, name):
 def test_the_baseline_claims_are_marked_ours_and_tested_like_the_papers():
     from test_claims import N, _correct, _predictions
 
-    from dpaat.claims import Predictions, evaluate_claims, load_claims
+    from dpaat.claims import load_claims
+    from dpaat.predictions import Predictions
+    from dpaat.verdicts import evaluate_claims
 
     ours = [c for c in load_claims() if c.origin == "ours"]
     rng = np.random.default_rng(0)
