@@ -226,8 +226,8 @@ def test_schema_keys_reach_the_methods_and_their_run_record():
     assert trades.describe()["beta"] == 1.5 and mart.describe()["lambda"] == 2.0
     assert trades.describe()["start_std"] == mart.describe()["start_std"] == 0.001
     # The schema's defaults: the authors' β (CIFAR-10 setting) and λ.
-    assert build_method("trades", training_mapping()).settings.trades.beta == 6.0
-    assert build_method("mart", training_mapping()).settings.mart.lam == 6.0
+    assert build_method("trades", training_mapping()).settings.trades.weight == 6.0
+    assert build_method("mart", training_mapping()).settings.mart.weight == 6.0
     with pytest.raises(ValueError, match="trades.beta"):
         build_method("trades", training_mapping(trades={"beta": -1.0}))
 

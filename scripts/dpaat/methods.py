@@ -471,7 +471,7 @@ class TRADES(TrainingMethod):
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Stats]:
         """Attack the KL term, then CE on x plus β times the batch-mean KL on the attack."""
         x_adv = self.adversarial_examples(model, x, y)
-        return trades_loss(model(x), model(x_adv), y, self.settings.trades.beta), {}
+        return trades_loss(model(x), model(x_adv), y, self.settings.trades.weight), {}
 
     def describe(self) -> dict[str, Any]:
         """Adds β and the start."""
@@ -480,7 +480,7 @@ class TRADES(TrainingMethod):
             **super().describe(),
             "random_start": False,
             "start_std": REFERENCE_START_STD,
-            "beta": self.settings.trades.beta,
+            "beta": self.settings.trades.weight,
         }
 
 
@@ -496,7 +496,7 @@ class MART(TrainingMethod):
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Stats]:
         """Attack the CE, then MART's misclassification-aware loss."""
         x_adv = self.adversary.attack(model, x, y, start_std=REFERENCE_START_STD)
-        return mart_loss(model(x), model(x_adv), y, self.settings.mart.lam), {}
+        return mart_loss(model(x), model(x_adv), y, self.settings.mart.weight), {}
 
     def describe(self) -> dict[str, Any]:
         """Adds λ and the start."""
@@ -504,7 +504,7 @@ class MART(TrainingMethod):
             **super().describe(),
             "random_start": False,
             "start_std": REFERENCE_START_STD,
-            "lambda": self.settings.mart.lam,
+            "lambda": self.settings.mart.weight,
         }
 
 

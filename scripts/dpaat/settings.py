@@ -26,13 +26,14 @@ so tests, benchmarks and `kernel_reference` state only what they change.
 from __future__ import annotations
 
 import copy
+import math
 import functools
 import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 import yaml
 
@@ -193,38 +194,37 @@ class DpaatSettings:
 
 
 @dataclass(frozen=True)
-class TradesSettings:
-    """`training.trades`: β of TRADES' KL term."""
+class LossWeight:
+    """A baseline's one loss weight (`training.<section>.<key>`): a finite number >= 0."""
 
-    beta: float
+    weight: float
+    SECTION: ClassVar[str]
+    KEY: ClassVar[str]
 
-    @classmethod
-    def from_mapping(cls, m: Mapping[str, Any]) -> TradesSettings:
-        """Typed from the schema-filled mapping."""
-        return cls(_non_negative("trades.beta", m["beta"]))
-
-
-@dataclass(frozen=True)
-class MartSettings:
-    """`training.mart`: λ of MART's KL term (`lambda` in the config)."""
-
-    lam: float
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise ValueError(f"training.{self.SECTION}.{self.KEY} must be a finite number >= 0, got {self.weight}")
 
     @classmethod
-    def from_mapping(cls, m: Mapping[str, Any]) -> MartSettings:
+    def from_mapping(cls, m: Mapping[str, Any]) -> LossWeight:
         """Typed from the schema-filled mapping."""
-        return cls(_non_negative("mart.lambda", m["lambda"]))
+        return cls(float(m[cls.KEY]))
 
     def as_mapping(self) -> dict[str, Any]:
         """The config's spelling."""
-        return {"lambda": self.lam}
+        return {self.KEY: self.weight}
 
 
-def _non_negative(key: str, value: Any) -> float:
-    value = float(value)
-    if not (value == value and value != float("inf") and value >= 0):
-        raise ValueError(f"training.{key} must be a finite number >= 0, got {value}")
-    return value
+class TradesSettings(LossWeight):
+    """`training.trades.beta`: β of TRADES' KL term."""
+
+    SECTION, KEY = "trades", "beta"
+
+
+class MartSettings(LossWeight):
+    """`training.mart.lambda`: λ of MART's KL term."""
+
+    SECTION, KEY = "mart", "lambda"
 
 
 _SECTIONS = {
@@ -344,7 +344,7 @@ def training_section(key: str, **overrides: Any) -> Any:
 
 def _spelled(key: str, value: Any) -> Any:
     """A setting as the config spells it (sections as plain mappings)."""
-    if isinstance(value, MartSettings):
+    if isinstance(value, LossWeight):
         return value.as_mapping()
     return asdict(value) if key in _SECTIONS else value
 
