@@ -10,7 +10,8 @@ import yaml
 from snakemake.utils import validate
 
 from dpaat.plan import ABLATION_METHODS, Plan, model_files
-from dpaat.settings import METHOD_READS, SCHEDULE_KEYS
+from dpaat.method_kinds import METHOD_KINDS
+from dpaat.settings import SCHEDULE_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,7 +79,7 @@ def test_every_plan_time_error_names_the_problem(change, message):
 
 def _params(cfg: dict) -> dict[str, dict]:
     plan = Plan(cfg)
-    return {method: plan.training_params(method) for method in METHOD_READS}
+    return {method: plan.training_params(method) for method in METHOD_KINDS}
 
 
 @pytest.mark.parametrize(
@@ -92,8 +93,8 @@ def test_execution_and_plan_settings_change_no_train_params(training):
 @pytest.mark.parametrize(
     ("training", "affected"),
     [
-        ({"bf16": True}, set(METHOD_READS)),  # a result setting: another precision is another model
-        ({"lr": 0.001}, set(METHOD_READS)),
+        ({"bf16": True}, set(METHOD_KINDS)),  # a result setting: another precision is another model
+        ({"lr": 0.001}, set(METHOD_KINDS)),
         ({"alpha": 0.3}, {"sat", "dpaat", "d_a", "d_b"}),
         ({"beta": 2.0}, {"dpaat", "d_b"}),
         ({"amat": {"delta_eps_fraction": 0.2, "eps_max_factor": 2.0, "xi": None}}, {"amat"}),
@@ -104,12 +105,12 @@ def test_execution_and_plan_settings_change_no_train_params(training):
 )
 def test_a_result_setting_changes_the_params_of_exactly_the_methods_that_read_it(training, affected):
     before, after = _params(config()), _params(config(training=training))
-    assert {method for method in METHOD_READS if before[method] != after[method]} == affected
+    assert {method for method in METHOD_KINDS if before[method] != after[method]} == affected
 
 
 def test_train_params_are_the_schedule_and_the_methods_own_keys(default):
-    for method, reads in METHOD_READS.items():
-        assert set(default.training_params(method)) == set(SCHEDULE_KEYS) | set(reads)
+    for method, kind in METHOD_KINDS.items():
+        assert set(default.training_params(method)) == set(SCHEDULE_KEYS) | set(kind.reads)
 
 
 def test_amat_waits_for_the_std_model_only_when_xi_is_not_fixed(default):

@@ -7,10 +7,10 @@ import pytest
 import torch
 import yaml
 
+from dpaat.method_kinds import METHOD_KINDS
 from dpaat.methods import METHODS, build_method
 from dpaat.settings import (
     EXECUTION_KEYS,
-    METHOD_READS,
     PLAN_KEYS,
     SCHEDULE_KEYS,
     SCHEMA,
@@ -33,7 +33,7 @@ CHANGED = {
 
 
 def test_every_training_key_is_exactly_one_kind_of_setting():
-    method_keys = {key for keys in METHOD_READS.values() for key in keys}
+    method_keys = {key for kind in METHOD_KINDS.values() for key in kind.reads}
     kinds = [set(SCHEDULE_KEYS), method_keys, set(EXECUTION_KEYS), set(PLAN_KEYS)]
     assert set().union(*kinds) == TRAINING_KEYS
     assert sum(len(kind) for kind in kinds) == len(TRAINING_KEYS)
@@ -41,14 +41,14 @@ def test_every_training_key_is_exactly_one_kind_of_setting():
 
 
 def test_every_method_has_its_settings_line_and_class():
-    assert set(METHOD_READS) == set(METHODS)
+    assert set(METHOD_KINDS) == set(METHODS)
 
 
 def test_params_round_trip_and_hold_only_what_the_method_reads():
     for method in METHODS:
         settings = TrainingSettings.from_mapping(method, {"epochs": 3, **CHANGED})
         params = settings.params()
-        assert set(params) == set(SCHEDULE_KEYS) | set(METHOD_READS[method])
+        assert set(params) == set(SCHEDULE_KEYS) | set(METHOD_KINDS[method].reads)
         assert TrainingSettings.from_mapping(method, params).params() == params
         yaml.safe_dump(params)  # plain data: Snakemake compares params as text
 
@@ -77,7 +77,7 @@ def _loss(settings: TrainingSettings, batch) -> tuple[float, dict]:
     return float(loss.detach()), method.describe()
 
 
-@pytest.mark.parametrize("method", sorted(METHOD_READS))
+@pytest.mark.parametrize("method", sorted(METHOD_KINDS))
 def test_a_method_computes_with_exactly_the_settings_it_reads(method, batch):
     """What a method does not read leaves its loss and details alone (so its job need not rerun);
     what it reads changes them (so its job must)."""
@@ -85,7 +85,7 @@ def test_a_method_computes_with_exactly_the_settings_it_reads(method, batch):
     reference = _loss(base, batch)
     for key, value in CHANGED.items():
         changed = base.with_updates(**{key: value})
-        if key in METHOD_READS[method]:
+        if key in METHOD_KINDS[method].reads:
             assert changed.params() != base.params(), key
             assert _loss(changed, batch) != reference, key
         else:

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dpaat.attacks import Objective, eval_mode, pgd, summed_cross_entropy
-from dpaat.settings import METHOD_READS, AdversarySettings, TrainingSettings
+from dpaat.method_kinds import METHOD_KINDS
+from dpaat.settings import AdversarySettings, TrainingSettings
 
 Norm = Literal["l2", "linf"]
 
@@ -194,8 +195,8 @@ METHODS: dict[str, type[TrainingMethod]] = {}
 class TrainingMethod:
     """A training objective over one mini-batch; stateful methods also keep state across epochs.
 
-    A subclass with a `name` registers itself in `METHODS`; `dpaat.settings.METHOD_READS`
-    says which settings it reads.
+    A subclass with a `name` registers itself in `METHODS`; its `dpaat.method_kinds` entry
+    says which settings it reads and what an epoch costs.
     """
 
     name: ClassVar[str]
@@ -205,8 +206,8 @@ class TrainingMethod:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
-            if cls.name not in METHOD_READS:
-                raise TypeError(f"method {cls.name!r} needs its line in dpaat.settings.METHOD_READS")
+            if cls.name not in METHOD_KINDS:
+                raise TypeError(f"method {cls.name!r} needs its entry in dpaat.method_kinds.METHOD_KINDS")
             METHODS[cls.name] = cls
 
     def __init__(self, settings: TrainingSettings) -> None:

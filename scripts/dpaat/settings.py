@@ -7,8 +7,8 @@ Two kinds, kept apart by construction:
   and the checkpoint fingerprint hashes exactly that mapping, so changing one reruns the
   jobs it affects and a rerun never resumes a checkpoint trained under other settings.
   Each method reads the shared schedule (epochs, batch, lr, patience, adversary,
-  augmentation, bf16) and only its own keys (`METHOD_READS`): changing AMAT's Δε reruns
-  AMAT alone. `bf16` belongs here: bf16 autocast changes the numbers a job computes
+  augmentation, bf16) and only its own keys: changing AMAT's Δε reruns
+  AMAT alone (`dpaat.method_kinds`). `bf16` belongs here: bf16 autocast changes the numbers a job computes
   (on CUDA, and wherever autocast runs), so a job trained in one precision must never
   resume a checkpoint from the other.
 - **Execution settings** (`ExecutionSettings`): where and how fast a job runs (device,
@@ -37,21 +37,10 @@ from typing import Any, ClassVar, Literal, Mapping
 
 import yaml
 
+from dpaat.method_kinds import METHOD_KINDS
+
 SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema" / "config.schema.yaml"
 
-# Which keys of `training` each method reads besides the schedule every method shares.
-# Adding a method: one line here, its class in dpaat.methods, its name in the schema's enum.
-METHOD_READS: Mapping[str, tuple[str, ...]] = {
-    "std": (),
-    "at": (),
-    "sat": ("alpha",),
-    "amat": ("amat",),
-    "dpaat": ("alpha", "beta", "synchronization", "dpaat"),
-    "d_a": ("alpha", "dpaat"),  # DPAAT with β = 0: no L_syn, so neither β nor its form matters
-    "d_b": ("alpha", "beta", "synchronization"),
-    "trades": ("trades",),
-    "mart": ("mart",),
-}
 # What every training job reads.
 SCHEDULE_KEYS = ("warmup_epochs", "epochs", "batch_size", "lr", "patience", "adversary", "augmentation", "bf16")
 # Keys of `training` that are not result settings: the plan's list of methods, and execution settings.
@@ -264,8 +253,8 @@ class TrainingSettings:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.method not in METHOD_READS:
-            problems.append(f"unknown method {self.method!r}; choose one of {sorted(METHOD_READS)}")
+        if self.method not in METHOD_KINDS:
+            problems.append(f"unknown method {self.method!r}; choose one of {sorted(METHOD_KINDS)}")
         if self.warmup_epochs < 0:
             problems.append(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         for key in ("epochs", "batch_size", "patience"):
@@ -310,7 +299,7 @@ class TrainingSettings:
 
     def reads(self) -> tuple[str, ...]:
         """The `training` keys this method's result depends on."""
-        return SCHEDULE_KEYS + METHOD_READS[self.method]
+        return SCHEDULE_KEYS + METHOD_KINDS[self.method].reads
 
     def params(self) -> dict[str, Any]:
         """The train job's params: the keys this method reads, in the config's spelling.
