@@ -27,7 +27,8 @@ settings = TrainingSettings.from_mapping(w.method, snakemake.params.training)
 execution = ExecutionSettings.from_config(snakemake.config, threads=snakemake.threads)
 device = job_device(execution.device, execution.gpu)
 train_split, val_split = load_cache(snakemake.input.train), load_cache(snakemake.input.val)
-xi = reference_xi(snakemake.input.reference, val_split, settings.batch_size, device) if snakemake.input.reference else None
+# AMAT's ξ from the STD model, when training.amat.xi does not fix it (the plan then gives its weights as input).
+xi = reference_xi(snakemake.input.reference[0], val_split, settings.batch_size, device) if snakemake.input.reference else None
 settings = settings.with_amat_xi(xi)
 
 torch.manual_seed(seed)
