@@ -1,12 +1,9 @@
 """Snakemake glue over the plan (dpaat.plan): wildcard constraints, input functions and job resources."""
 
-import sys
-from pathlib import Path
-
-# The library's torch-free plan runs in snakemake itself.
-sys.path.insert(0, str(Path(workflow.basedir).parent / "scripts"))
-from dpaat.front_page import front_page
-from dpaat.plan import SPLITS, WEIGHTS_RECORD, Plan, model_files
+# The library's torch-free plan runs in snakemake itself (the Snakefile put scripts/ on the path).
+from dpaat.front_page import front_page, readable_param, shown
+from dpaat.paper_results import arch_label
+from dpaat.plan import HTML_TABLES, SPLITS, WEIGHTS_RECORD, Plan, model_files
 
 PLAN = Plan(config)
 ABLATION = PLAN.ablation
@@ -88,3 +85,8 @@ def gpu_count(wildcards):
 def all_models(pattern):
     """`pattern` filled with every trained model's seed, method and arch."""
     return model_files(pattern, PLAN.models)
+
+
+def figure_labels(figure):
+    """Report labels of a per-CNN figure: the figure and the CNN's name, in place of its path."""
+    return lambda wildcards: {"Figure": figure, "CNN": arch_label(wildcards.arch)}

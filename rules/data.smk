@@ -46,11 +46,7 @@ rule split:
         index=rules.index.output.index,
     output:
         splits="results/data/splits.parquet",
-        counts_csv=report(
-            "results/tables/split_counts.csv",
-            caption="../report/split_counts.rst",
-            category="Tables",
-        ),
+        counts_csv="results/tables/split_counts.csv",
         counts_md="results/tables/split_counts.md",
     log:
         "results/logs/data/split.log",

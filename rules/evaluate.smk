@@ -33,11 +33,8 @@ rule aggregate:
     input:
         metrics=all_models("results/metrics/models/{seed}/{method}/{arch}.parquet"),
     output:
-        metrics=report(
-            "results/metrics/metrics.parquet",
-            caption="../report/metrics.rst",
-            category="Metrics",
-        ),
+        # Not in the HTML report (a browser cannot show Parquet): its tables and figures are.
+        metrics="results/metrics/metrics.parquet",
     log:
         "results/logs/aggregate.log",
     conda:

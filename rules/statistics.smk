@@ -11,17 +11,9 @@ rule claims:
             ABLATION.models,
         ),
     output:
-        claims_csv=report(
-            "results/tables/claims.csv",
-            caption="../report/claims.rst",
-            category="Claims",
-        ),
+        claims_csv="results/tables/claims.csv",
         claims_md="results/tables/claims.md",
-        comparisons_csv=report(
-            "results/tables/comparisons.csv",
-            caption="../report/comparisons.rst",
-            category="Claims",
-        ),
+        comparisons_csv="results/tables/comparisons.csv",
         comparisons_md="results/tables/comparisons.md",
     log:
         "results/logs/claims.log",
@@ -30,7 +22,7 @@ rule claims:
     conda:
         "../envs/report.yaml"
     params:
-        attacks=list(PLAN.attacks),
+        attacks=readable_param(list(PLAN.attacks)),
         resamples=config["report"]["bootstrap_resamples"],
         permutations=config["report"]["permutation_resamples"],
         seed=config["report"]["bootstrap_seed"],
@@ -46,24 +38,21 @@ rule sanity:
         metrics="results/metrics/metrics.parquet",
     output:
         sanity="results/metrics/sanity.parquet",
-        table_csv=report(
-            "results/tables/sanity.csv",
-            caption="../report/sanity.rst",
-            category="Sanity checks",
-        ),
+        table_csv="results/tables/sanity.csv",
         table_md="results/tables/sanity.md",
         curves=report(
             "results/figures/robustness_curves.png",
             caption="../report/robustness_curves.rst",
             category="Sanity checks",
+            labels={"Figure": "Robust accuracy against the attack budget"},
         ),
     log:
         "results/logs/sanity.log",
     conda:
         "../envs/report.yaml"
     params:
-        sanity=config["sanity"],
-        adversary=config["training"]["adversary"],
-        attacks=PLAN.attacks,
+        sanity=shown(config["sanity"]),
+        adversary=shown(config["training"]["adversary"]),
+        attacks=shown(PLAN.attacks),
     script:
         "../scripts/sanity.py"

@@ -10,6 +10,7 @@ import pandas as pd
 from dpaat.data import load_cache
 from dpaat.gradcam import cam_mask_scores, compute_cams, gradcam_panel, select_correct
 from dpaat.io import write_parquet
+from dpaat.paper_results import arch_label
 from dpaat.predict import as_float_images
 from dpaat.runtime import evaluation_device, setup_logging
 from dpaat.settings import ExecutionSettings
@@ -37,7 +38,7 @@ cams = {
     for method, trained in models.items()
 }
 masks = None if test.masks is None else test.masks[picked]
-gradcam_panel(images[picked], cams, test.labels[picked], test.classes, snakemake.output.figure, masks=masks, title=f"Grad-CAM, {arch}")
+gradcam_panel(images[picked], cams, test.labels[picked], test.classes, snakemake.output.figure, masks=masks, title=f"Grad-CAM, {arch_label(arch)}")
 
 scores = []
 if masks is not None:

@@ -1,4 +1,4 @@
-"""Stage script: Tables I and II, Figs. 2 and 3 and the training curves from the metrics."""
+"""Stage script: Tables I and II, Fig. 3 and the training curves from the metrics."""
 
 from dpaat.cpu_kernels import pin_cpu_kernels
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from dpaat.figures import ablation_figure, training_curves_figure
 from dpaat.predictions import Predictions
-from dpaat.figures import ablation_figure, confusion_figure, training_curves_figure
 from dpaat.metrics import read_metrics
 from dpaat.report import OUT_KEYS, prediction_intervals, write_tables
 from dpaat.runtime import setup_logging
@@ -29,8 +29,6 @@ write_tables(
         Predictions.read(snakemake.input.predictions), n_resamples=snakemake.params.resamples, seed=snakemake.params.seed
     ),
 )
-for arch, path in zip(snakemake.params.confusion_archs, snakemake.output.confusion):
-    confusion_figure(metrics, arch, snakemake.params.confusion_methods, attack, path)
 # Fig. 3 from the ablation's own models when it has its own schedule, else from the main ones.
 ablation_metrics = read_metrics(snakemake.input.ablation_metrics)
 ablation_figure(ablation_metrics, snakemake.params.ablation_archs, attack, snakemake.output.ablation)

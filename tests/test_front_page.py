@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from docutils.core import publish_parts
 from jinja2 import Environment
 from snakemake.utils import validate
 
-from dpaat.front_page import attack_label, eps_label, front_page
+from dpaat.front_page import attack_label, eps_label, front_page, readable_param, shown
 from dpaat.io import write_parquet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,3 +95,49 @@ def test_front_page_names_the_other_datasets_in_words(tmp_path):
     folder = {**paper, "data": {**paper["data"], "source": "imagefolder", "classes": ["normal", "pneumonia"]}}
     assert front_page(medmnist, tmp_path / "none.parquet")["data"].startswith("MedMNIST's pathmnist at 224 px, ")
     assert front_page(folder, tmp_path / "none.parquet")["data"].startswith("an ImageFolder tree, one folder per class")
+
+
+def test_front_page_summarises_verdicts_sanity_and_the_runs_size(tmp_path):
+    splits = tmp_path / "splits.parquet"
+    write_parquet(pd.DataFrame({"image_id": ["a"]}), splits, metadata={"dpaat": {"counts": COUNTS}})
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    verdicts = ["supported", "inconclusive", "inconclusive", "not tested", "contradicted"]
+    pd.DataFrame({"id": list("abcde"), "verdict": verdicts}).to_csv(tables / "claims.csv", index=False)
+    sanity = pd.DataFrame(
+        {"seed": 0, "method": ["at", "at", "std", "std"], "arch": "mobilenet_v2",
+         "check": ["l2_reaches_chance", "ifgsm_not_weaker"] * 2, "passed": [True, False, True, True]}
+    )  # fmt: skip
+    sanity.to_csv(tables / "sanity.csv", index=False)
+    page = front_page(config("config.yaml"), splits, tables)
+    assert page["verdicts"] == "1 supported, 1 contradicted, 2 inconclusive and 1 not tested, of 5 claims"
+    assert page["sanity"] == "1 flag in 4 checks of 2 models (ifgsm_not_weaker 1×)"
+    # The default's size, from its config and achieved split.
+    assert page["caveats"] == (
+        "synthetic images, not patients' lesions; 32 px images; at most 6 epochs (early stopping may end sooner); "
+        "2 CNNs; 1 seed; 60 test images"
+    )
+    assert "blank" in page["paper_columns"] and "MobileNetV2 and ShuffleNetV2" in page["paper_columns"]
+    html = render({**config("config.yaml"), "report_front_page": page})
+    assert "1 supported, 1 contradicted" in html and "60 test images" in html
+
+
+def test_the_paper_config_shows_the_paper_columns_of_its_complete_groups(tmp_path):
+    page = front_page(config("paper.yaml"), tmp_path / "none.parquet", tmp_path)
+    assert page["paper_columns"].startswith("The paper's values appear beside ours for the complete groups")
+    assert "synthetic" not in page["caveats"] and "3 seeds" in page["caveats"]
+    assert page["verdicts"].startswith("the claims' verdicts appear once")
+
+
+def test_shown_params_read_as_words_and_keep_their_repr():
+    value = {"eps_multiples": [0.5, 1], "adversary": {"norm": "l2", "eps": 0.15}, "name": "pgd"}
+    readable = shown(value)
+    assert readable == value and repr(readable) == repr(value)  # Snakemake's params check reruns nothing
+    assert str(readable) == "eps_multiples: 0.5, 1; adversary: (norm: l2; eps: 0.15); name: pgd"
+    assert str(shown(["mobilenet_v2", "resnet34"])) == "mobilenet_v2, resnet34"
+    assert pickle.loads(pickle.dumps(readable)) == value  # a stage script unpickles its params
+
+
+def test_a_readable_list_param_is_a_function_so_snakemake_keeps_its_type():
+    param = readable_param(["fgsm", "pgd20"])
+    assert callable(param) and str(param(None)) == "fgsm, pgd20" and param(None) == ["fgsm", "pgd20"]

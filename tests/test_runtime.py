@@ -37,15 +37,24 @@ def test_cuda_visible_devices_that_hide_every_gpu_mean_the_cpu(no_driver, hidden
     assert runtime.select_device("auto", environ={"CUDA_VISIBLE_DEVICES": hidden}) == torch.device("cpu")
 
 
-@pytest.mark.parametrize(("name", "environ"), [("auto", {"CUDA_VISIBLE_DEVICES": "0"}), ("cuda", {})])
-def test_a_gpu_torch_cannot_use_is_one_error_naming_torch_driver_and_fix(no_driver, name, environ):
+@pytest.mark.parametrize("name", ["auto", "cuda"])
+def test_a_gpu_torch_cannot_use_is_one_error_naming_torch_driver_and_fix(no_driver, name):
     with pytest.raises(RuntimeError) as error:
-        runtime.select_device(name, environ=environ)
+        runtime.select_device(name, environ={"CUDA_VISIBLE_DEVICES": "0"})
     message = str(error.value)
     assert f"torch {torch.__version__}" in message and "torch.cuda.is_available() is False" in message
-    assert ("CUDA_VISIBLE_DEVICES=0" in message) == (name == "auto")
+    assert "CUDA_VISIBLE_DEVICES=0" in message
     assert "version unreadable" in message and "make torch-cuda TORCH_CUDA=" in message
     assert "training.device: cpu" in message
+
+
+def test_cuda_on_a_machine_without_any_gpu_says_so_first_then_the_choices(no_driver):
+    with pytest.raises(RuntimeError) as error:
+        runtime.select_device("cuda", environ={})
+    message = str(error.value)
+    assert message.startswith("training.device is 'cuda' but this machine has no GPU")
+    assert "install the" not in message.split("Choices:")[0]  # the CUDA build is a choice, not the lead
+    assert "training.device: auto" in message and "cpu" in message.split("Choices:")[1]
 
 
 def test_a_driver_listing_gpus_is_evidence_and_its_version_is_named(no_driver, tmp_path, monkeypatch):
@@ -69,7 +78,7 @@ root = Path(sys.argv[1])
 snakemake = types.SimpleNamespace(
     log=[str(root / "logs" / "train.log")],
     wildcards=types.SimpleNamespace(seed="0", method="std", arch="mobilenet_v2"),
-    config={"training": {"device": "auto"}, "gpu": {"slot_dir": str(root / "slots"), "jobs_per_device": 1},
+    config={"training": {"device": sys.argv[3] if len(sys.argv) > 3 else "auto"}, "gpu": {"slot_dir": str(root / "slots"), "jobs_per_device": 1},
             "reproducible_cpu_kernels": True},  # read first by the stage scripts on main (issue 18)
     params=types.SimpleNamespace(training={}, pretrained=False, checkpoint=str(root / "checkpoint.pt")),
     input=types.SimpleNamespace(train=str(root / "missing_train.pt"), val=str(root / "missing_val.pt"), reference=[]),
@@ -93,6 +102,20 @@ def test_a_model_job_told_of_a_gpu_torch_cannot_see_stops_at_once_and_writes_not
     # It stopped before reading its (missing) inputs: the log is all it wrote.
     assert "missing_train" not in run.stderr and "FileNotFoundError" not in run.stderr
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["logs", "logs/train.log"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or runtime.gpu_evidence() is not None, reason="needs a machine without a GPU")
+def test_the_first_job_under_device_cuda_without_a_gpu_stops_in_a_few_lines(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env |= {"PYTHONPATH": str(SCRIPTS), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", TRAIN_JOB, str(tmp_path), str(SCRIPTS / "train.py"), "cuda"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert run.returncode != 0
+    message = run.stderr[run.stderr.index("DeviceError"):]
+    assert message.startswith("DeviceError: training.device is 'cuda' but this machine has no GPU")
+    assert len(message.strip().splitlines()) <= 15 and "training.device: auto" in message
 
 
 def test_cublas_workspace_is_set_when_a_job_picks_its_device(monkeypatch, tmp_path):

@@ -78,7 +78,7 @@ def test_tiny_run_writes_every_target(tiny_run):
     assert len(predictions) == len(attacks) * 3 * 6
     assert not (results / "attacks").exists()
     for table in ("table1", "table2"):
-        for ext in ("csv", "md", "tex"):
+        for ext in ("csv", "md", "tex", "html"):
             assert (results / f"tables/{table}.{ext}").stat().st_size > 0
     assert "DPAAT" in (results / "tables/table1.md").read_text()
     # Intervals in every cell; Table I lists the configured test attacks only.
@@ -179,9 +179,15 @@ def test_html_report(tiny_run):
     run = snakemake(workdir, "--configfile", "tests/configs/tiny.yaml", "--report", "results/report.html")
     assert run.returncode == 0, run.stderr[-3000:]
     html = (workdir / "results/report.html").read_text(errors="replace")
-    assert "ablation.png" in html and "table1.csv" in html and "claims.csv" in html
+    # Tables as HTML pages the report shows inline, not CSVs it can only download; no Parquet in it.
+    assert "ablation.png" in html and "table1.html" in html and "claims.html" in html
     # The front page in words, with the split the run achieved (tests/test_front_page.py checks it has no repr).
     assert "STD, AT, AMAT, DPAAT, TRADES and MART" in html and "achieved split: train" in html
+    assert "Results in brief" in html and "claims" in html and "test images" in html
+    # Job parameters read as words, not Python lists.
+    assert "attacks=fgsm, pgd3" in html and "attacks=['fgsm'" not in html
+    # Fig. 2 per CNN, with its own caption.
+    assert "Fig. 2, MobileNetV2" in html
 
 
 def test_lint_is_silent():

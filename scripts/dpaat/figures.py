@@ -141,7 +141,10 @@ def ablation_figure(metrics_df: pd.DataFrame, archs: Sequence[str], attack: str,
         ax.set_xlabel("training method")
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(0, 105)
-        ax.legend(loc="lower right", fontsize=8, title=None)
+        handles, labels = ax.get_legend_handles_labels()
+        ax.get_legend().remove()
+    # One legend under the panels: inside a panel it covers a bar.
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, frameon=False)
     seeds = f"mean ± std over {metrics_df['seed'].nunique()} seeds" if multi_seed else "one seed"
     fig.suptitle(f"Ablation: dynamic adaptation (A) and synchronisation (B) ({seeds})")
     save_figure(fig, path)

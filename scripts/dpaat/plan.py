@@ -39,6 +39,18 @@ WEIGHTS_RECORD = "results/weights/imagenet.json"
 MODEL_PATTERN = "results/models/{seed}/{method}/{arch}"
 
 Model = tuple[str, str, str]  # seed, method, arch
+# The tables the HTML report shows inline, from their Markdown (the report's viewer only downloads
+# a CSV): name -> (caption file in report/, category, label). Tables not planned are skipped.
+HTML_TABLES = {
+    "claims": ("claims", "Claims", "The paper's claims and our verdicts"),
+    "comparisons": ("comparisons", "Claims", "DPAAT against AT, SAT and AMAT"),
+    "sanity": ("sanity", "Sanity checks", "Sanity checks against gradient masking"),
+    "table1": ("table1", "Tables", "Table I: accuracy under attack"),
+    "table2": ("table2", "Tables", "Table II: mAP, precision, recall, F1"),
+    "baselines": ("baselines", "Tables", "Baselines TRADES and MART"),
+    "gradcam": ("gradcam_table", "Tables", "Grad-CAM localisation"),
+    "split_counts": ("split_counts", "Tables", "Images per class and split"),
+}
 
 
 def test_attacks(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -244,9 +256,15 @@ class Plan:
             targets += [f"results/figures/gradcam_{arch}.png" for arch in self.gradcam_archs]
             targets.append("results/metrics/gradcam.parquet")
             targets += [f"results/tables/gradcam.{ext}" for ext in ("csv", "md", "tex")]
-        return targets
+        return targets + html_tables(targets)
 
 
 def model_files(pattern: str, models: Sequence[Model]) -> list[str]:
     """`pattern` filled with each model's seed, method and arch."""
     return [pattern.format(seed=seed, method=method, arch=arch) for seed, method, arch in models]
+
+
+def html_tables(targets: Sequence[str]) -> list[str]:
+    """The HTML page of each planned table that has one (the split's table is always made)."""
+    planned = {*targets, "results/tables/split_counts.md"}
+    return [f"results/tables/{name}.html" for name in HTML_TABLES if f"results/tables/{name}.md" in planned]

@@ -27,6 +27,10 @@ NVIDIA_VERSION = Path("/proc/driver/nvidia/version")
 CUBLAS_WORKSPACE = ":4096:8"
 
 
+class DeviceError(RuntimeError):
+    """The configured device cannot be used here; the message says why and the fix, so no trace is logged."""
+
+
 def setup_logging(log_path: str | Path) -> logging.Logger:
     """Log to `log_path` and stderr; uncaught errors are logged as one clear line plus the trace."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -39,7 +43,8 @@ def setup_logging(log_path: str | Path) -> logging.Logger:
     logger = logging.getLogger("dpaat")
 
     def log_uncaught(exc_type, exc, tb):
-        logger.error("%s: %s", exc_type.__name__, exc, exc_info=(exc_type, exc, tb))
+        trace = None if issubclass(exc_type, DeviceError) else (exc_type, exc, tb)
+        logger.error("%s: %s", exc_type.__name__, exc, exc_info=trace)
 
     sys.excepthook = log_uncaught
     return logger
@@ -97,6 +102,17 @@ def unusable_gpu_message(name: str, evidence: str) -> str:
     )
 
 
+def no_gpu_message(name: str) -> str:
+    """The message for a job told to use a GPU on a machine that has none: that first, then the choices."""
+    return (
+        f"training.device is {name!r} but this machine has no GPU: no NVIDIA driver lists one "
+        f"({NVIDIA_GPUS} is absent or empty) and CUDA_VISIBLE_DEVICES names none.\n"
+        "Choices: run on a machine with an NVIDIA GPU (on a cluster, a GPU node: docs/running.md); "
+        "set training.device: auto (the CPU when there is no GPU) or cpu; or, if this machine does have "
+        "a GPU, install its NVIDIA driver, then a CUDA build of torch (`make torch-cuda`)."
+    )
+
+
 def select_device(name: str = "auto", environ: Mapping[str, str] | None = None) -> torch.device:
     """The device `name` asks for: never a silent fall-back to the CPU when a GPU is expected.
 
@@ -117,7 +133,9 @@ def select_device(name: str = "auto", environ: Mapping[str, str] | None = None) 
             "running on the CPU"
         )
         return torch.device("cpu")
-    raise RuntimeError(unusable_gpu_message(name, evidence or "training.device asks for one"))
+    if evidence is None:
+        raise DeviceError(no_gpu_message(name))
+    raise DeviceError(unusable_gpu_message(name, evidence))
 
 
 def scheduler_gave_one_gpu(environ: Mapping[str, str], devices: int) -> bool:
