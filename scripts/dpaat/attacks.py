@@ -436,39 +436,39 @@ def perturbs(kind: str) -> Callable[[Perturbation], Perturbation]:
 
 
 @perturbs("fgsm")
-def _fgsm(spec: AttackSpec, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    return fgsm(model, x, y, eps=spec.eps)
+def _fgsm(attack: AttackSpec, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return fgsm(model, x, y, eps=attack.eps)
 
 
 @perturbs("ifgsm")
-def _ifgsm(spec: AttackSpec, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    return ifgsm(model, x, y, eps=spec.eps, steps=spec.steps, step_size=spec.step_size)
+def _ifgsm(attack: AttackSpec, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return ifgsm(model, x, y, eps=attack.eps, steps=attack.steps, step_size=attack.step_size)
 
 
 @perturbs("pgd")
-def _pgd(spec: AttackSpec, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    attack = {"eps": spec.eps, "steps": spec.steps, "step_size": spec.step_size, "norm": spec.norm}
-    if spec.restarts:
-        return pgd_restarts(model, x, y, **attack, restarts=spec.restarts, seed=spec.seed)
-    return pgd(model, x, y, **attack)
+def _pgd(attack: AttackSpec, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    budget = {"eps": attack.eps, "steps": attack.steps, "step_size": attack.step_size, "norm": attack.norm}
+    if attack.restarts:
+        return pgd_restarts(model, x, y, **budget, restarts=attack.restarts, seed=attack.seed)
+    return pgd(model, x, y, **budget)
 
 
 @perturbs("apgd")
-def _apgd(spec: AttackSpec, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    return apgd(model, x, y, eps=spec.eps, steps=spec.steps, norm=spec.norm, loss=spec.loss, restarts=spec.restarts,
-                seed=spec.seed)  # fmt: skip
+def _apgd(attack: AttackSpec, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return apgd(model, x, y, eps=attack.eps, steps=attack.steps, norm=attack.norm, loss=attack.loss, restarts=attack.restarts,
+                seed=attack.seed)  # fmt: skip
 
 
 @perturbs("square")
-def _square(spec: AttackSpec, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    return square(model, x, y, eps=spec.eps, queries=spec.queries, norm=spec.norm, restarts=spec.restarts,
-                  seed=spec.seed)  # fmt: skip
+def _square(attack: AttackSpec, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return square(model, x, y, eps=attack.eps, queries=attack.queries, norm=attack.norm, restarts=attack.restarts,
+                  seed=attack.seed)  # fmt: skip
 
 
 @perturbs("autoattack")
-def _autoattack(spec: AttackSpec, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    return autoattack(model, x, y, eps=spec.eps, steps=spec.steps, queries=spec.queries, norm=spec.norm,
-                      seed=spec.seed)  # fmt: skip
+def _autoattack(attack: AttackSpec, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return autoattack(model, x, y, eps=attack.eps, steps=attack.steps, queries=attack.queries, norm=attack.norm,
+                      seed=attack.seed)  # fmt: skip
 
 
 def run_attack(
