@@ -40,6 +40,7 @@ if ABLATION.own:
         params:
             # Fig. 3 needs the clean pass and the confusion attack only.
             attacks={PLAN.confusion_attack: PLAN.attacks[PLAN.confusion_attack]},
+            corruptions=[],
             batch_size=config["evaluation"]["batch_size"],
             adversarial_dir=None,
 

@@ -1,8 +1,9 @@
 rule evaluate:
-    """Clean pass and every test attack of one model: its metrics rows and per-image predictions."""
+    """Clean pass, every test attack and corrupted test set of one model: its metrics rows and per-image predictions."""
     input:
         weights=model_path("weights.pt"),
         test=cache_input("test"),
+        corrupted=PLAN.corrupted_dir if PLAN.corruptions else [],
     output:
         metrics="results/metrics/models/{seed}/{method}/{arch}.parquet",
         predictions="results/predictions/{seed}/{method}/{arch}.parquet",
@@ -22,6 +23,7 @@ rule evaluate:
         runtime=job_runtime("evaluate"),
     params:
         attacks=PLAN.eval_attacks,
+        corruptions=PLAN.corruptions,
         batch_size=config["evaluation"]["batch_size"],
         adversarial_dir=adversarial_dir,
     script:

@@ -28,6 +28,6 @@ claims, _ = evaluate_claims(
 write_claims(claims, snakemake.output.claims_csv, snakemake.output.claims_md)
 for _, row in claims.iterrows():
     log.info("%s: %s (%s)", row["id"], row["verdict"], row["reason"])
-comparisons = method_comparisons(predictions, snakemake.params.attacks, n_resamples=resamples, seed=seed)
+comparisons = method_comparisons(predictions, snakemake.params.attacks)
 write_text(csv_text(comparisons), snakemake.output.comparisons_csv)
 write_text(comparisons_markdown(comparisons), snakemake.output.comparisons_md)

@@ -5,10 +5,11 @@ from dpaat.cpu_kernels import pin_cpu_kernels
 # Before anything imports torch: the math libraries read their instruction set once.
 pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
 
+from dpaat.corrupted_sets import corrupted_test_sets
 from dpaat.data import load_cache
 from dpaat.evaluation import attack_specs, evaluate_model, metrics_rows, predictions_frame
 from dpaat.predictions import write_predictions
-from dpaat.fast_paths import evaluation_batch_size
+from dpaat.fast_paths import EVALUATION_PATHS, evaluation_batch_size
 from dpaat.metrics import write_metrics
 from dpaat.runtime import evaluation_device, setup_logging
 from dpaat.settings import ExecutionSettings
@@ -16,7 +17,7 @@ from dpaat.trained import load_trained
 
 log = setup_logging(snakemake.log[0])
 execution = ExecutionSettings.from_config(snakemake.config, threads=snakemake.threads)
-device = evaluation_device(execution)
+device = evaluation_device(execution, EVALUATION_PATHS)
 w = snakemake.wildcards
 # An execution setting, like the device: a GPU takes larger batches (Square syncs with the host once per batch and query).
 batch_size = evaluation_batch_size(device, snakemake.params.batch_size, execution.gpu_batch_size)
@@ -25,8 +26,13 @@ trained = load_trained(snakemake.input.weights, device)
 test = load_cache(snakemake.input.test)
 specs = attack_specs(snakemake.params.attacks)
 log.info(
-    "%s %s seed %s: clean and %d attacks on %d test images on %s, batches of %d",
-    *(w.method, w.arch, w.seed, len(specs), len(test.labels), device, batch_size),
+    "%s %s seed %s: clean, %d attacks and %d corrupted test sets of %d images on %s, batches of %d",
+    *(w.method, w.arch, w.seed, len(specs), len(snakemake.params.corruptions), len(test.labels), device, batch_size),
+)
+corrupted = (
+    corrupted_test_sets(snakemake.input.corrupted, snakemake.params.corruptions, test.images.shape[-1], test.image_ids)
+    if snakemake.params.corruptions
+    else ()
 )
 
 logits = evaluate_model(
@@ -38,6 +44,7 @@ logits = evaluate_model(
     device=device,
     image_ids=list(test.image_ids),
     adversarial_dir=snakemake.params.adversarial_dir,
+    corrupted=corrupted,
 )
 write_metrics(
     metrics_rows(logits, test.labels, trained.classes, method=w.method, arch=w.arch, seed=int(w.seed)),

@@ -8,6 +8,7 @@ pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
 import pandas as pd
 
 from dpaat.data import load_cache
+from dpaat.fast_paths import GRADCAM_PATHS
 from dpaat.gradcam import cam_mask_scores, compute_cams, gradcam_panel, select_correct
 from dpaat.io import write_parquet
 from dpaat.paper_results import arch_label
@@ -17,7 +18,7 @@ from dpaat.settings import ExecutionSettings
 from dpaat.trained import load_trained
 
 log = setup_logging(snakemake.log[0])
-device = evaluation_device(ExecutionSettings.from_config(snakemake.config, threads=snakemake.threads))
+device = evaluation_device(ExecutionSettings.from_config(snakemake.config, threads=snakemake.threads), GRADCAM_PATHS)
 methods = snakemake.params.methods
 arch = snakemake.wildcards.arch
 

@@ -1,5 +1,10 @@
 """Stage script: one results table's Markdown as the HTML page the report shows inline."""
 
+from dpaat.cpu_kernels import pin_cpu_kernels
+
+# Like every stage script, before anything could import torch.
+pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
+
 from pathlib import Path
 
 from dpaat.html_tables import markdown_page

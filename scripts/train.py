@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from dpaat.data import load_cache
+from dpaat.fast_paths import TRAINING_PATHS, use_fast_paths
 from dpaat.imagenet_weights import recorded_weights_file
 from dpaat.io import write_json
 from dpaat.methods import build_method
@@ -26,30 +27,25 @@ seed = int(w.seed)
 settings = TrainingSettings.from_mapping(w.method, snakemake.params.training)
 execution = ExecutionSettings.from_config(snakemake.config, threads=snakemake.threads)
 device = job_device(execution.device, execution.gpu)
+fast = use_fast_paths(execution.fast_paths, device, TRAINING_PATHS, bf16=settings.bf16)
 train_split, val_split = load_cache(snakemake.input.train), load_cache(snakemake.input.val)
 # AMAT's ξ from the STD model, when training.amat.xi does not fix it (the plan then gives its weights as input).
 xi = reference_xi(snakemake.input.reference[0], val_split, settings.batch_size, device) if snakemake.input.reference else None
 settings = settings.with_amat_xi(xi)
-
 torch.manual_seed(seed)
 # Where rule weights put the ImageNet checkpoint (its record is an input only when pretrained).
 imagenet = recorded_weights_file(snakemake.input.imagenet, w.arch) if snakemake.params.pretrained else None
 model = build_model(w.arch, len(train_split.classes), pretrained=snakemake.params.pretrained, weights_file=imagenet)
 log.info("training %s on %s, seed %d (ImageNet weights: %s)", w.method, w.arch, seed, imagenet)
 result = train(
-    model,
-    build_method(settings),
-    *(train_split.images, train_split.labels, val_split.images, val_split.labels),
-    seed=seed,
-    device=device,
-    execution=execution,
-    head_parameters=model.head_parameters(),
+    model, build_method(settings), train_split.images, train_split.labels, val_split.images, val_split.labels,
+    seed=seed, device=device, execution=execution, head_parameters=model.head_parameters(),
     checkpoint_path=snakemake.params.checkpoint,
-)
+)  # fmt: skip
 image_size = int(train_split.images.shape[-1])
 save_trained(model, w.arch, train_split.classes, image_size, snakemake.output.weights)
 write_history(result.history, snakemake.output.history)
-record = run_record(result, settings, execution, seed=seed, arch=w.arch, image_size=image_size, xi=xi)
+record = run_record(result, settings, execution, seed=seed, arch=w.arch, image_size=image_size, xi=xi, fast_paths=fast)
 write_json(
     {**record, "classes": list(train_split.classes), "training": snakemake.params.training,
      "pretrained": snakemake.params.pretrained, "cpu_kernels": kernel_record(CPU_KERNELS)},

@@ -1,5 +1,6 @@
 """Attacks: torchattacks as the oracle for the fixed-eps attacks, closed forms for the rest."""
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -289,6 +290,26 @@ def test_square_is_torchattacks_square(net, data):
     ours = AttackSpec.from_config({"kind": "square", "eps": 0.5, "queries": 50}).perturb(net, x, y)
     theirs = torchattacks.Square(net, norm="L2", eps=0.5, n_queries=50, n_restarts=1, seed=0, loss="margin")(x, y)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"kind": "apgd", "eps": 0.5, "steps": 5},
+        {"kind": "apgd", "eps": 0.5, "steps": 5, "loss": "dlr"},
+        {"kind": "square", "eps": 0.5, "queries": 20},
+        {"kind": "autoattack", "eps": 0.5, "steps": 3, "queries": 10},
+    ],
+)
+def test_torchattacks_kinds_take_the_gpus_channels_last_models_and_batches(entry, net, data):
+    """torchattacks flattens images and input gradients with .view(batch, -1), which a channels_last tensor refuses
+    (a GPU's evaluation under gpu.fast_paths): our boundary hands it NCHW, and the attack is the NCHW attack."""
+    x, y = data[0].float(), data[1]  # float32, as models run on a GPU (torchattacks' FAB makes float32 tensors)
+    net = net.float()
+    last = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    spec = AttackSpec.from_config(entry)
+    x_adv = spec.perturb(last, x.contiguous(memory_format=torch.channels_last), y)
+    torch.testing.assert_close(x_adv, spec.perturb(net, x, y))
 
 
 def test_torchattacks_kinds_leave_the_global_rng_alone(net, data):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -36,10 +37,16 @@ def test_the_claims_file_holds_no_copy_of_the_papers_numbers():
 
 def test_claims_reproduce_the_papers_numbers_and_say_what_they_say():
     claims = {c.id: c for c in load_claims()}
-    assert len(claims) == 11
-    # Two are ours, not the paper's: DPAAT against the baselines TRADES and MART, which the paper never ran.
+    assert len(claims) == 13
+    # Four are ours, not the paper's: DPAAT against the baselines TRADES and MART, which the paper never ran,
+    # and two on MedMNIST-C's dermoscopy corruptions, which it never tested.
     ours = {cid for cid, c in claims.items() if c.origin == "ours"}
-    assert ours == {"dpaat_racc_pgd20_exceeds_baselines", "dpaat_gacc_exceeds_baselines"}
+    assert ours == {"dpaat_racc_pgd20_exceeds_baselines", "dpaat_gacc_exceeds_baselines",
+                    "at_corruption_not_below_std", "dpaat_corruption_highest_of_at"}  # fmt: skip
+    assert claims["at_corruption_not_below_std"].arms() == [
+        ((m, "corrupted"), ("std", "corrupted")) for m in ("at", "sat", "amat", "dpaat")
+    ]
+    assert claims["dpaat_corruption_highest_of_at"].methods == ("dpaat", "at", "sat", "amat")
     assert paper_numbers(claims["dpaat_racc_pgd20_highest"]) == {
         ("dpaat", "pgd20"): TABLE1["all"]["dpaat"]["pgd20"],
         ("at", "pgd20"): TABLE1["all"]["at"]["pgd20"],
@@ -53,7 +60,7 @@ def test_claims_reproduce_the_papers_numbers_and_say_what_they_say():
     for claim in claims.values():
         numbers = paper_numbers(claim)
         if claim.origin == "ours":
-            assert numbers == {} and claim.methods == ("dpaat", "trades", "mart")
+            assert numbers == {}
             continue
         if claim.paper is None:
             assert numbers == {} and "Fig. 3" in claim.source
@@ -121,13 +128,15 @@ def test_verdicts_supported_contradicted_inconclusive():
     ]
     table, decisions = evaluate_claims(preds, claims, n_resamples=300, seed=0)
     verdict = dict(zip(table["id"], table["verdict"]))
-    # Zero flips on 60 images cannot show a gap below 1 point ((0.99)^60 = 0.55) but can show one below 10.
+    # Zero flips on 60 images cannot show a gap below 1 point (TOST p 0.22) but can show one below 10 (p 0.005).
     assert verdict == {"up": "supported", "down": "contradicted", "tiny": "inconclusive", "same": "inconclusive",
                        "same_wide": "supported", "absent": "not tested"}  # fmt: skip
     rows = table.set_index("id")
-    assert rows.loc["same", "p_claim"] == pytest.approx(0.99**N)
-    assert rows.loc["same_wide", "p_claim"] == pytest.approx(0.9**N)
-    assert rows.loc["same", "effect_high"] == pytest.approx(100 * (1 - 0.05 ** (1 / N)))  # exact 90 % bound
+    # No discordant image: the score statistic at margin m is −sqrt(N m / (1 − m)); the 90 % bound is Wilson's.
+    assert rows.loc["same", "p_claim"] == pytest.approx(scipy_stats.norm.cdf(-math.sqrt(N * 0.01 / 0.99)))
+    assert rows.loc["same_wide", "p_claim"] == pytest.approx(scipy_stats.norm.cdf(-math.sqrt(N * 0.1 / 0.9)))
+    z = scipy_stats.norm.ppf(0.95)
+    assert rows.loc["same", "effect_high"] == pytest.approx(100 * z**2 / (N + z**2)) == -rows.loc["same", "effect_low"]
     tiny = rows.loc["tiny"]
     assert tiny["effect"] == pytest.approx(100 * 2 / N)
     # tiny has the largest p of the three directional claims: Holm's threshold at its rank is α itself, and
@@ -135,14 +144,14 @@ def test_verdicts_supported_contradicted_inconclusive():
     assert tiny["threshold"] == pytest.approx(0.05)
     assert scipy_stats.binomtest(6, 6).pvalue < 0.05 <= scipy_stats.binomtest(5, 5).pvalue
     assert tiny["mdd"] == pytest.approx(100 * 6 / N)
-    # Holm over the family of directional claims only; equality claims stand outside it.
-    family = [d for d in decisions if d.claim.relation == "greater"]
-    assert [d.p_holm for d in family] == pytest.approx(list(stats.holm([d.p for d in family])))
-    assert rows.loc[["up", "down", "tiny"], "p_holm"].tolist() == pytest.approx([d.p_holm for d in family])
-    assert rows.loc[["same", "same_wide"], "p_holm"].isna().all()
+    # Holm over every tested claim, equality ones included: one family at α for the whole table.
+    assert [d.p_holm for d in decisions] == pytest.approx(list(stats.holm([d.p for d in decisions])))
+    tested = ["up", "down", "tiny", "same", "same_wide"]
+    assert rows.loc[tested, "p_holm"].tolist() == pytest.approx([d.p_holm for d in decisions])
     md = claims_markdown(table)
     assert md.count("\n| ") == 2 + len(claims) and "**supported**" in md and "not tested" in md
-    for words in ("unit of every test", "Holm", "TOST", "unadjusted", "α = 0.05", "90 %"):
+    for words in ("unit of every test", "conditional on them", "Holm", "TOST", "unadjusted", "α = 0.05", "90 %",
+                  "score interval", "at most α", "Bonferroni factor"):  # fmt: skip
         assert words in md.split("\n")[0], words
 
 
@@ -186,9 +195,9 @@ def test_an_equality_claim_is_inconclusive_on_zero_flips_of_120_pairs():
     claim = _claim(id="same", relation="equal", methods=("amat",), attacks=("pgd20", "pgd50"), margin=0.01)
     table, _ = evaluate_claims(preds, [claim], n_resamples=200, seed=0)
     row = table.iloc[0]
-    assert row["verdict"] == "inconclusive" and row["n_discordant"] == 0 and row["interval"] == "exact"
-    # The image is the unit: 60 images, not 120 pairs; least favourable p = P(no discordant image | rate 1 %).
-    assert row["n_images"] == N and row["p_claim"] == pytest.approx(scipy_stats.binom.pmf(0, N, 0.01))
+    assert row["verdict"] == "inconclusive" and row["n_discordant"] == 0 and row["interval"] == "score"
+    # The image is the unit: 60 images, not 120 pairs; the score statistic at 1 point is −sqrt(N m / (1 − m)).
+    assert row["n_images"] == N and row["p_claim"] == pytest.approx(scipy_stats.norm.cdf(-math.sqrt(N * 0.01 / 0.99)))
 
 
 def test_a_family_too_large_for_the_permutation_count_is_warned_of(caplog):
@@ -234,7 +243,7 @@ def test_method_comparisons_mcnemar_per_cnn_and_seed_and_the_image_pooled():
             for attack in ("clean", "pgd20"):
                 correct[(method, arch, attack)] = _correct(0.5, rng)
     preds = Predictions(_predictions(correct))
-    table = method_comparisons(preds, ["pgd20"], n_resamples=200, seed=0)
+    table = method_comparisons(preds, ["pgd20"])
     assert len(table) == 2 * 3 * 3  # (clean, pgd20) x (at, sat, amat) x (two CNNs, pooled)
     at = table[(table["attack"] == "pgd20") & (table["versus"] == "at")].set_index("cnn")
     a, b = correct[("dpaat", "mobilenet_v2", "pgd20")], correct[("at", "mobilenet_v2", "pgd20")]
@@ -331,3 +340,34 @@ def test_another_dataset_keeps_the_method_claims_with_no_paper_numbers():
     paper_claims = rows["origin"] == "paper"
     assert (rows.loc[paper_claims, "paper"] == "—").all() and (rows["verdict"] == "not tested").all()
     assert (rows.loc[~paper_claims, "paper"] == "ours, not the paper's").all()
+
+
+def test_the_corruption_claims_pool_every_corrupted_test_set_per_image():
+    """'corrupted' stacks each corruption beside the CNNs: the sign-flip test sums an image's differences over them."""
+    rng = np.random.default_rng(5)
+    conditions = ["gaussian_noise@1", "gaussian_noise@3", "motion_blur@2"]
+    std = {c: _correct(0.3, rng) for c in conditions}
+    correct = {("std", "mobilenet_v2", c): std[c] for c in conditions}
+    for method in ("at", "sat", "amat", "dpaat"):
+        for c in conditions:
+            # Every AT method gets right what STD does and more; DPAAT the most.
+            more = 0.6 if method == "dpaat" else 0.2
+            correct[(method, "mobilenet_v2", c)] = std[c] | _correct(more, rng)
+    for method in ("std", "at", "sat", "amat", "dpaat"):
+        correct[(method, "mobilenet_v2", "clean")] = _correct(0.5, rng)
+    preds = Predictions(_predictions(correct))
+    claims = [c for c in load_claims() if c.attacks == ("corrupted",)]
+    table, decisions = evaluate_claims(preds, claims, n_resamples=300, seed=0)
+    rows = table.set_index("id")
+    assert rows.loc["at_corruption_not_below_std", "verdict"] == "supported", rows["reason"].tolist()
+    assert "each significantly above STD" in rows.loc["at_corruption_not_below_std", "reason"]
+    assert rows.loc["dpaat_corruption_highest_of_at", "verdict"] == "supported", rows["reason"].tolist()
+    # The cell is the mean accuracy over the corrupted test sets; the test's unit stays the image (N of them).
+    dpaat = decisions[1].comparisons[0]
+    expected = 100 * np.mean([correct[("dpaat", "mobilenet_v2", c)].mean() for c in conditions])
+    assert dpaat.value_a.estimate == pytest.approx(expected) and dpaat.n_images == N
+    # STD above every AT method contradicts the first claim.
+    flipped = Predictions(_predictions({(("std" if m == "at" else "at" if m == "std" else m), a, c): v
+                                        for (m, a, c), v in correct.items()}))  # fmt: skip
+    table, _ = evaluate_claims(flipped, claims[:1], n_resamples=300, seed=0)
+    assert table["verdict"].tolist() == ["contradicted"]

@@ -66,9 +66,10 @@ def test_pin_refuses_to_change_the_libraries_once_torch_is_imported(monkeypatch)
 def test_turned_off_the_pin_leaves_the_environment_alone(monkeypatch):
     monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX512_CORE")
     monkeypatch.delenv("MKL_ENABLE_INSTRUCTIONS", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     record = pin_cpu_kernels(False)
     assert record["reproducible_cpu_kernels"] is False and record["pinned"] is False
-    assert record["variables"] == {"DNNL_MAX_CPU_ISA": "AVX512_CORE", "MKL_ENABLE_INSTRUCTIONS": None}
+    assert record["variables"] == {"DNNL_MAX_CPU_ISA": "AVX512_CORE", "MKL_ENABLE_INSTRUCTIONS": None, "ATEN_CPU_CAPABILITY": None}
     assert os.environ["DNNL_MAX_CPU_ISA"] == "AVX512_CORE"
 
 

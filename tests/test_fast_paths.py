@@ -1,4 +1,8 @@
-"""The CUDA fast paths, each run on the CPU: bf16 autocast, channels_last, fused Adam, device choice, checkpoints."""
+"""The CUDA fast paths, each run on the CPU: bf16 autocast, channels_last, fused Adam, device choice, checkpoints.
+
+`gpu.fast_paths: always` turns them on for the CPU; the tests below with the `always`
+fixture run the GPU's program through the library's own entry points.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,18 @@ import torch
 import torch.nn.functional as F
 
 from dpaat.attacks import pgd
-from dpaat.fast_paths import FastPaths, adam, as_layout, evaluation_batch_size, fast_paths, model_to
-from dpaat.methods import build_method
+from dpaat.fast_paths import (
+    TRAINING_PATHS,
+    FastPaths,
+    adam,
+    as_layout,
+    evaluation_batch_size,
+    fast_paths,
+    model_to,
+    set_fast_paths_mode,
+    use_fast_paths,
+)
+from dpaat.methods import METHODS, build_method
 from dpaat.models import build_model
 from dpaat.predict import device_images, predict_logits
 from dpaat.settings import TrainingSettings, training_section
@@ -38,6 +52,47 @@ def batch(n: int = 8, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torc
 def small_model(arch: str = "mobilenet_v2") -> torch.nn.Module:
     torch.manual_seed(0)
     return build_model(arch, 3, pretrained=False)
+
+
+@pytest.fixture
+def always():
+    """gpu.fast_paths: always for the test, the previous mode after it."""
+    previous = set_fast_paths_mode("always")
+    yield
+    set_fast_paths_mode(previous)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "meta"])
+def test_always_turns_every_fast_path_on_and_never_turns_them_off_whatever_the_device(device):
+    assert fast_paths(device, "always") == FastPaths(True, True, True, True)
+    assert fast_paths(device, "never") == FastPaths(False, False, False, False)
+    assert fast_paths(device, "auto") == fast_paths(device)  # auto is the process's default mode
+
+
+def test_the_process_mode_is_what_the_library_reads(always):
+    assert fast_paths("cpu") == FastPaths(True, True, True, True) and evaluation_batch_size("cpu", 64, 256) == 256
+    assert set_fast_paths_mode("never") == "always"
+    assert fast_paths("cuda") == FastPaths(False, False, False, False)
+
+
+@pytest.mark.parametrize("bad", [True, False, "on", None])
+def test_a_bad_mode_is_an_error_naming_the_choices(bad):
+    with pytest.raises(ValueError, match="gpu.fast_paths must be auto, always or never"):
+        set_fast_paths_mode(bad)
+    assert fast_paths("cpu") == FastPaths(False, False, False, False), "the mode is unchanged"
+
+
+def test_a_model_job_logs_and_records_the_fast_paths_in_force(caplog):
+    previous = set_fast_paths_mode("auto")
+    try:
+        with caplog.at_level("INFO"):
+            assert use_fast_paths("always", "cpu", TRAINING_PATHS, bf16=True) == ["channels_last", "fused_adam", "bf16"]
+            assert use_fast_paths("always", "cpu", TRAINING_PATHS, bf16=False) == ["channels_last", "fused_adam"]
+            assert use_fast_paths("auto", "cpu", TRAINING_PATHS, bf16=True) == []
+        assert "fast paths in force on cpu (gpu.fast_paths: always): channels_last, fused_adam, bf16" in caplog.text
+        assert "(gpu.fast_paths: auto): none" in caplog.text
+    finally:
+        set_fast_paths_mode(previous)
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:1", torch.device("cuda", 0)])
@@ -94,7 +149,7 @@ def test_fused_adam_steps_like_the_default_one():
         assert torch.allclose(a, b, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["std", "at", "amat", "dpaat"])
+@pytest.mark.parametrize("name", sorted(METHODS))
 def test_bf16_autocast_trains_every_method_through_the_loops_functions(name):
     """The CUDA branch's code with device_type="cpu": finite losses, eps in bounds, float32 eps and attacks."""
     model = small_model()
@@ -133,25 +188,54 @@ def test_bf16_attacks_keep_float32_budgets_and_land_near_the_float32_attack():
     assert cosine.min() > 0.9, cosine
 
 
-def one_epoch_on_the_cpu(bf16: bool):
-    """STD for one epoch of batch 3, no augmentation."""
-    return method_for("std", 6, warmup_epochs=0, epochs=1, batch_size=3, lr=1e-3, patience=1, bf16=bf16,
+def one_epoch_on_the_cpu(bf16: bool, name: str = "std"):
+    """`name` (STD) for one epoch of batch 3, no augmentation."""
+    return method_for(name, 6, warmup_epochs=0, epochs=1, batch_size=3, lr=1e-3, patience=1, bf16=bf16,
                       augmentation={"enabled": False})  # fmt: skip
 
 
-def test_bf16_in_the_config_is_ignored_on_the_cpu(monkeypatch):
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [("auto", (False, None, False)), ("always", (True, torch.channels_last, True))],
+)
+def test_the_cpu_trains_with_bf16_channels_last_and_fused_adam_under_always_only(monkeypatch, mode, expected):
+    """training.bf16 is ignored on the CPU under auto; always brings it, channels_last and fused Adam (TRADES)."""
     seen = []
     real = training._train_epoch
 
     def spy(*args, **kwargs):
-        seen.append((args[8], kwargs.get("memory_format")))
+        seen.append((args[8], kwargs.get("memory_format"), bool(args[2].defaults["fused"])))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(training, "_train_epoch", spy)
     model = small_model()
     images, labels = batch(6, 24)
-    training.train(model, one_epoch_on_the_cpu(bf16=True), images, labels, images, labels, seed=0, progress=False)
-    assert seen == [(False, None)], "no autocast and no channels_last on the CPU"
+    method = one_epoch_on_the_cpu(bf16=True, name="trades")
+    previous = set_fast_paths_mode(mode)
+    try:
+        training.train(model, method, images, labels, images, labels, seed=0, progress=False)
+    finally:
+        set_fast_paths_mode(previous)
+    assert seen == [expected]
+    layout = torch.channels_last if mode == "always" else torch.contiguous_format
+    assert model.backbone.features[0][0].weight.is_contiguous(memory_format=layout)
+
+
+@pytest.mark.parametrize("killed_at", [1, 2])
+def test_a_fused_adam_bf16_channels_last_run_resumes_to_the_uninterrupted_runs_weights(tmp_path, always, killed_at):
+    """Killed in the warm-up or the full phase (the fused optimiser's state restored), then resumed."""
+    from test_training import RANDOM_START, Kill, assert_same_state, kill_after, run, training_mapping, without_seconds
+
+    mapping = training_mapping(adversary=RANDOM_START, bf16=True)
+    whole_model, whole = run("amat", mapping)
+    checkpoint = tmp_path / "ckpt.pt"
+    with pytest.raises(Kill):
+        run("amat", mapping, checkpoint_path=checkpoint, callback=kill_after(killed_at))
+    assert torch.load(checkpoint, weights_only=True)["optimizer"]["param_groups"][0]["fused"]
+    resumed_model, resumed = run("amat", mapping, checkpoint_path=checkpoint)
+    assert resumed.resumed_from_epoch == killed_at
+    assert_same_state(resumed_model.state_dict(), whole_model.state_dict())
+    assert without_seconds(resumed.history).equals(without_seconds(whole.history))
 
 
 def test_the_checkpoint_holds_the_best_weights_once_when_they_are_the_models(tmp_path):
@@ -163,6 +247,45 @@ def test_the_checkpoint_holds_the_best_weights_once_when_they_are_the_models(tmp
     blob = torch.load(path, weights_only=True)
     assert blob["best_is_model"] and blob["run_state"]["best_state"] is None
     assert all(torch.equal(blob["model"][k], v) for k, v in model.state_dict().items())
+
+
+def test_grad_cam_of_a_channels_last_model_is_the_nchw_models():
+    from dpaat.gradcam import compute_cams
+
+    model = small_model().eval()
+    images, labels = batch(4, 32)
+    x = images.float() / 255
+    last = model_to(copy.deepcopy(model), "cpu", torch.channels_last)
+    cams = compute_cams(last, last.gradcam_target_layer(32), x, labels)
+    reference = compute_cams(model, model.gradcam_target_layer(32), x, labels)
+    assert cams.shape == (4, 32, 32) and float(abs(cams - reference).max()) < 1e-4
+
+
+def test_evaluation_under_always_runs_every_attack_kind_in_channels_last_at_the_gpu_batch(tmp_path, always):
+    """The evaluate job's library calls on a GPU's settings: the same logits as the NCHW program, within float error."""
+    from dpaat.evaluation import attack_specs, evaluate_model
+    from dpaat.trained import load_trained, save_trained
+
+    path = tmp_path / "weights.pt"
+    save_trained(small_model(), "mobilenet_v2", ["mel", "bkl", "nv"], 32, path)
+    images, labels = batch(7, 32)
+    specs = attack_specs({
+        "fgsm": {"kind": "fgsm", "eps": 0.01}, "ifgsm": {"kind": "ifgsm", "eps": 0.01, "steps": 2},
+        "pgd": {"kind": "pgd", "eps": 0.3, "steps": 2}, "restarts": {"kind": "pgd", "eps": 0.3, "steps": 2, "restarts": 2},
+        "apgd": {"kind": "apgd", "eps": 0.3, "steps": 2}, "apgd_dlr": {"kind": "apgd", "eps": 0.3, "steps": 2, "loss": "dlr"},
+        "square": {"kind": "square", "eps": 0.3, "queries": 5},
+        "autoattack": {"kind": "autoattack", "eps": 0.3, "steps": 2, "queries": 5},
+    })  # fmt: skip
+    batch_size = evaluation_batch_size("cpu", 4, 5)
+    trained = load_trained(path, "cpu")
+    assert batch_size == 5 and trained.model.backbone.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    fast = evaluate_model(trained.model, images, labels, specs, batch_size=batch_size, device="cpu")
+    set_fast_paths_mode("auto")
+    # The same batches (Square's and the restarts' draws are per batch), NCHW and no fast path.
+    reference = evaluate_model(load_trained(path, "cpu").model, images, labels, specs, batch_size=5, device="cpu")
+    assert fast.keys() == reference.keys() == {"clean", *specs}
+    for name in reference:
+        assert torch.allclose(fast[name], reference[name], atol=1e-3), name
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU torch can use")

@@ -64,14 +64,16 @@ def test_hand_worked_paper_resnet34_dpaat():
     assert runtime_minutes(config, "train", "resnet34", "dpaat", attempt=2) == 2 * math.ceil(5 + 2 * work / 1000 / 60)
     # Evaluation of the paper's five attacks alone: clean + FGSM (1 step) + I-FGSM 10, 20 + PGD 20, 50:
     # 1 + 3 + 21 + 41 + 41 + 101 units per image.
-    paper_only = {**config, "attacks": config["attacks"][:5], "sanity": {**config["sanity"], "enabled": False}}
+    paper_only = {**config, "attacks": config["attacks"][:5], "sanity": {**config["sanity"], "enabled": False},
+                  "corruptions": {"set": None}}  # fmt: skip
     assert work_gflop(paper_only, "evaluate", "resnet34") == pytest.approx(897 * 208 * 3.664)
     # InceptionV3 at its own 299 px costs its native GFLOPs.
     assert work_gflop(paper_only, "evaluate", "inception_v3") == pytest.approx(897 * 208 * 5.713)
     # APGD-100: 2 x 101 + 1; AutoAttack (100 steps, 3 classes, 5000 queries): 4 x 101 + 600 + 5001;
     # the sanity attacks: 5 L2 + 5 Linf curve points of 10 steps (21 each), the restart check's
-    # 10-step PGD from one random start (21) and from the best of 5 (5 x 20 + 1), a 1000-query Square (1001).
-    units = 208 + 203 + 6005 + 10 * 21 + 21 + 101 + 1001
+    # 10-step PGD from one random start (21) and from the best of 5 (5 x 20 + 1), a 1000-query Square (1001);
+    # the 15 dermoscopy corruptions at 5 severities, one forward pass each (75).
+    units = 208 + 203 + 6005 + 10 * 21 + 21 + 101 + 1001 + 75
     assert work_gflop(config, "evaluate", "resnet34") == pytest.approx(897 * units * 3.664)
     assert mem_mb(config, "evaluate", "resnet34") == math.ceil(3000 + 13 * 897 * 3 * 224 * 224 / 1e6)
 
@@ -135,13 +137,13 @@ def write_benchmark(path: Path, seconds: float) -> None:
 
 def test_calibration_from_hand_built_benchmark_files(tmp_path):
     bench = tmp_path / "benchmarks"
-    # tests/configs/tiny.yaml without the sanity attacks: 36 train, 12 val, 18 test images at 48 px, K = 2.
+    # tests/configs/tiny.yaml without the sanity attacks and corruptions: 36 train, 12 val, 18 test images at 48 px, K = 2.
     write_benchmark(bench / "train/0/std/mobilenet_v2.tsv", 10)  # 2 epochs x (36 x 3 + 12 x 6) = 360 units
     write_benchmark(bench / "train/1/std/mobilenet_v2.tsv", 30)
     write_benchmark(bench / "evaluate/0/std/mobilenet_v2.tsv", 99)  # 18 x (1 + FGSM 3 + PGD-3 7) = 198 units
     write_benchmark(bench / "ablation/batch8_epochs2/train/0/at/mobilenet_v2.tsv", 81)  # 3 x (36 x 7 + 12 x 6) = 972
     write_benchmark(bench / "data/acquire.tsv", 5)  # no resource model: ignored
-    (tmp_path / "nosanity.yaml").write_text("sanity: {enabled: false}\n")
+    (tmp_path / "nosanity.yaml").write_text("sanity: {enabled: false}\ncorruptions: {set: null}\n")
     configs = [REPO / "tests/configs/tiny.yaml", tmp_path / "nosanity.yaml"]
     config = load_config_files(configs)
     unit = 0.301 * (48 / 224) ** 2  # MobileNetV2's GFLOP per image at 48 px

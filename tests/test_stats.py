@@ -100,7 +100,10 @@ def test_seeds_and_images_are_resampled_independently():
 def test_degenerate_interval_is_the_point():
     y = np.arange(30) % 3
     probs = np.eye(3)[y][None, None]
-    assert stats.cell_interval("accuracy", y, probs, n_resamples=200, seed=0) == stats.Interval(1.0, 1.0, 1.0)
+    # BCa is undefined when every resample is equal: the percentile interval stands in, and says so.
+    degenerate = stats.cell_interval("accuracy", y, probs, n_resamples=200, seed=0)
+    assert degenerate == stats.Interval(1.0, 1.0, 1.0, "percentile")
+    assert stats.cell_interval("accuracy", y, probs[..., ::-1], n_resamples=200, seed=0).method == "BCa"
 
 
 def test_difference_interval_is_paired():
@@ -109,7 +112,7 @@ def test_difference_interval_is_paired():
     correct = rng.random(60) < 0.5
     probs = np.eye(3)[np.where(correct, y, (y + 1) % 3)][None, None]
     same = stats.difference_interval("accuracy", y, probs, probs.copy(), n_resamples=300, seed=0)
-    assert same == stats.Interval(0.0, 0.0, 0.0)  # identical predictions: no difference in any resample
+    assert same == stats.Interval(0.0, 0.0, 0.0, "percentile")  # identical predictions: no difference in any resample
 
 
 def test_mcnemar_exact_hand_worked():
@@ -171,47 +174,166 @@ def test_sign_flip_p_is_the_full_enumeration_of_image_swaps():
     assert flip.pvalue == pytest.approx(ref.pvalue, rel=1e-9)
 
 
-def test_tost_exact_on_hand_worked_counts_is_the_binomial_closed_form():
-    # 0 discordant of 120 images: the least favourable p of |δ| >= 1 point is P(no discordant | rate 1 %) = 0.99^120.
-    zero = stats.sign_flip(np.zeros(120, bool)[None], np.zeros(120, bool)[None])
-    tost = stats.equivalence_test(zero, 0.01, n_resamples=100, seed=0)
-    assert tost.method == "exact" and tost.p_equivalent == pytest.approx(0.99**120) == pytest.approx(0.2994, abs=1e-4)
-    # Its 90 % interval: the one-sided 95 % Clopper-Pearson bound on 0 of 120, 1 − 0.05^(1/120) = 2.47 points.
-    assert tost.interval.high == pytest.approx(1 - 0.05 ** (1 / 120)) == pytest.approx(-tost.interval.low)
-    assert tost.interval.high > 0.01 and tost.p_equivalent > 0.05  # not within ±1 point: inconclusive
-    # 0 of 400: 0.99^400 = 0.018 < 0.05, the bound 0.75 points: equivalent within ±1 point.
-    big = stats.equivalence_test(stats.sign_flip(np.zeros((1, 400), bool), np.zeros((1, 400), bool)), 0.01,
-                                 n_resamples=100, seed=0)  # fmt: skip
-    assert big.p_equivalent == pytest.approx(0.99**400) and big.interval.high < 0.01
-    # 3 images only A right, 1 only B right, of 200, margin 5 %: p = max over the sides of P(Bin(200, .05) <= k).
-    a, b = np.zeros(200, bool), np.zeros(200, bool)
-    a[:3], b[3] = True, True
-    few = stats.equivalence_test(stats.sign_flip(a[None], b[None]), 0.05, n_resamples=100, seed=0)
-    cdf3 = sum(math.comb(200, k) * 0.05**k * 0.95 ** (200 - k) for k in range(4))
-    assert few.p_equivalent == pytest.approx(cdf3)
-    assert few.interval.high == pytest.approx(scipy_stats.beta.ppf(0.95, 4, 197))  # Clopper-Pearson, 3 of 200
-    assert few.interval.low == pytest.approx(-scipy_stats.beta.ppf(0.95, 2, 199))
+def _flip(only_a: int, only_b: int, n: int, pairs: int = 1) -> stats.SignFlip:
+    """Per-image differences: `only_a` images +pairs, `only_b` images −pairs, the rest 0."""
+    totals = np.zeros(n, dtype=np.int64)
+    totals[:only_a], totals[only_a : only_a + only_b] = pairs, -pairs
+    return stats.SignFlip(totals=totals, pairs=pairs)
 
 
-def test_tost_bootstrap_interval_decides_as_its_p():
-    # 2000 images, margin 2 points; (only A right, only B right) images.
-    for (only_a, only_b), verdict in (
-        ((100, 100), "supported"),
-        ((200, 20), "contradicted"),
-        ((120, 80), "inconclusive"),
+def _tango(b: int, c: int, n: int, delta: float) -> float:
+    """Tango's (1998) score statistic for paired proportions, his closed-form restricted MLE of the (2, 1) cell."""
+    a, bb, cc = 2 * n, -b - c + (2 * n - b + c) * delta, -c * delta * (1 - delta)
+    q21 = (-bb + math.sqrt(bb * bb - 4 * a * cc)) / (2 * a)
+    return (b - c - n * delta) / math.sqrt(n * (2 * q21 + delta * (1 - delta)))
+
+
+def test_score_statistic_is_tangos_for_one_pair_per_image():
+    for (b, c, n), delta in itertools.product(
+        [(0, 0, 60), (1, 0, 60), (0, 3, 60), (5, 4, 897), (50, 30, 897), (3, 7, 44)], [-0.3, -0.03, 0.01, 0.05, 0.2]
     ):
-        a, b = np.zeros(2000, bool), np.zeros(2000, bool)
-        a[:only_a], b[only_a : only_a + only_b] = True, True
-        tost = stats.equivalence_test(stats.sign_flip(a[None], b[None]), 0.02, n_resamples=2000, seed=0)
-        ref = scipy_stats.bootstrap((a.astype(float) - b,), np.mean, n_resamples=2000, confidence_level=0.9,
-                                    method="percentile", rng=np.random.default_rng(0))  # fmt: skip
-        assert tost.method == "percentile"
-        assert (tost.interval.low, tost.interval.high) == pytest.approx(tuple(ref.confidence_interval))
+        assert stats.score_statistic(_flip(b, c, n), delta) == pytest.approx(_tango(b, c, n, delta), rel=1e-9)
+
+
+def test_score_statistic_of_several_pairs_uses_the_constrained_mle_a_generic_optimiser_finds():
+    from scipy.optimize import minimize
+
+    # 3 pairs per image (e.g. three seeds): differences in {−1, −2/3, ..., 1}, +1 and −1 unobserved.
+    totals = np.array([2] * 7 + [1] * 9 + [-1] * 5 + [-2] * 2 + [0] * 37)
+    flip = stats.SignFlip(totals=totals, pairs=3)
+    support = np.arange(-3, 4) / 3
+    counts = np.array([(totals == k).sum() for k in range(-3, 4)])
+    for mean0 in (-0.1, 0.0, 0.12, 0.5, 0.9):
+        # Maximise the multinomial log-likelihood on the full support subject to the mean.
+        fit = minimize(
+            lambda p: -np.sum(counts * np.log(np.maximum(p, 1e-300))), np.full(7, 1 / 7), method="SLSQP",
+            bounds=[(0, 1)] * 7, options={"ftol": 1e-14, "maxiter": 1000},
+            constraints=[{"type": "eq", "fun": lambda p: p.sum() - 1},
+                         {"type": "eq", "fun": lambda p: p @ support - mean0}],
+        )  # fmt: skip
+        variance = fit.x @ support**2 - mean0**2
+        expected = (flip.difference - mean0) / math.sqrt(variance / totals.size)
+        assert stats.score_statistic(flip, mean0) == pytest.approx(expected, rel=1e-4), mean0
+
+
+def test_score_interval_with_no_discordant_image_is_wilsons_bound_of_zero():
+    from statsmodels.stats.proportion import proportion_confint
+
+    for pairs in (1, 3):
+        interval = stats.score_interval(_flip(0, 0, 60, pairs))
+        wilson = proportion_confint(0, 60, alpha=0.05, method="wilson")[1]  # z² / (N + z²) = 6.0 points
+        assert interval.method == "score" and interval.high == pytest.approx(wilson, rel=1e-8)
+        assert interval.low == pytest.approx(-wilson, rel=1e-8) and interval.estimate == 0
+    # The interval inverts its test: at each bound the score statistic is the normal quantile.
+    flip = _flip(7, 2, 120)
+    interval = stats.score_interval(flip, 0.9)
+    assert stats.score_statistic(flip, interval.low) == pytest.approx(scipy_stats.norm.ppf(0.95), rel=1e-7)
+    assert stats.score_statistic(flip, interval.high) == pytest.approx(-scipy_stats.norm.ppf(0.95), rel=1e-7)
+    # One discordant image of 60: the bound on the empty side reaches beyond 0 (the percentile bootstrap's cannot).
+    assert stats.score_interval(_flip(1, 0, 60)).low < 0
+
+
+def test_tost_and_its_converse_decide_as_the_score_intervals_do():
+    # (only A right, only B right) of 2000 images, margin 2 points.
+    cases = (((100, 100), "supported"), ((200, 20), "contradicted"), ((120, 80), "inconclusive"))
+    for (only_a, only_b), verdict in cases:
+        flip = _flip(only_a, only_b, 2000)
+        tost = stats.equivalence_test(flip, 0.02)
+        wide = stats.score_interval(flip, 0.95)
+        assert tost.interval == stats.score_interval(flip, 0.90)
         inside = -0.02 < tost.interval.low and tost.interval.high < 0.02
-        outside = tost.interval.low > 0.02 or tost.interval.high < -0.02
+        outside = wide.low > 0.02 or wide.high < -0.02
         assert inside == (tost.p_equivalent < 0.05) and outside == (tost.p_different < 0.05)
         got = "supported" if inside else "contradicted" if outside else "inconclusive"
         assert got == verdict, (only_a, only_b, tost)
+        # The p's are the normal tails of the score statistics at ±margin.
+        z_up, z_down = stats.score_statistic(flip, 0.02), stats.score_statistic(flip, -0.02)
+        assert tost.p_equivalent == pytest.approx(max(scipy_stats.norm.cdf(z_up), scipy_stats.norm.sf(z_down)))
+        one_sided = min(scipy_stats.norm.sf(z_up), scipy_stats.norm.cdf(z_down))
+        assert tost.p_different == pytest.approx(min(1, 2 * one_sided))
+    # The verdict moves monotonically with the evidence: no switch of method at any count of discordant images.
+    p = [stats.equivalence_test(_flip(5, k, 897), 0.01).p_equivalent for k in range(0, 12)]
+    assert all(x >= y for x, y in zip(p[:5], p[1:6])) and all(x <= y for x, y in zip(p[5:], p[6:]))
+
+
+def _draw_totals(rng: np.random.Generator, n: int, up: float, down: float, pairs: int) -> np.ndarray:
+    """Per-image differences over `pairs` correlated pairs: an image favours A (rate up) or B (down) or neither;
+    each pair keeps the image's lean with probability 0.8, else shows no difference."""
+    u = rng.random(n)
+    lean = np.where(u < up, 1, np.where(u < up + down, -1, 0))
+    keeps = rng.random((pairs, n)) < (0.8 if pairs > 1 else 1.0)
+    return (lean * keeps).sum(axis=0)
+
+
+def _rate_bound(draws: int, nominal: float) -> float:
+    """Two Monte Carlo standard errors at the nominal rate."""
+    return 2 * math.sqrt(nominal * (1 - nominal) / draws)
+
+
+@pytest.mark.parametrize(
+    "n, up, down, pairs, discordance",
+    [
+        (60, 0.01, 0.0, 1, "0"),  # most draws have no discordant image (55 %)
+        (60, 0.05, 0.02, 1, "1-9"),
+        (60, 0.03, 0.03, 3, "1-9"),
+        (300, 0.08, 0.04, 1, ">=10"),
+        (200, 0.1, 0.05, 3, ">=10"),
+    ],
+)
+def test_score_interval_keeps_its_coverage_at_every_discordance(n, up, down, pairs, discordance):
+    rng = np.random.default_rng(25)
+    draws, nominal = 400, 0.95
+    true = (up - down) * (0.8 if pairs > 1 else 1.0)
+    covered, counted = {}, {}
+    for _ in range(draws):
+        flip = stats.SignFlip(totals=_draw_totals(rng, n, up, down, pairs), pairs=pairs)
+        k = flip.discordant
+        band = "0" if k == 0 else "1-9" if k < 10 else ">=10"
+        interval = stats.score_interval(flip, nominal)
+        counted[band] = counted.get(band, 0) + 1
+        covered[band] = covered.get(band, 0) + (interval.low <= true <= interval.high)
+    coverage = sum(covered.values()) / draws
+    in_band = covered[discordance] / counted[discordance]
+    print(f"coverage {coverage:.4f} over {draws} draws; {in_band:.4f} over the {counted[discordance]} with "
+          f"{discordance} discordant images (N {n}, rates +{up} −{down}, {pairs} pairs)")  # fmt: skip
+    assert counted[discordance] >= draws / 2  # the scenario is mostly in its band
+    assert coverage >= nominal - _rate_bound(draws, nominal)
+    assert in_band >= nominal - _rate_bound(counted[discordance], nominal)
+
+
+def test_contradicted_route_holds_its_level_under_the_null():
+    """|δ| ≤ margin (δ = 0, N = 60, π+ = π− = 0.15): 'the difference exceeds the margin' at most α of draws."""
+    rng = np.random.default_rng(251)
+    draws, alpha, margin = 600, 0.05, 0.01
+    rejected = 0
+    for _ in range(draws):
+        flip = stats.SignFlip(totals=_draw_totals(rng, 60, 0.15, 0.15, 1), pairs=1)
+        rejected += stats.equivalence_test(flip, margin, alpha=alpha).p_different < alpha
+    rate = rejected / draws
+    print(f"contradicted under H0: {rate:.4f} of {draws} draws (2 MC s.e. {_rate_bound(draws, alpha):.4f})")
+    assert rate <= alpha + _rate_bound(draws, alpha)
+
+
+def test_tost_holds_its_level_at_the_margin():
+    """δ = margin (N = 1000, π+ = 0.12, π− = 0.08, margin 4 points): 'equivalent' in at most α of draws."""
+    rng = np.random.default_rng(252)
+    draws, alpha, margin = 600, 0.05, 0.04
+    rejected = sum(
+        stats.equivalence_test(stats.SignFlip(totals=_draw_totals(rng, 1000, 0.12, 0.08, 1), pairs=1), margin,
+                               alpha=alpha).p_equivalent < alpha
+        for _ in range(draws)
+    )  # fmt: skip
+    # Not by having no power: at δ = 0 the same test says equivalent in most draws.
+    power = np.mean([
+        stats.equivalence_test(stats.SignFlip(totals=_draw_totals(rng, 1000, 0.1, 0.1, 1), pairs=1), margin,
+                               alpha=alpha).p_equivalent < alpha
+        for _ in range(100)
+    ])  # fmt: skip
+    rate = rejected / draws
+    print(f"TOST at |δ| = margin: {rate:.4f} of {draws} draws (2 MC s.e. {_rate_bound(draws, alpha):.4f}); "
+          f"at δ = 0: {power:.2f}")  # fmt: skip
+    assert rate <= alpha + _rate_bound(draws, alpha)
+    assert power > 0.5
 
 
 def test_image_clustered_test_holds_its_level_where_pooled_mcnemar_does_not():
@@ -241,26 +363,6 @@ def test_image_clustered_test_holds_its_level_where_pooled_mcnemar_does_not():
           f"pooled McNemar {rate_pooled:.4f} (alpha {alpha}, 2 MC s.e. {mc_error:.4f}, {draws} draws)")  # fmt: skip
     assert rate_clustered <= alpha + mc_error
     assert rate_pooled > alpha + mc_error and rate_pooled > rate_clustered
-
-
-def test_accuracy_difference_interval_is_exact_percentile_or_bca_by_discordance():
-    y = np.arange(60) % 3
-    right = np.eye(3)[y][None, None]
-    wrong = np.eye(3)[(y + 1) % 3][None, None]
-
-    def interval(n_flips):
-        pb = right.copy()
-        pb[..., :n_flips, :] = wrong[..., :n_flips, :]
-        flip = stats.sign_flip((right.argmax(-1) == y), (pb.argmax(-1) == y))
-        return stats.accuracy_difference_interval(y, right, pb, flip, n_resamples=2000, seed=0)
-
-    zero, method = interval(0)
-    assert method == "exact" and zero.high == pytest.approx(1 - 0.025 ** (1 / 60)) == pytest.approx(-zero.low)
-    one, method = interval(1)
-    ref = scipy_stats.bootstrap((np.r_[1.0, np.zeros(59)],), np.mean, n_resamples=2000, method="percentile",
-                                rng=np.random.default_rng(0))  # fmt: skip
-    assert method == "percentile" and (one.low, one.high) == pytest.approx(tuple(ref.confidence_interval))
-    assert interval(stats.MIN_BCA_DISCORDANT)[1] == "BCa"
 
 
 def test_permutation_pvalue_is_the_exact_enumeration():

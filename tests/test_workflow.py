@@ -57,7 +57,10 @@ def test_tiny_run_writes_every_target(tiny_run):
     metrics = pd.read_parquet(results / "metrics/metrics.parquet")
     # std, at, amat, dpaat, trades, mart on one arch, each clean + two attacks + the sanity attacks
     # (L2 curve at 1x and 4x eps, a Linf curve point, one random start and the best of two, Square)
+    # and three dermoscopy corruptions at severities 1 and 3 (forward passes, after the attacks).
+    corrupted = [f"{c}@{s}" for c in ("gaussian_noise", "motion_blur", "characters") for s in (1, 3)]
     attacks = ["clean", "fgsm", "pgd3", "curvel2x1", "curvel2x4", "curvelinf4", "restart1", "restarts", "square"]
+    attacks += corrupted
     assert len(metrics) == 6 * len(attacks)
     assert set(metrics["attack"]) == set(attacks)
     assert metrics["accuracy"].between(0, 1).all()
@@ -97,16 +100,31 @@ def test_tiny_run_writes_every_target(tiny_run):
     assert set(claims["verdict"]) <= {"supported", "contradicted", "inconclusive", "not tested"}
     assert "dpaat_gacc_highest_of_at" in set(claims["id"])
     ours = claims[claims["origin"] == "ours"].set_index("id")
-    assert sorted(ours.index) == ["dpaat_gacc_exceeds_baselines", "dpaat_racc_pgd20_exceeds_baselines"]
+    assert sorted(ours.index) == ["at_corruption_not_below_std", "dpaat_corruption_highest_of_at",
+                                  "dpaat_gacc_exceeds_baselines", "dpaat_racc_pgd20_exceeds_baselines"]  # fmt: skip
     # tiny.yaml has no pgd20: the RAcc claim is not tested; the GAcc one is, against both baselines.
     assert ours.loc["dpaat_racc_pgd20_exceeds_baselines", "verdict"] == "not tested"
     assert ours.loc["dpaat_gacc_exceeds_baselines", "verdict"] != "not tested"
     assert set(ours["paper"]) == {"ours, not the paper's"}
     assert "McNemar" in (results / "tables/comparisons.md").read_text()
+    # The corruption claims of ours need SAT, which tiny.yaml does not train (tests/test_claims.py decides them).
+    corruption_claims = claims.set_index("id").loc[["at_corruption_not_below_std", "dpaat_corruption_highest_of_at"]]
+    assert (corruption_claims["reason"] == "this run lacks sat under corrupted").all()
+    corruptions = pd.read_csv(results / "tables/corruptions.csv")
+    assert corruptions["method"].tolist() == ["std", "at", "amat", "dpaat", "trades", "mart"]
+    assert corruptions["worst_corruption"].isin(["gaussian_noise", "motion_blur", "characters"]).all()
+    assert (corruptions["mean_low"] <= corruptions["mean_corruption"]).all()
+    assert corruptions.set_index("method").loc["std", "balanced_error"] == 1  # STD is the baseline
+    calibration = pd.read_csv(results / "tables/calibration.csv")
+    assert set(calibration["condition"]) == {"clean", "fgsm", "pgd3", "corrupted"}
+    assert calibration["ece"].between(0, 100).all()
+    # One corrupted test set per condition at the model's 48 px, shared by every model.
+    assert sorted(p.stem for p in (results / "data/corrupted/test/48px").glob("*.pt")) == sorted(corrupted)
     sanity = pd.read_parquet(results / "metrics/sanity.parquet")
     assert len(sanity) == 6 * 8 and sanity["check"].nunique() == 8
     assert "Sanity checks" in (results / "tables/sanity.md").read_text()
-    for figure in ("confusion_mobilenet_v2", "ablation", "training_curves", "gradcam_mobilenet_v2", "robustness_curves"):
+    for figure in ("confusion_mobilenet_v2", "ablation", "training_curves", "gradcam_mobilenet_v2", "robustness_curves",
+                   "corruption_severity", "corruption_panel", "reliability"):  # fmt: skip
         with Image.open(results / f"figures/{figure}.png") as image:
             assert image.format == "PNG" and min(image.size) >= 300
     scores = pd.read_parquet(results / "metrics/gradcam.parquet")
@@ -181,6 +199,7 @@ def test_html_report(tiny_run):
     html = (workdir / "results/report.html").read_text(errors="replace")
     # Tables as HTML pages the report shows inline, not CSVs it can only download; no Parquet in it.
     assert "ablation.png" in html and "table1.html" in html and "claims.html" in html
+    assert "corruptions.html" in html and "calibration.html" in html and "corruption_panel.png" in html
     # The front page in words, with the split the run achieved (tests/test_front_page.py checks it has no repr).
     assert "STD, AT, AMAT, DPAAT, TRADES and MART" in html and "achieved split: train" in html
     assert "Results in brief" in html and "claims" in html and "test images" in html
@@ -211,6 +230,8 @@ def test_paper_config_lists_the_full_dag(tmp_path):
     # One evaluation job per model runs the clean pass and all five attacks; no job per attack.
     assert job_counts["evaluate"] == job_counts["train"]
     assert "attack" not in job_counts
+    # The dermoscopy corruptions are made once, for every model's evaluation.
+    assert job_counts["corrupt"] == 1
 
 
 def test_missing_imagenet_weights_are_planned_as_one_weights_job_before_training(tmp_path):

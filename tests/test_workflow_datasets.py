@@ -116,4 +116,4 @@ def test_the_pathmnist_config_plans_the_papers_grid_on_nine_classes(tmp_path):
     counts = {
         line.split()[0]: int(line.split()[1]) for line in run.stdout.splitlines() if re.match(r"^\w+\s+\d+$", line)
     }
-    assert counts["total"] == 320 and counts["train"] == counts["evaluate"] == 126 and counts["cache"] == 6
+    assert counts["total"] == 330 and counts["train"] == counts["evaluate"] == 126 and counts["cache"] == 6

@@ -229,17 +229,50 @@ def pgd_restarts(
 _TA_NORM = {"l2": "L2", "linf": "Linf"}
 
 
-@contextmanager
-def _torchattacks_call(model: nn.Module, x: Tensor) -> Iterator[Any]:
-    """torchattacks in eval mode with the global RNG state kept (it reseeds torch's global generator).
+class _ContiguousGradient(torch.autograd.Function):
+    """The identity, whose backward hands on the gradient as a contiguous (NCHW) tensor."""
 
-    Imported here, not at the top: the training path never needs it.
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # noqa: ANN401 - torch's protocol
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # noqa: ANN401 - torch's protocol
+        return grad.contiguous()
+
+
+class _NCHWModel(nn.Module):
+    """`model` as torchattacks assumes it: its input gradients come back contiguous (NCHW).
+
+    torchattacks (Square, APGD, FAB, PGDL2, ...) flattens images and input gradients with
+    `.view(batch, -1)`, which only a contiguous tensor allows; the input gradient of a
+    channels_last model is channels_last even for an NCHW input (the convolutions'
+    backward follows the weights' layout).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(_ContiguousGradient.apply(x))
+
+
+@contextmanager
+def _torchattacks_call(model: nn.Module, x: Tensor) -> Iterator[tuple[Any, nn.Module, Tensor]]:
+    """torchattacks, `model` and `x` as torchattacks needs them, with the global RNG state kept.
+
+    Yields (torchattacks, the model in eval mode handing back NCHW input gradients, x as a
+    contiguous NCHW tensor): the boundary where the GPU's channels_last batches and models
+    meet torchattacks' `.view` calls. torchattacks reseeds torch's global generator, hence
+    the forked RNG. Imported here, not at the top: the training path never needs it.
     """
     import torchattacks
 
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    # eval(): torchattacks restores the mode it found, and a wrapper is built in train mode.
     with eval_mode(model), torch.random.fork_rng(devices=devices):
-        yield torchattacks
+        yield torchattacks, _NCHWModel(model).eval(), x.contiguous()
 
 
 def _n_classes(model: nn.Module, x: Tensor, need: int, what: str) -> int:
@@ -267,7 +300,7 @@ def apgd(
     _check_images(x, y)
     if loss == "dlr":
         _n_classes(model, x, 3, "APGD-DLR")
-    with _torchattacks_call(model, x) as torchattacks:
+    with _torchattacks_call(model, x) as (torchattacks, model, x):
         attack = torchattacks.APGD(
             model, norm=_TA_NORM[norm], eps=eps, steps=steps, n_restarts=restarts, seed=seed, loss=loss
         )
@@ -287,7 +320,7 @@ def square(
 ) -> Tensor:
     """The black-box Square attack (Andriushchenko et al. 2020; margin loss, no gradients): torchattacks.Square."""
     _check_images(x, y)
-    with _torchattacks_call(model, x) as torchattacks:
+    with _torchattacks_call(model, x) as (torchattacks, model, x):
         attack = torchattacks.Square(
             model, norm=_TA_NORM[norm], eps=eps, n_queries=queries, n_restarts=restarts, seed=seed, loss="margin"
         )
@@ -317,7 +350,7 @@ def autoattack(
     n_classes = _n_classes(model, x, 2, "AutoAttack")
     norm_name = _TA_NORM[norm]
     log.info("AutoAttack, %s version (%d classes)", autoattack_version(n_classes), n_classes)
-    with _torchattacks_call(model, x) as torchattacks:
+    with _torchattacks_call(model, x) as (torchattacks, model, x):
         common = {"norm": norm_name, "eps": eps, "seed": seed}
         if autoattack_version(n_classes) == "standard":
             # torchattacks targets n_classes - 1 classes: pass one more than the standard version's targets.

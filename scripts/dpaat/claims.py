@@ -16,10 +16,14 @@ import yaml
 from dpaat.paper_results import ALL_GROUP, ARCH_GROUPS, TABLE1, TABLE2
 
 CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
-RELATIONS = ("greater", "equal")
+# not_below: each of `methods` is at least `baseline` (with no margin, decided like greater:
+# supported only when each is significantly above, contradicted when one is significantly below).
+RELATIONS = ("greater", "equal", "not_below")
 # Whose claim it is: the paper's, or ours (the baselines TRADES and MART, which the paper never ran).
 ORIGINS = ("paper", "ours")
 PAPER_TABLES = {"table1": TABLE1, "table2": TABLE2}
+# The columns of the evaluate job's predictions files (dpaat.evaluation.PREDICTION_COLUMNS).
+PREDICTION_COLUMNS: tuple[str, ...] = ("attack", "image_id", "label", "prediction", "logits")
 # Percentage points for accuracy (as Table I), fractions for mAP (as Table II).
 SCALE = {"accuracy": 100.0, "map": 1.0}
 
@@ -34,7 +38,7 @@ class Claim:
     relation: str
     metric: str
     group: str
-    methods: tuple[str, ...]  # greater: subject first, then the others
+    methods: tuple[str, ...]  # greater: subject first, then the others; not_below: the methods, then the baseline
     attacks: tuple[str, ...]  # greater: one attack; equal: the two attacks compared
     margin: float = 0.0
     paper: Mapping[str, str] | None = None
@@ -48,6 +52,9 @@ class Claim:
         if self.relation == "greater":
             subject, *others = self.methods
             return [((subject, self.attacks[0]), (other, self.attacks[0])) for other in others]
+        if self.relation == "not_below":
+            *methods, baseline = self.methods
+            return [((method, self.attacks[0]), (baseline, self.attacks[0])) for method in methods]
         return [((method, self.attacks[0]), (method, self.attacks[1])) for method in self.methods]
 
 
@@ -70,6 +77,9 @@ def load_claims(path: str | os.PathLike = CLAIMS_FILE) -> list[Claim]:
             raise ValueError(f"{path}: claim {cid} has group {entry.get('group')!r}; use one of {sorted(groups)}")
         if relation == "greater":
             methods = (entry["subject"], *entry["others"])
+            attacks = (entry["attack"],)
+        elif relation == "not_below":
+            methods = (*entry["methods"], entry["baseline"])
             attacks = (entry["attack"],)
         else:
             methods = tuple(entry["methods"])

@@ -19,8 +19,6 @@ def method_comparisons(
     *,
     subject: str = "dpaat",
     others: Sequence[str] = ("at", "sat", "amat"),
-    n_resamples: int,
-    seed: int,
     alpha: float = stats.ALPHA,
 ) -> pd.DataFrame:
     """DPAAT against each other AT method per CNN, seed and attack, and pooled over CNNs and seeds; Holm over all rows.
@@ -43,7 +41,7 @@ def method_comparisons(
             for arch_idx, seed_idx in scopes:
                 sa, sb = pa[np.ix_(arch_idx, seed_idx)], pb[np.ix_(arch_idx, seed_idx)]
                 flip = stats.sign_flip(sa.argmax(-1) == labels, sb.argmax(-1) == labels)
-                diff, _ = stats.accuracy_difference_interval(labels, sa, sb, flip, n_resamples=n_resamples, seed=seed)
+                diff = stats.score_interval(flip)
                 pooled = len(arch_idx) * len(seed_idx) > 1
                 if pooled:
                     test, p_value = "sign-flip (exact)", flip.pvalue
@@ -80,10 +78,10 @@ def comparisons_markdown(table: pd.DataFrame) -> str:
     """The paired method comparisons as Markdown."""
     caption = (
         "**Paired comparisons of DPAAT with the other AT methods.** Accuracy difference (percentage points, "
-        "DPAAT minus the other) on the same test images with its paired bootstrap 95 % interval over images "
-        f"(unadjusted; BCa, percentile with fewer than {stats.MIN_BCA_DISCORDANT} discordant images, exact with "
-        "none). Per CNN and seed: b / c = images only DPAAT / only the other method gets right, McNemar's exact "
-        "test. 'pooled' over every CNN and seed: the image is the unit (its outcomes are not independent across "
+        "DPAAT minus the other) on the same test images with its 95 % score interval of the per-image differences "
+        "(unadjusted; Tango's for paired proportions, at every count of discordant images). Per CNN and seed: "
+        "b / c = images only DPAAT / only the other method gets right, McNemar's exact test. 'pooled' over every "
+        "CNN and seed: the image is the unit (its outcomes are not independent across "
         "CNNs and seeds), b / c = images DPAAT gets right more / less often, the exact sign-flip test of the "
         "per-image differences. Holm-corrected over every row at α = 0.05."
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +49,13 @@ def evaluate_model(
     device: torch.device | str,
     image_ids: list[str] | None = None,
     adversarial_dir: str | os.PathLike | None = None,
+    corrupted: Iterable[tuple[str, Tensor]] = (),
 ) -> dict[str, Tensor]:
-    """Logits (N, C) on the CPU of the clean test set and of each attack, keyed 'clean' then by attack name.
+    """Logits (N, C) on the CPU of the clean test set, each attack and each corrupted test set, keyed 'clean',
+    then by attack name, then by condition name (`dpaat.corruptions.condition_name`).
+
+    `corrupted` yields (condition, images) pairs of the same test images, corrupted
+    (`dpaat.corruptions.corrupted_test_sets`); they are predicted only, after every attack.
 
     `model` must already be on `device`. With `adversarial_dir`, each attack's float32
     adversarial images are also saved to `<adversarial_dir>/<attack>.pt` (x_adv, logits,
@@ -70,6 +75,15 @@ def evaluate_model(
             save_torch(blob, Path(adversarial_dir) / f"{name}.pt")
         log.info("%s (%s): accuracy %.4f", name, spec, _accuracy(logits[name], labels))
         del x_adv
+    for name, corrupted_images in corrupted:
+        if name in logits:
+            raise ValueError(f"corrupted test set {name!r} has the name of an attack or of the clean test set")
+        if corrupted_images.shape != images.shape:
+            raise ValueError(
+                f"corrupted test set {name}: {tuple(corrupted_images.shape)} images, the test set has {tuple(images.shape)}"
+            )
+        logits[name] = predict_logits(model, corrupted_images, batch_size=batch_size, device=device)
+        log.info("%s: accuracy %.4f", name, _accuracy(logits[name], labels))
     return logits
 
 

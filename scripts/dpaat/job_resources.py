@@ -7,7 +7,8 @@ architecture's GFLOPs at the job's resolution (torchvision's figures, scaled by 
   train     epochs_total × (n_train × U(method) + n_val × (2K + 2))   U: std 3, at 2K+3,
             sat/amat/d_b/mart 2K+6, trades 2K+7, dpaat/d_a 4K+8 (K = training adversary steps)
   evaluate  n_test × (1 + Σ over the test and sanity attacks of their forward units:
-            2 × steps + 1 for the gradient attacks, see dpaat.attack_kinds.forward_units)
+            2 × steps + 1 for the gradient attacks, see dpaat.attack_kinds.forward_units
+            + 1 per corrupted test set, dpaat.corruptions)
   evaluate_ablation  n_test × (1 + forward units of evaluation.confusion_attack)
   gradcam   n_test × 3 × (methods)
 
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from dpaat.attack_kinds import forward_units
+from dpaat.corruptions import conditions
 from dpaat.method_kinds import METHOD_KINDS
 from dpaat.sanity import SanityPlan
 
@@ -87,7 +89,9 @@ def work_gflop(config: Mapping[str, Any], rule: str, arch: str, method: str | No
             *SanityPlan.from_config(config["sanity"], config["training"]["adversary"]).attacks.values(),
         ]
         n_classes = len(config["data"]["classes"])
-        units = sizes["test"] * (1 + sum(forward_units(attack, n_classes) for attack in attacks))
+        # The corrupted test sets: one forward pass each.
+        corrupted = len(conditions(config.get("corruptions") or {}))
+        units = sizes["test"] * (1 + sum(forward_units(attack, n_classes) for attack in attacks) + corrupted)
     elif rule == "evaluate_ablation":
         # Fig. 3 needs the clean pass and the confusion attack only (no sanity attacks).
         confusion = next(a for a in config["attacks"] if a["name"] == config["evaluation"]["confusion_attack"])

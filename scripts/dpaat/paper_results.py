@@ -133,7 +133,12 @@ TABLE2: dict[str, dict[str, dict[str, float]]] = {
 
 _ATTACK_NAME = re.compile(r"^(fgsm|ifgsm|pgd)(\d*)$")
 # Display names of the attacks the paper does not use (config names of dpaat.attacks kinds).
-OTHER_ATTACK_LABELS: dict[str, str] = {"apgd": "APGD", "autoattack": "AutoAttack", "square": "Square"}
+OTHER_ATTACK_LABELS: dict[str, str] = {
+    "apgd": "APGD",
+    "autoattack": "AutoAttack",
+    "square": "Square",
+    "corrupted": "mean corruption",
+}
 
 
 def method_label(method: str) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dpaat import job_resources
+from dpaat.corruptions import DESIGN_SIZE, conditions, parse_condition
 from dpaat.data.classes import dataset_classes, is_paper_dataset
 from dpaat.imagenet_weights import weights_file
 from dpaat.paper_results import BASELINES
@@ -50,6 +51,8 @@ HTML_TABLES = {
     "baselines": ("baselines", "Tables", "Baselines TRADES and MART"),
     "gradcam": ("gradcam_table", "Tables", "Grad-CAM localisation"),
     "split_counts": ("split_counts", "Tables", "Images per class and split"),
+    "corruptions": ("corruptions", "Corruptions and calibration", "Accuracy under dermoscopy corruptions"),
+    "calibration": ("calibration", "Corruptions and calibration", "Calibration (ECE)"),
 }
 
 
@@ -120,6 +123,11 @@ class Plan:
         gradcam_possible = set(config["report"]["gradcam_methods"]) <= set(self.methods)
         self.gradcam_archs = self.present(config["report"]["gradcam_archs"]) if gradcam_possible else []
         self.confusion_archs = self.present(config["report"]["confusion_archs"])
+        # Corrupted test sets (dpaat.corruptions): their labels "<corruption>@<severity>", [] when off.
+        self.corruptions = conditions(config["corruptions"])
+        self.corruption_names = list(dict.fromkeys(parse_condition(c)[0] for c in self.corruptions))
+        # The methods trained on every arch: the corruption and calibration tables' rows.
+        self.report_methods = [m for m in self.methods if m not in ABLATION_METHODS]
         self.weights_destinations = {
             arch: str(weights_file(arch, files=config["models"]["weights_files"])) for arch in self.archs
         }
@@ -173,6 +181,16 @@ class Plan:
     def cache_tag(self) -> str:
         """Centre-cropped and squashed caches live apart, so a changed data.centre_crop never reuses a cache."""
         return "centre_crop/" if self.config["data"]["centre_crop"] else ""
+
+    @property
+    def corrupted_dir(self) -> str:
+        """The corrupted test sets, corrupted at 224 px (their severities' resolution), resized per model."""
+        return f"results/data/corrupted/{self.cache_tag}test"
+
+    @property
+    def corruption_source(self) -> str:
+        """The test cache the corrupted sets are made from."""
+        return f"results/data/cache/{self.cache_tag}test_{DESIGN_SIZE}px.pt"
 
     def image_size(self, arch: str) -> int:
         """Input resolution of an architecture (InceptionV3 has its own)."""
@@ -252,6 +270,9 @@ class Plan:
             targets += ["results/metrics/sanity.parquet", "results/tables/sanity.md"]
             targets.append("results/figures/robustness_curves.png")
         targets += [f"results/figures/confusion_{arch}.png" for arch in self.confusion_archs]
+        if self.corruptions:
+            targets += [f"results/tables/{t}.{ext}" for t in ("corruptions", "calibration") for ext in ("csv", "md")]
+            targets += [f"results/figures/{f}.png" for f in ("corruption_severity", "corruption_panel", "reliability")]
         if self.gradcam_archs:
             targets += [f"results/figures/gradcam_{arch}.png" for arch in self.gradcam_archs]
             targets.append("results/metrics/gradcam.parquet")

@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dpaat.corruptions import MEAN_CORRUPTION, parse_condition
 from dpaat.io import write_parquet
 
 PREDICTION_COLUMNS: tuple[str, ...] = ("attack", "image_id", "label", "prediction", "logits")
@@ -83,8 +84,15 @@ class Predictions:
             raise ValueError("no predictions files given")
         return cls(pd.concat(frames, ignore_index=True))
 
+    def corruptions(self) -> list[str]:
+        """The corrupted test sets ('<corruption>@<severity>') the predictions hold, in their order."""
+        return list(dict.fromkeys(k[3] for k in self._probs if parse_condition(k[3]) is not None))
+
     def has(self, method: str, arch: str, attack: str) -> bool:
-        """Whether every seed has predictions of this arm on this arch."""
+        """Whether every seed has predictions of this arm on this arch (for MEAN_CORRUPTION: under every corruption)."""
+        if attack == MEAN_CORRUPTION:
+            conditions = self.corruptions()
+            return bool(conditions) and all(self.has(method, arch, c) for c in conditions)
         return all((s, method, arch, attack) in self._probs for s in self.seeds)
 
     def archs(self) -> list[str]:
@@ -101,5 +109,12 @@ class Predictions:
         return labels
 
     def probs(self, method: str, attack: str, archs: Sequence[str]) -> np.ndarray:
-        """Scores (archs, seeds, images, classes) of one arm."""
+        """Scores (archs, seeds, images, classes) of one arm.
+
+        MEAN_CORRUPTION stacks every corrupted test set of each arch along the first axis, so
+        that a cell (its mean over that axis) is the mean corruption accuracy and a paired test
+        sums each image's differences over CNNs, seeds and corruptions.
+        """
+        if attack == MEAN_CORRUPTION:
+            return np.concatenate([self.probs(method, c, archs) for c in self.corruptions()])
         return np.stack([np.stack([self._probs[(s, method, a, attack)] for s in self.seeds]) for a in archs])

@@ -363,6 +363,8 @@ class ExecutionSettings:
             raise ValueError(f"training.device must be auto, cpu, cuda or cuda:<index>, got {self.device!r}")
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.fast_paths not in ("auto", "always", "never"):
+            raise ValueError(f"gpu.fast_paths must be auto, always or never, got {self.fast_paths!r}")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], threads: int | None = None) -> ExecutionSettings:

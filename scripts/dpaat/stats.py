@@ -9,9 +9,13 @@ every CNN and seed, so its outcomes are not independent pairs. Accuracy comparis
 an exact sign-flip test of the per-image differences summed over CNNs and seeds (its
 null distribution enumerated by convolution, no resampling); a metric that is not a
 per-image success (mAP) gets scipy's paired permutation test, an image's two predictions
-swapping in every CNN and seed at once. Equivalence is a two one-sided test (TOST).
-McNemar's exact test (`statsmodels`) is for one CNN and one seed, where pairs are
-independent. Multiple comparisons are Holm-corrected with statsmodels' `multipletests`.
+swapping in every CNN and seed at once. Intervals of accuracy differences are score
+intervals of the per-image differences (Tango's for paired proportions, generalised), one
+method at every count of discordant images; equivalence is a two one-sided test (TOST) with
+the same score statistic, so that a verdict and its interval always agree. The trained
+networks are fixed: the inference is conditional on them. McNemar's exact test
+(`statsmodels`) is for one CNN and one seed, where pairs are independent. Multiple
+comparisons are Holm-corrected with statsmodels' `multipletests`.
 
 Layout of the prediction arrays: `labels` (N,) class indices of the N test images;
 `probs` (..., N, C) softmax scores with any leading dimensions (archs, seeds).
@@ -25,14 +29,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import optimize
 from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
-# Fewer images than this with a non-zero paired difference and BCa's jackknife acceleration is
-# dominated by them (one discordant image: [0, +9.98] points where the percentile interval is
-# [0, +5.0]); such intervals are percentile ones, and with none at all exact ones.
-MIN_BCA_DISCORDANT = 10
 # Paired permutations of a test without a closed form (mAP): the smallest two-sided p is 2 / 20001,
 # far below α / K for any family of claims this pipeline tests (warned of where it is not).
 PERMUTATIONS = 20_000
@@ -46,11 +47,12 @@ _BATCH = 100
 
 @dataclass(frozen=True)
 class Interval:
-    """A point estimate with its two-sided bootstrap confidence interval."""
+    """A point estimate with its two-sided confidence interval and how it was made (BCa, percentile, score)."""
 
     estimate: float
     low: float
     high: float
+    method: str = ""
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,7 @@ def bootstrap(
     estimate = float(statistic(*(np.ones((1, n)) for n in sizes))[0])
     resampled = [i for i, n in enumerate(sizes) if n > 1]
     if not resampled or math.isnan(estimate):
-        return Interval(estimate, math.nan, math.nan)
+        return Interval(estimate, math.nan, math.nan, method)
 
     def on_indices(*indices: np.ndarray, axis: int = -1) -> np.ndarray:
         # scipy passes resamples (B, n) of every sample, or, for BCa's jackknife, leave-one-out
@@ -215,7 +217,8 @@ def bootstrap(
         # Degenerate BCa: fall back to the percentile interval of the same resamples.
         tail = 100 * (1 - confidence) / 2
         low, high = np.nanpercentile(result.bootstrap_distribution, [tail, 100 - tail])
-    return Interval(estimate, float(low), float(high))
+        method = "percentile"
+    return Interval(estimate, float(low), float(high), method)
 
 
 def group_value(
@@ -282,32 +285,6 @@ def difference_interval(
         confidence=confidence,
         method=method,
     )
-
-
-def accuracy_difference_interval(
-    labels: np.ndarray,
-    probs_a: np.ndarray,
-    probs_b: np.ndarray,
-    flip: SignFlip,
-    *,
-    n_resamples: int,
-    seed: int,
-    confidence: float = CONFIDENCE,
-) -> tuple[Interval, str]:
-    """Interval of accuracy(A) − accuracy(B) resampling images, and its method: exact, percentile or BCa.
-
-    No discordant image: the exact bound ±CP(0 of N) (Clopper-Pearson on the discordant-image
-    rate, which bounds |difference|); fewer than MIN_BCA_DISCORDANT: percentile; otherwise BCa.
-    """
-    if flip.discordant == 0:
-        bound = float(scipy_stats.binomtest(0, flip.n_images).proportion_ci(confidence, method="exact").high)
-        return Interval(0.0, -bound, bound), "exact"
-    method = "BCa" if flip.discordant >= MIN_BCA_DISCORDANT else "percentile"
-    interval = difference_interval(
-        "accuracy", labels, probs_a, probs_b, n_resamples=n_resamples, seed=seed, resample_seeds=False,
-        confidence=confidence, method=method,
-    )  # fmt: skip
-    return interval, method
 
 
 def mean_interval(groups: Sequence[np.ndarray], *, n_resamples: int, seed: int, scale: float = 1.0) -> Interval:
@@ -543,50 +520,96 @@ def _sign_flip_p(totals: np.ndarray) -> float:
     return float(min(1.0, 2 * probs[support >= observed].sum()))
 
 
+def _restricted_variance(values: np.ndarray, counts: np.ndarray, mean0: float) -> float:
+    """Variance of the per-image difference under its maximum-likelihood distribution with mean `mean0`.
+
+    The distribution lives on [−1, 1] (differences as fractions of the pairs); its restricted MLE
+    weights the observed values as empirical likelihood does, p_k = (n_k / n) / (1 + t (v_k − mean0)),
+    and, where no observed value can carry the mean that far, puts the rest of the mass on the
+    unobserved end, +1 or −1 (for one pair per image this is Tango's restricted MLE of the 2 x 2 table).
+    """
+    n = counts.sum()
+    shift = values - mean0
+    t_low, t_high = -1 / (1 - mean0), 1 / (1 + mean0)  # where the mass at +1 or −1 would turn negative
+
+    def slope(t: float) -> float:
+        return float((counts * shift / (1 + t * shift)).sum())
+
+    end = 0.0
+    if values.max() < 1 and slope(t_low) <= 0:
+        t, end = t_low, 1.0
+    elif values.min() > -1 and slope(t_high) >= 0:
+        t, end = t_high, -1.0
+    else:
+        span = t_high - t_low
+        t = optimize.brentq(slope, t_low + 1e-12 * span, t_high - 1e-12 * span, xtol=1e-14)
+    probs = counts / n / (1 + t * shift)
+    extra = max(0.0, 1.0 - probs.sum())
+    return max(0.0, float((probs * values**2).sum() + extra * end**2 - mean0**2))
+
+
+def score_statistic(flip: SignFlip, mean0: float) -> float:
+    """Score statistic of H0 'accuracy difference = mean0' from the per-image differences (Tango's, generalised).
+
+    z = (d̄ − mean0) / sqrt(V(mean0) / N), V the variance under the restricted MLE: the image is the
+    unit, its difference the mean over its pairs (archs x seeds), a value in [−1, 1].
+    """
+    values, counts = np.unique(flip.totals / flip.pairs, return_counts=True)
+    mean = flip.difference
+    if not -1 < mean0 < 1:
+        return -math.inf if mean0 >= 1 > mean else math.inf if mean0 <= -1 < mean else 0.0
+    gap = mean - mean0
+    if abs(gap) < 1e-15:
+        return 0.0
+    variance = _restricted_variance(values, counts.astype(float), mean0)
+    return math.copysign(math.inf, gap) if variance == 0 else gap / math.sqrt(variance / flip.n_images)
+
+
+def score_interval(flip: SignFlip, confidence: float = CONFIDENCE) -> Interval:
+    """Two-sided score interval of the accuracy difference: every mean0 its score test at 1 − confidence keeps.
+
+    One method at every discordance (none included): with no discordant image it is
+    [−z² / (N + z²), +z² / (N + z²)], the Wilson bound of 0 of N.
+    """
+    critical = scipy_stats.norm.ppf(0.5 + confidence / 2)
+    mean = flip.difference
+
+    def bound(towards: float) -> float:
+        if mean == towards:
+            return towards
+        edge = towards - math.copysign(1e-12, towards)
+        if abs(score_statistic(flip, edge)) < critical:
+            return towards
+        return optimize.brentq(lambda m: abs(score_statistic(flip, m)) - critical, mean, edge, xtol=1e-12)
+
+    return Interval(mean, bound(-1.0), bound(1.0), method="score")
+
+
 @dataclass(frozen=True)
 class Equivalence:
-    """A two one-sided test (TOST) of |A − B| < margin: the (1 − 2α) interval and the tests it decides."""
+    """Tests of |A − B| against a margin from the score statistic, and the (1 − 2α) interval TOST decides by."""
 
     interval: Interval
     p_equivalent: float  # TOST: the larger of the two one-sided p's of H0 |δ| ≥ margin
-    p_different: float  # H0 |δ| ≤ margin: small when the interval lies entirely outside ±margin
-    method: str  # "exact" or "percentile"
+    p_different: float  # H0 |δ| ≤ margin: below α when the (1 − α) interval lies entirely outside ±margin
 
 
-def equivalence_test(
-    flip: SignFlip, margin: float, *, alpha: float = ALPHA, n_resamples: int, seed: int
-) -> Equivalence:
-    """TOST of an accuracy difference within ±margin (fractions), the image as the unit.
+def equivalence_test(flip: SignFlip, margin: float, *, alpha: float = ALPHA) -> Equivalence:
+    """TOST of an accuracy difference within ±margin (fractions) and its converse, the image as the unit.
 
-    With fewer than MIN_BCA_DISCORDANT discordant images the test is exact: δ ≤ P(image has
-    d > 0) and δ ≥ −P(d < 0), so under δ ≥ margin the count of positive images is at least
-    Binomial(N, margin) stochastically, p = P(Bin(N, margin) ≤ positive) (zero discordant of N:
-    (1 − margin)^N), and the (1 − 2α) interval is [−CP(negative), CP(positive)] with one-sided
-    Clopper-Pearson bounds; this bound cannot show a difference (p_different = 1). Otherwise the
-    percentile bootstrap of the per-image differences at level 1 − 2α, with p's from the same
-    resamples.
+    Both are score tests (`score_statistic`) at ±margin, so that they decide as the score
+    intervals do at every discordance: TOST's p < α exactly when the (1 − 2α) interval lies
+    inside ±margin; p_different, twice the smaller one-sided p of a difference beyond the margin
+    (the two sides may both be near their boundary when the margin is small), is < α exactly
+    when the (1 − α) interval lies entirely outside ±margin.
     """
-    n = flip.n_images
-    if flip.discordant < MIN_BCA_DISCORDANT:
-        upper = scipy_stats.binomtest(flip.positive, n).proportion_ci(1 - 2 * alpha, method="exact").high
-        lower = scipy_stats.binomtest(flip.negative, n).proportion_ci(1 - 2 * alpha, method="exact").high
-        p = max(scipy_stats.binom.cdf(flip.positive, n, margin), scipy_stats.binom.cdf(flip.negative, n, margin))
-        return Equivalence(Interval(flip.difference, -float(lower), float(upper)), float(p), 1.0, "exact")
-    d = flip.totals / flip.pairs
-    result = scipy_stats.bootstrap(
-        (d,),
-        np.mean,
-        n_resamples=n_resamples,
-        confidence_level=1 - 2 * alpha,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    dist = result.bootstrap_distribution
-    frac = lambda hit: (np.count_nonzero(hit) + 1) / (dist.size + 1)  # noqa: E731
-    p_equivalent = max(frac(dist >= margin), frac(dist <= -margin))
-    p_different = min(frac(dist <= margin), frac(dist >= -margin))
-    low, high = result.confidence_interval
-    return Equivalence(Interval(flip.difference, float(low), float(high)), p_equivalent, p_different, "percentile")
+    if not margin > 0:
+        raise ValueError(f"the equivalence margin must be positive, got {margin}")
+    z_upper, z_lower = score_statistic(flip, margin), score_statistic(flip, -margin)
+    norm = scipy_stats.norm
+    p_equivalent = max(norm.cdf(z_upper), norm.sf(z_lower))
+    p_different = min(1.0, 2 * min(norm.sf(z_upper), norm.cdf(z_lower)))
+    return Equivalence(score_interval(flip, 1 - 2 * alpha), float(p_equivalent), float(p_different))
 
 
 def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> np.ndarray:

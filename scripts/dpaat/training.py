@@ -430,6 +430,7 @@ def run_record(
     arch: str,
     image_size: int,
     xi: float | None,
+    fast_paths: list[str],
 ) -> dict[str, Any]:
     """The run's identity and outcome for its run.json."""
     return {
@@ -443,6 +444,7 @@ def run_record(
         "resumed_from_epoch": result.resumed_from_epoch,
         "device": result.device,
         "deterministic": execution.deterministic,
+        "fast_paths": fast_paths,
         "method_details": result.method,
         "amat_xi": xi,
     }

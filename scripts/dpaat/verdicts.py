@@ -1,23 +1,26 @@
 """A verdict on each claim of the paper (`dpaat.claims`) from the paired comparisons behind it.
 
 The test image is the unit of every test and interval (it is seen by every
-CNN and seed, so those outcomes are not independent pairs). The effect is the
-difference of the two table cells (archs averaged, then seeds) with a paired bootstrap
-interval over images.
+CNN and seed, so those outcomes are not independent pairs). The trained networks are
+fixed: the inference is conditional on them (seeds are not resampled). The effect is the
+difference of the two table cells (archs averaged, then seeds) with, for accuracy, the
+score interval of the per-image differences (`stats.score_interval`) and, for mAP, a paired
+bootstrap interval over images.
 
 - "X exceeds Y" (and "X is the highest of Y, Z, ..."): accuracy by the exact sign-flip test
   of the per-image differences summed over the claim's CNNs and seeds, mAP by the paired
   permutation test (an image's predictions swap in every CNN and seed at once). With every
   effect in the claimed direction the claim's p is the largest p of its comparisons (it needs
   all of them; an intersection-union test); otherwise it is the smallest p of a comparison
-  going the other way times the number of comparisons (Bonferroni: it needs any one). The
-  claims' p's are one family, Holm-corrected: supported / contradicted when the Holm p is
-  below α, inconclusive otherwise.
-- "X and Y give the same": a two one-sided test (TOST) of each comparison's difference within
-  ±margin: supported when every (1 − 2α) interval lies inside ±margin (p = the largest TOST p),
-  contradicted when one lies entirely outside (Bonferroni over the comparisons), inconclusive
-  otherwise. An equality claim is tested on its own at level α, outside the Holm family: its
-  "supported" is an intersection-union test, and it must not weaken the directional claims.
+  going the other way times the number of comparisons (Bonferroni: it needs any one).
+- "X and Y give the same": a two one-sided score test (TOST) of each comparison's difference
+  within ±margin: supported when every (1 − 2α) score interval lies inside ±margin (p = the
+  largest TOST p), contradicted when one (1 − α) interval lies entirely outside (twice the
+  smaller one-sided p, times the comparisons: Bonferroni), inconclusive otherwise.
+
+Every claim's p, directional or equality, is one family, Holm-corrected: supported /
+contradicted when the Holm p is below α, inconclusive otherwise; the chance of any false
+verdict in the table is at most α.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ class Comparison:
     value_a: stats.Interval
     value_b: stats.Interval
     effect: stats.Interval  # 95 % (directional) or 1 − 2α (equality) interval over images
-    interval: str  # how the interval was made: BCa, percentile or exact
+    interval: str  # how the interval was made: score (accuracy), BCa or percentile (mAP)
     test: str
     pvalue: float  # two-sided directional p; equality: the TOST p
     n_images: int
@@ -95,7 +98,7 @@ def compare(
         return cells[key]
 
     def scaled(interval: stats.Interval) -> stats.Interval:
-        return stats.Interval(interval.estimate * scale, interval.low * scale, interval.high * scale)
+        return stats.Interval(interval.estimate * scale, interval.low * scale, interval.high * scale, interval.method)
 
     value_a, value_b = cell(a, pa), cell(b, pb)
     common = dict(claim=claim, a=a, b=b, archs=tuple(archs), value_a=value_a, value_b=value_b, n_images=pa.shape[2])
@@ -104,17 +107,18 @@ def compare(
         diff = stats.difference_interval(
             metric, labels, pa, pb, n_resamples=n_resamples, seed=seed, resample_seeds=False
         )
-        return Comparison(**common, effect=scaled(diff), interval="BCa", test=f"permutation ({n_permutations})", pvalue=test.pvalue,
+        return Comparison(**common, effect=scaled(diff), interval=diff.method, test=f"permutation ({n_permutations})",
+                          pvalue=test.pvalue,
                           n_discordant=None, detectable_at=lambda t: scale * test.detectable(t))  # fmt: skip
     flip = stats.sign_flip(pa.argmax(-1) == labels, pb.argmax(-1) == labels)
     detectable = lambda t: scale * flip.detectable(t)  # noqa: E731
     if margin is not None:
-        tost = stats.equivalence_test(flip, margin, alpha=alpha, n_resamples=n_resamples, seed=seed)
-        return Comparison(**common, effect=scaled(tost.interval), interval=tost.method, test=f"TOST ({tost.method})",
+        tost = stats.equivalence_test(flip, margin, alpha=alpha)
+        return Comparison(**common, effect=scaled(tost.interval), interval=tost.interval.method, test="TOST (score)",
                           pvalue=tost.p_equivalent, n_discordant=flip.discordant, detectable_at=detectable,
                           p_different=tost.p_different)  # fmt: skip
-    diff, method = stats.accuracy_difference_interval(labels, pa, pb, flip, n_resamples=n_resamples, seed=seed)
-    return Comparison(**common, effect=scaled(diff), interval=method, test="sign-flip (exact)", pvalue=flip.pvalue,
+    diff = stats.score_interval(flip)
+    return Comparison(**common, effect=scaled(diff), interval=diff.method, test="sign-flip (exact)", pvalue=flip.pvalue,
                       n_discordant=flip.discordant, detectable_at=detectable)  # fmt: skip
 
 
@@ -138,12 +142,12 @@ def decide(claim: Claim, mine: list[Comparison], alpha: float = stats.ALPHA) -> 
     if claim.relation == "equal":
         weakest = max(mine, key=lambda c: c.pvalue)
         if weakest.pvalue < alpha:
-            return Decision(claim, mine, weakest, weakest.pvalue, "supported", 1, threshold=alpha)
+            return Decision(claim, mine, weakest, weakest.pvalue, "supported", 1)
         strongest = min(mine, key=lambda c: c.p_different)
         p_diff = min(1.0, k * strongest.p_different)
         if p_diff < alpha:
-            return Decision(claim, mine, strongest, p_diff, "contradicted", k, threshold=alpha / k)
-        return Decision(claim, mine, weakest, weakest.pvalue, "supported", 1, threshold=alpha)
+            return Decision(claim, mine, strongest, p_diff, "contradicted", k)
+        return Decision(claim, mine, weakest, weakest.pvalue, "supported", 1)
     against = [c for c in mine if not c.effect.estimate > 0]
     if not against:
         weakest = max(mine, key=lambda c: c.pvalue)
@@ -190,33 +194,30 @@ def evaluate_claims(
         ]  # fmt: skip
         plans.append((claim, decide(claim, mine, alpha), ""))
     decisions = [d for _, d, _ in plans if d is not None]
-    family = [d for d in decisions if d.claim.relation != "equal"]
+    family = decisions
     for d, p_holm in zip(family, stats.holm([d.p for d in family], alpha)):
         d.p_holm = float(p_holm)
     # Holm's threshold at each claim's rank: α / (K − rank + 1); the deciding comparison's own p
     # must also beat the claim's Bonferroni factor.
     for rank, i in enumerate(np.argsort([d.p for d in family], kind="stable")):
         family[i].threshold = alpha / (len(family) - rank) / family[i].factor
-    _warn_of_floors(decisions, n_resamples, n_permutations, alpha)
+    _warn_of_floors(decisions, n_permutations, alpha)
     rows = [_verdict_row(claim, d, reason, alpha) for claim, d, reason in plans]
     return pd.DataFrame(rows), decisions
 
 
-def _warn_of_floors(decisions: Sequence[Decision], n_resamples: int, n_permutations: int, alpha: float) -> None:
+def _warn_of_floors(decisions: Sequence[Decision], n_permutations: int, alpha: float) -> None:
     """Log a warning where a resampled p cannot fall far (10x) below the strictest level its claim may face."""
-    family = sum(d.claim.relation != "equal" for d in decisions)
+    family = len(decisions)
+    floor = 2 / (n_permutations + 1)
     for d in decisions:
-        strictest = alpha / (family if d.claim.relation != "equal" else 1) / len(d.comparisons)
-        for test, floor, key in (
-            ("permutation", 2 / (n_permutations + 1), "permutation_resamples"),
-            ("TOST (percentile)", 1 / (n_resamples + 1), "bootstrap_resamples"),
-        ):
-            if any(c.test.startswith(test) for c in d.comparisons) and floor > strictest / 10:
-                log.warning(
-                    "%s: the smallest p of the %s test (%.2g) is not far below the level %.2g it may face "
-                    "(Holm over %d claims, %d comparisons); raise report.%s",
-                    d.claim.id, test, floor, strictest, family, len(d.comparisons), key,
-                )  # fmt: skip
+        strictest = alpha / family / len(d.comparisons)
+        if any(c.test.startswith("permutation") for c in d.comparisons) and floor > strictest / 10:
+            log.warning(
+                "%s: the smallest p of the permutation test (%.2g) is not far below the level %.2g it may face "
+                "(Holm over %d claims, %d comparisons); raise report.permutation_resamples",
+                d.claim.id, floor, strictest, family, len(d.comparisons),
+            )  # fmt: skip
 
 
 def _arm_text(arm: tuple[str, str], value: float, decimals: int) -> str:
@@ -225,8 +226,8 @@ def _arm_text(arm: tuple[str, str], value: float, decimals: int) -> str:
 
 
 def _equality_verdict(claim: Claim, decision: Decision, alpha: float) -> tuple[str, str, float, float]:
-    """(verdict, reason, confidence level, detectable) of an equality claim (TOST)."""
-    c, scale = decision.deciding, SCALE[claim.metric]
+    """(verdict, reason, confidence level, detectable) of an equality claim (TOST, Holm over the family)."""
+    c, scale, p_holm = decision.deciding, SCALE[claim.metric], decision.p_holm
     unit = " points" if claim.metric == "accuracy" else ""
     level = 1 - 2 * alpha
     margin = claim.margin * scale
@@ -234,25 +235,29 @@ def _equality_verdict(claim: Claim, decision: Decision, alpha: float) -> tuple[s
     # For an equality claim, "detectable" is the narrowest margin every interval fits inside.
     mdd = max(max(abs(x.effect.low), abs(x.effect.high)) for x in decision.comparisons)
     arm = f"{method_label(c.a[0])}'s {percent(level)} interval"
-    if decision.p < alpha and decision.direction == "supported":
-        return "supported", f"every {percent(level)} interval lies inside {within} (TOST p {p_text(decision.p)})", level, mdd
-    if decision.p < alpha:
-        return "contradicted", f"{arm} lies outside {within} (p {p_text(c.p_different)} × {decision.factor})", level, mdd
-    why = (f"{arm} reaches beyond {within} (TOST p {p_text(c.pvalue)}); "
+    if p_holm < alpha and decision.direction == "supported":
+        why = (f"every {percent(level)} interval lies inside {within} "
+               f"(TOST p {p_text(c.pvalue)}, Holm {p_text(p_holm)})")  # fmt: skip
+        return "supported", why, level, mdd
+    if p_holm < alpha:
+        why = (f"{method_label(c.a[0])}'s {percent(1 - alpha)} interval lies outside {within} "
+               f"(p {p_text(c.p_different)} × {decision.factor}, Holm {p_text(p_holm)})")  # fmt: skip
+        return "contradicted", why, level, mdd
+    why = (f"{arm} reaches beyond {within} (TOST p {p_text(c.pvalue)}, Holm {p_text(p_holm)}); "
            f"every interval fits within ±{mdd:.{1 if scale > 1 else 3}f}{unit}")  # fmt: skip
     return "inconclusive", why, level, mdd
 
 
-def _directional_verdict(decision: Decision, alpha: float) -> tuple[str, str, float, float]:
+def _directional_verdict(claim: Claim, decision: Decision, alpha: float) -> tuple[str, str, float, float]:
     """(verdict, reason, confidence level, detectable) of a directional claim (Holm over the family)."""
     c, p_holm = decision.deciding, decision.p_holm
     other = f"{method_label(c.b[0])} ({attack_label(c.b[1])})"
     mdd = c.detectable_at(decision.threshold)
     raw = f"p {p_text(c.pvalue)}" + (f" × {decision.factor}" if decision.factor > 1 else "")
     if p_holm < alpha and decision.direction == "supported":
+        above = f"each significantly above {other}" if claim.relation == "not_below" else "significantly above every competitor"
         largest = "largest " if len(decision.comparisons) > 1 else ""
-        why = f"significantly above every competitor ({largest}{raw}, Holm {p_text(p_holm)})"
-        return "supported", why, stats.CONFIDENCE, mdd
+        return "supported", f"{above} ({largest}{raw}, Holm {p_text(p_holm)})", stats.CONFIDENCE, mdd
     if p_holm < alpha:
         return "contradicted", f"{other} is significantly higher ({raw}, Holm {p_text(p_holm)})", stats.CONFIDENCE, mdd
     vs = f"vs {other}: " if len(decision.comparisons) > 1 else ""
@@ -286,7 +291,7 @@ def _verdict_row(claim: Claim, decision: Decision | None, reason: str, alpha: fl
     if claim.relation == "equal":
         verdict, why, level, mdd = _equality_verdict(claim, decision, alpha)
     else:
-        verdict, why, level, mdd = _directional_verdict(decision, alpha)
+        verdict, why, level, mdd = _directional_verdict(claim, decision, alpha)
     return {
         **row,
         "cnns": ";".join(c.archs),
@@ -316,10 +321,7 @@ def _claim_cells(r: pd.Series) -> list[str]:
         return [f"{r['statement']} (`{r['id']}`)", r["paper"], *["—"] * 5, f"not tested: {r['reason']}"]
     digits = 1 if r["metric"] == "accuracy" else 3
     cnns = ", ".join(arch_label(a) for a in str(r["cnns"]).split(";"))
-    if r["relation"] == "equal":
-        p = f"{p_text(r['p_claim'])} (TOST)" if r["verdict"] != "contradicted" else p_text(r["p_claim"])
-    else:
-        p = f"{p_text(r['p_claim'])} → Holm {p_text(r['p_holm'])}"
+    tost = " (TOST)" if r["relation"] == "equal" and r["verdict"] != "contradicted" else ""
     effect = f"{r['effect']:+.{digits}f} [{r['effect_low']:+.{digits}f}, {r['effect_high']:+.{digits}f}]"
     return [
         f"{r['statement']} (`{r['id']}`; {cnns})",
@@ -327,7 +329,7 @@ def _claim_cells(r: pd.Series) -> list[str]:
         r["versus"],
         f"{effect} ({percent(r['ci_level'])}, {r['interval']})",
         f"{r['test']}, {int(r['n_images'])} images",
-        p,
+        f"{p_text(r['p_claim'])}{tost} → Holm {p_text(r['p_holm'])}",
         f"{r['mdd']:.{digits}f}",
         f"**{r['verdict']}** ({r['reason']})",
     ]
@@ -337,22 +339,27 @@ def claims_markdown(table: pd.DataFrame, alpha: float = stats.ALPHA) -> str:
     """The claims table as Markdown, its caption stating the tests, the unit, the families and the levels."""
     caption = (
         "**Claims of the paper and our verdicts.** The unit of every test and interval is the test image "
-        "(its outcomes under each CNN and seed are averaged, not counted as independent pairs). Effect = the "
+        "(its outcomes under each CNN and seed are averaged, not counted as independent pairs); the trained "
+        "networks are fixed, so the inference is *conditional on them* (seeds are not resampled). Effect = the "
         "claimed-higher side minus the other, in percentage points for accuracy and mAP units for mAP; the row "
-        "shows the comparison that decides the verdict. *Directional claims* (X exceeds Y, X is the highest): "
+        "shows the comparison that decides the verdict. *Directional claims* (X exceeds Y, X is the highest; "
+        "X is not below Y, with no margin decided the same way: supported only when significantly above): "
         "accuracy by the exact sign-flip test of the per-image differences, mAP by a paired permutation test "
         "(an image's predictions swap in every CNN and seed; the count in the Test column); a claim's p is the "
         "largest p of the comparisons it needs (all in the claimed direction), or the smallest p going the "
-        "other way times the number of comparisons; p = that claim p → Holm-adjusted over the family of "
-        f"directional claims, significant below α = {alpha:g}; their intervals are paired bootstrap 95 % "
-        "intervals *unadjusted* for multiplicity (BCa; percentile with fewer than "
-        f"{stats.MIN_BCA_DISCORDANT} discordant images, exact with none), so one may exclude 0 while the Holm "
-        "p is not significant; 'detectable' = the smallest difference the same test would call significant "
-        "at the Holm threshold the claim faces (its rank's α / (K − rank + 1)). *Equality claims*: TOST, each "
-        f"claim at level α = {alpha:g} on its own (outside the Holm family), p = the largest TOST p; the "
-        f"interval is the {percent(1 - 2 * alpha)} one that decides (exact Clopper-Pearson bounds on the discordant "
-        f"images with fewer than {stats.MIN_BCA_DISCORDANT}, percentile bootstrap otherwise); supported inside "
-        "±margin, contradicted entirely outside it; 'detectable' = the narrowest margin every interval fits in."
+        "other way times the number of comparisons. Their intervals are 95 % intervals *unadjusted* for "
+        "multiplicity (accuracy: the score interval of the per-image differences, Tango's for paired "
+        "proportions, at every count of discordant images; mAP: paired bootstrap, BCa or, where BCa is "
+        "undefined, percentile), so one may exclude 0 while the Holm p is not significant. *Equality claims*: "
+        "two one-sided score tests (TOST), p = the largest TOST p; supported when every "
+        f"{percent(1 - 2 * alpha)} interval (shown) lies inside ±margin, contradicted when a {percent(1 - alpha)} "
+        "interval lies entirely outside it (twice the smaller one-sided p, times the comparisons). Every claim's "
+        "p, directional and equality, is Holm-adjusted over one family (p → Holm), significant below "
+        f"α = {alpha:g}: "
+        "the chance of any false verdict in the table is at most α. 'Detectable' = the smallest difference the "
+        "same test would call significant at the threshold the claim faces (its rank's Holm α / (K − rank + 1), "
+        "divided by the claim's Bonferroni factor when a comparison going the other way decides it); for an "
+        "equality claim, the narrowest margin every interval fits in."
     )
     header = ["Claim", "Paper", "Ours", "Effect [interval]", "Test", "p", "Detectable", "Verdict"]
     align = [LEFT, LEFT, LEFT, RIGHT, LEFT, RIGHT, RIGHT, LEFT]
