@@ -71,7 +71,7 @@ from dpaat.method_kinds import METHOD_KINDS  # noqa: E402
 from dpaat.methods import METHODS, build_method  # noqa: E402
 from dpaat.models import build_model  # noqa: E402
 from dpaat.runtime import driver_version, set_deterministic  # noqa: E402
-from dpaat.settings import ExecutionSettings, TrainingSettings, training_section  # noqa: E402
+from dpaat.settings import ExecutionSettings, TrainingSettings, training_section, with_defaults  # noqa: E402
 from dpaat.training import _autocast, _train_epoch, train  # noqa: E402
 
 ARCHS = ["resnet34", "inception_v3", "densenet121", "mobilenet_v2", "shufflenet_v2_x1_0", "squeezenet1_1"]
@@ -517,18 +517,6 @@ def mini_grid(report: Report, device: torch.device, sizes: Sizes, mode: str) -> 
     return measured
 
 
-def schema_defaults(schema: dict, value: object) -> object:
-    """`value` with the JSON schema's defaults filled in where it leaves keys out (as snakemake's validate does)."""
-    if schema.get("type") != "object" or not isinstance(value, dict):
-        return value
-    for key, sub in schema.get("properties", {}).items():
-        if key not in value and "default" in sub:
-            value[key] = copy.deepcopy(sub["default"])
-        if key in value:
-            value[key] = schema_defaults(sub, value[key])
-    return value
-
-
 def paper_config() -> dict:
     """config/config.yaml updated with config/paper.yaml, the schema's defaults filled (PyYAML, no snakemake)."""
     import yaml
@@ -536,8 +524,7 @@ def paper_config() -> dict:
     config: dict = {}
     for path in (REPO / "config" / "config.yaml", PAPER_CONFIG):
         job_resources._update(config, yaml.safe_load(path.read_text()) or {})
-    schema = yaml.safe_load((REPO / "config" / "schema" / "config.schema.yaml").read_text())
-    return schema_defaults(schema, config)
+    return with_defaults(config)
 
 
 def paper_grid_work(config: dict) -> dict[str, float]:

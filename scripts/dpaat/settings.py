@@ -54,7 +54,7 @@ def _schema() -> dict[str, Any]:
         return yaml.safe_load(f)
 
 
-def _fill(node: Mapping[str, Any], value: Any) -> Any:
+def fill_defaults(node: Mapping[str, Any], value: Any) -> Any:
     """`value` with the schema `node`'s defaults filled in where absent (recursively, as Snakemake's validate does)."""
     if node.get("type") != "object" or not isinstance(value, Mapping):
         return value
@@ -63,8 +63,13 @@ def _fill(node: Mapping[str, Any], value: Any) -> Any:
         if key not in filled and "default" in child:
             filled[key] = copy.deepcopy(child["default"])
         if key in filled:
-            filled[key] = _fill(child, filled[key])
+            filled[key] = fill_defaults(child, filled[key])
     return filled
+
+
+def with_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A whole config with the schema's defaults filled (what Snakemake's validation gives the rules)."""
+    return fill_defaults(_schema(), copy.deepcopy(dict(config)))
 
 
 def schema_defaults(section: str, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -76,7 +81,7 @@ def schema_defaults(section: str, given: Mapping[str, Any] | None = None) -> dic
     unknown = sorted(set(given or {}) - set(node["properties"]))
     if unknown:
         raise KeyError(f"{section} has no keys {unknown}; see config/schema/config.schema.yaml")
-    return _fill(node, copy.deepcopy(dict(given or {})))
+    return fill_defaults(node, copy.deepcopy(dict(given or {})))
 
 
 def deep_merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
