@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint torch-cuda
+.PHONY: venv run test lint plan torch-cuda
 
 # The PyTorch CUDA build for your driver, at requirements.txt's versions (docs/scaling.md: Installing for your GPU):
 #   make torch-cuda TORCH_CUDA=cu126
@@ -25,6 +25,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest
+
+# What a config's grid costs before it runs (docs/scaling.md): make plan CONFIG="config/paper.yaml"
+CONFIG ?=
+plan: $(STAMP)
+	PYTHONPATH=scripts $(VENV)/bin/python -m dpaat.cost $(if $(CONFIG),--configfile $(CONFIG))
 
 lint: $(STAMP)
 	$(VENV)/bin/snakemake --lint

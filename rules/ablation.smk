@@ -29,6 +29,7 @@ if ABLATION.own:
         output:
             metrics=f"{ABLATION.dir}/metrics/models/{{seed}}/{{method}}/{{arch}}.parquet",
             predictions=f"{ABLATION.dir}/predictions/{{seed}}/{{method}}/{{arch}}.parquet",
+            run=f"{ABLATION.dir}/metrics/models/{{seed}}/{{method}}/{{arch}}.run.json",
         log:
             f"results/logs/{ABLATION.tag}/evaluate/{{seed}}/{{method}}/{{arch}}.log",
         benchmark:

@@ -7,6 +7,7 @@ rule evaluate:
     output:
         metrics="results/metrics/models/{seed}/{method}/{arch}.parquet",
         predictions="results/predictions/{seed}/{method}/{arch}.parquet",
+        run="results/metrics/models/{seed}/{method}/{arch}.run.json",
         adversarial=PLAN.adversarial_files(),
     log:
         "results/logs/evaluate/{seed}/{method}/{arch}.log",

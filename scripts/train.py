@@ -19,6 +19,7 @@ from dpaat.runtime import job_device, setup_logging
 from dpaat.settings import ExecutionSettings, TrainingSettings
 from dpaat.trained import save_trained
 from dpaat.training import reference_xi, run_record, train, write_history
+from dpaat.work_count import WorkCounter
 
 log = setup_logging(snakemake.log[0])
 w = snakemake.wildcards
@@ -40,15 +41,16 @@ log.info("training %s on %s, seed %d (ImageNet weights: %s)", w.method, w.arch, 
 result = train(
     model, build_method(settings), train_split.images, train_split.labels, val_split.images, val_split.labels,
     seed=seed, device=device, execution=execution, head_parameters=model.head_parameters(),
-    checkpoint_path=snakemake.params.checkpoint,
+    checkpoint_path=snakemake.params.checkpoint, work=(work := WorkCounter(model)),
 )  # fmt: skip
 image_size = int(train_split.images.shape[-1])
 save_trained(model, w.arch, train_split.classes, image_size, snakemake.output.weights)
 write_history(result.history, snakemake.output.history)
 record = run_record(result, settings, execution, seed=seed, arch=w.arch, image_size=image_size, xi=xi, fast_paths=fast)
 write_json(
+    # work: counted by this process, so a resumed job's record holds the epochs after its resume only.
     {**record, "classes": list(train_split.classes), "training": snakemake.params.training,
-     "pretrained": snakemake.params.pretrained, "cpu_kernels": kernel_record(CPU_KERNELS)},
+     "pretrained": snakemake.params.pretrained, "cpu_kernels": kernel_record(CPU_KERNELS), "work": work.record()},
     snakemake.output.run,
 )  # fmt: skip
 log.info("best epoch %d, val loss %.4f", result.best_epoch, result.best_val_loss)

@@ -200,18 +200,21 @@ def pgd_restarts(
     norm: Norm,
     restarts: int,
     seed: int = 0,
-) -> Tensor:
+    keep_first: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """PGD from `restarts` random starts in the eps ball: per image, the first run that fools the model.
 
     Images no run fools keep the first run's result; each later run attacks only the images
     the runs before it left unfooled. Seeded by `seed` (a generator of its own), so the first
-    run is the same for any number of restarts.
+    run is the same for any number of restarts: with `keep_first`, returns (the first run's
+    images, the best of all runs), what `restarts: 1` and this call would give separately.
     """
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
     generator = torch.Generator(device=x.device).manual_seed(seed)
     attack = dict(eps=eps, steps=steps, step_size=step_size, norm=norm, random_start=True, generator=generator)
     best = pgd(model, x, y, **attack)
+    first = best.clone() if keep_first else None
     with eval_mode(model), torch.no_grad():
         fooled = model(best).argmax(dim=1) != y
     for _ in range(restarts - 1):
@@ -223,7 +226,7 @@ def pgd_restarts(
             wrong = model(x_adv).argmax(dim=1) != y[left]
         best[left[wrong]] = x_adv[wrong]
         fooled[left[wrong]] = True
-    return best
+    return (first, best) if keep_first else best
 
 
 _TA_NORM = {"l2": "L2", "linf": "Linf"}
@@ -447,6 +450,15 @@ class AttackSpec:
             seed=int(given.get("seed", 0)),
         )
 
+    def perturb_with_first_start(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """A PGD with restarts: (its first random start's images, the best of its starts), from one run."""
+        if self.kind != "pgd" or self.restarts < 1:
+            raise ValueError(f"only PGD with random starts has a first start, not {self}")
+        return pgd_restarts(
+            model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size, norm=self.norm,
+            restarts=self.restarts, seed=self.seed, keep_first=True,
+        )  # fmt: skip
+
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Adversarial examples for one batch (deterministic: zero start or seeded random starts)."""
         return PERTURB[self.kind](self, model, x, y)
@@ -513,11 +525,13 @@ def run_attack(
     device: torch.device | str,
     *,
     progress: bool = False,
-) -> Tensor:
+    with_first_start: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Attack a dataset batch by batch on `device` (where `model` must already be).
 
     `x` is uint8 or float in [0, 1], `y` the labels; returns float32 adversarial images
-    (same shape as x) on the CPU.
+    (same shape as x) on the CPU; with `with_first_start` (PGD with restarts), the pair
+    (first random start's images, best of the starts).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -530,8 +544,20 @@ def run_attack(
             f"model is on {param.device} but the attack runs on {device}; call model.to({str(device)!r}) first"
         )
     batches = zip(x.split(batch_size), y.split(batch_size))
-    out = [
-        spec.perturb(model, device_images(xb, device), yb.to(device)).float().cpu()
-        for xb, yb in tqdm(batches, total=math.ceil(len(x) / batch_size), disable=not progress, desc=spec.kind)
-    ]
-    return torch.cat(out) if out else torch.empty(x.shape, dtype=torch.float32)
+    firsts, out = [], []
+    for xb, yb in tqdm(batches, total=math.ceil(len(x) / batch_size), disable=not progress, desc=spec.kind):
+        xb, yb = device_images(xb, device), yb.to(device)
+        if with_first_start:
+            first, best = spec.perturb_with_first_start(model, xb, yb)
+            firsts.append(first.float().cpu())
+        else:
+            best = spec.perturb(model, xb, yb)
+        out.append(best.float().cpu())
+    if with_first_start:
+        return _cat(firsts, x.shape), _cat(out, x.shape)
+    return _cat(out, x.shape)
+
+
+def _cat(batches: list[Tensor], shape: torch.Size) -> Tensor:
+    """The adversarial batches (float32, on the CPU) as one tensor."""
+    return torch.cat(batches) if batches else torch.empty(shape, dtype=torch.float32)

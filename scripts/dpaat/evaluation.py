@@ -13,16 +13,19 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
+from dpaat.attack_kinds import first_start_pairs
 from dpaat.attacks import AttackSpec, run_attack
 from dpaat.io import save_torch
 from dpaat.predict import predict_logits
 from dpaat.predictions import PREDICTION_COLUMNS
+from dpaat.work_count import WorkCounter, counted
 
 if TYPE_CHECKING:  # imported where used: the model jobs' start-up stays short
     import pandas as pd
@@ -50,6 +53,7 @@ def evaluate_model(
     image_ids: list[str] | None = None,
     adversarial_dir: str | os.PathLike | None = None,
     corrupted: Iterable[tuple[str, Tensor]] = (),
+    work: WorkCounter | None = None,
 ) -> dict[str, Tensor]:
     """Logits (N, C) on the CPU of the clean test set, each attack and each corrupted test set, keyed 'clean',
     then by attack name, then by condition name (`dpaat.corruptions.condition_name`).
@@ -60,21 +64,46 @@ def evaluate_model(
     `model` must already be on `device`. With `adversarial_dir`, each attack's float32
     adversarial images are also saved to `<adversarial_dir>/<attack>.pt` (x_adv, logits,
     labels, image_ids); they are dropped from memory before the next attack either way.
+    With `work` (a `WorkCounter` on `model`), each pass is counted under 'clean' or its attack's name.
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} test images but {len(labels)} labels")
     if adversarial_dir is not None and image_ids is None:
         raise ValueError("saving adversarial images needs the test set's image_ids")
-    logits = {CLEAN: predict_logits(model, images, batch_size=batch_size, device=device)}
+    with counted(work, CLEAN):
+        logits = {CLEAN: predict_logits(model, images, batch_size=batch_size, device=device)}
     log.info("%s: accuracy %.4f", CLEAN, _accuracy(logits[CLEAN], labels))
+    # A PGD's first random start is read off its best-of-k run (one attack, two rows).
+    pairs = first_start_pairs({n: asdict(a) for n, a in attacks.items()})
+    first_of = {**pairs, **{first: first for first in pairs.values()}}
+    best_of = {**{best: best for best in pairs}, **{first: best for best, first in pairs.items()}}
     for name, spec in attacks.items():
-        x_adv = run_attack(model, images, labels, spec, batch_size=batch_size, device=device)
-        logits[name] = predict_logits(model, x_adv, batch_size=batch_size, device=device)
-        if adversarial_dir is not None:
-            blob = {"x_adv": x_adv, "logits": logits[name], "labels": labels, "image_ids": list(image_ids)}
-            save_torch(blob, Path(adversarial_dir) / f"{name}.pt")
-        log.info("%s (%s): accuracy %.4f", name, spec, _accuracy(logits[name], labels))
-        del x_adv
+        if name in logits:
+            continue
+        best = best_of.get(name)
+        with counted(work, best or name):
+            if best is None:
+                adversarial = {name: run_attack(model, images, labels, spec, batch_size=batch_size, device=device)}
+            else:
+                adversarial = dict(
+                    zip(
+                        (first_of[name], best),
+                        run_attack(
+                            model, images, labels, attacks[best], batch_size=batch_size, device=device,
+                            with_first_start=True,
+                        ),
+                    )
+                )  # fmt: skip
+        for done, x_adv in adversarial.items():
+            with counted(work, done):
+                logits[done] = predict_logits(model, x_adv, batch_size=batch_size, device=device)
+            if adversarial_dir is not None:
+                blob = {"x_adv": x_adv, "logits": logits[done], "labels": labels, "image_ids": list(image_ids)}
+                save_torch(blob, Path(adversarial_dir) / f"{done}.pt")
+            log.info("%s (%s): accuracy %.4f", done, attacks[done], _accuracy(logits[done], labels))
+        del adversarial, x_adv
+    # In config order, whichever run gave them.
+    logits = {CLEAN: logits[CLEAN], **{name: logits[name] for name in attacks}}
     for name, corrupted_images in corrupted:
         if name in logits:
             raise ValueError(f"corrupted test set {name!r} has the name of an attack or of the clean test set")
@@ -82,7 +111,8 @@ def evaluate_model(
             raise ValueError(
                 f"corrupted test set {name}: {tuple(corrupted_images.shape)} images, the test set has {tuple(images.shape)}"
             )
-        logits[name] = predict_logits(model, corrupted_images, batch_size=batch_size, device=device)
+        with counted(work, name):
+            logits[name] = predict_logits(model, corrupted_images, batch_size=batch_size, device=device)
         log.info("%s: accuracy %.4f", name, _accuracy(logits[name], labels))
     return logits
 

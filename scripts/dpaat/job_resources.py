@@ -1,14 +1,16 @@
 """Runtime and memory requests of the model jobs, from the config (no torch: the Snakefile uses it).
 
-Work is counted in forward passes of one image ("units", after benchmarks/bench_training.py:
-a training backward costs 2, an attack step's input-only backward 1), times the
-architecture's GFLOPs at the job's resolution (torchvision's figures, scaled by area):
+Work is counted in forward-equivalent passes of one image ("units", as `dpaat.work_count`
+counts them in every job's run record: a forward 1, a training backward 2, an attack step's
+input-only backward 1), times the architecture's GFLOPs at the job's resolution
+(torchvision's figures, scaled by area):
 
   train     epochs_total × (n_train × U(method) + n_val × (2K + 2))   U: std 3, at 2K+3,
             sat/amat/d_b/mart 2K+6, trades 2K+7, dpaat/d_a 4K+8 (K = training adversary steps)
-  evaluate  n_test × (1 + Σ over the test and sanity attacks of their forward units:
-            2 × steps + 1 for the gradient attacks, see dpaat.attack_kinds.forward_units
-            + 1 per corrupted test set, dpaat.corruptions)
+  evaluate  n_test × (1 + Σ over the test and sanity attacks of `dpaat.attack_kinds.forward_units`
+            at the clean and robust accuracy `expected_accuracy` assumes for the method: the
+            cascades and early stops of Square, AutoAttack and the restarts; a PGD's first
+            start read off its best-of-k run costs its prediction only; + 1 per corrupted test set)
   evaluate_ablation  n_test × (1 + forward units of evaluation.confusion_attack)
   gradcam   n_test × 3 × (methods)
 
@@ -16,7 +18,8 @@ architecture's GFLOPs at the job's resolution (torchvision's figures, scaled by 
   throughput    = gpu_gflops on a GPU job, cpu_gflops_per_thread × threads on the CPU
   mem_mb        = base_mem_mb + the job's cached images in MB × a per-rule factor
                   (train 2: images and their device copy; evaluate 13: uint8 test set,
-                  float32 adversarial set and its batches; gradcam 5: a float32 copy)
+                  float32 adversarial set and its batches, 17 with a restart pair, whose run
+                  keeps its first start's images too; gradcam 5: a float32 copy)
 
 `gpu_gflops` (or `cpu_gflops_per_thread`) is best measured: after the first jobs on a new
 machine, `PYTHONPATH=scripts python -m dpaat.job_resources calibrate results/benchmarks
@@ -37,7 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dpaat.attack_kinds import forward_units
+from dpaat.attack_kinds import first_start_pairs
+from dpaat.attack_kinds import forward_units as attack_units
 from dpaat.corruptions import conditions
 from dpaat.method_kinds import METHOD_KINDS
 from dpaat.sanity import SanityPlan
@@ -75,8 +79,34 @@ def split_sizes(config: Mapping[str, Any]) -> dict[str, int]:
     return {"train": train_val - val, "val": val, "test": data["test_per_class"] * classes}
 
 
+def evaluation_attacks(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """What an evaluate job runs, {name: attack entry}: the configured test attacks, then the sanity attacks."""
+    sanity = SanityPlan.from_config(config["sanity"], config["training"]["adversary"])
+    return {**{a["name"]: dict(a) for a in config["attacks"]}, **sanity.attacks}
+
+
+def expected_accuracy(config: Mapping[str, Any], method: str | None) -> tuple[float, float]:
+    """The (clean, robust) accuracy the cost model assumes for a model trained with `method`
+    (job_resources.expected_accuracy: STD's robust accuracy, or the adversarially trained methods')."""
+    assumed = config["job_resources"]["expected_accuracy"]
+    robust = assumed["robust_std"] if method == "std" else assumed["robust_adversarial"]
+    return assumed["clean"], min(robust, assumed["clean"])
+
+
+def evaluation_units(config: Mapping[str, Any], attacks: Mapping[str, Mapping[str, Any]], method: str | None) -> float:
+    """Expected forward-equivalents per test image of an evaluation: the clean pass and every attack."""
+    clean, robust = expected_accuracy(config, method)
+    n_classes = len(config["data"]["classes"])
+    # A first start read off its best-of-k run costs only the prediction of its images.
+    firsts = set(first_start_pairs(attacks).values())
+    return 1 + sum(
+        1 if name in firsts else attack_units(entry, n_classes, clean, robust) for name, entry in attacks.items()
+    )
+
+
 def work_gflop(config: Mapping[str, Any], rule: str, arch: str, method: str | None = None) -> float:
-    """Total forward-pass GFLOPs of one job of `rule` (train needs the method)."""
+    """Total forward-pass GFLOPs of one job of `rule` (train needs the method; evaluate uses it for the
+    expected robust accuracy, and without it assumes an adversarially trained model)."""
     sizes = split_sizes(config)
     if rule == "train":
         training = config["training"]
@@ -84,18 +114,13 @@ def work_gflop(config: Mapping[str, Any], rule: str, arch: str, method: str | No
         epochs = training["warmup_epochs"] + training["epochs"]
         units = epochs * (sizes["train"] * METHOD_KINDS[method].train_units(k) + sizes["val"] * (2 * k + 2))
     elif rule == "evaluate":
-        attacks = [
-            *config["attacks"],
-            *SanityPlan.from_config(config["sanity"], config["training"]["adversary"]).attacks.values(),
-        ]
-        n_classes = len(config["data"]["classes"])
         # The corrupted test sets: one forward pass each.
         corrupted = len(conditions(config.get("corruptions") or {}))
-        units = sizes["test"] * (1 + sum(forward_units(attack, n_classes) for attack in attacks) + corrupted)
+        units = sizes["test"] * (evaluation_units(config, evaluation_attacks(config), method) + corrupted)
     elif rule == "evaluate_ablation":
         # Fig. 3 needs the clean pass and the confusion attack only (no sanity attacks).
-        confusion = next(a for a in config["attacks"] if a["name"] == config["evaluation"]["confusion_attack"])
-        units = sizes["test"] * (1 + forward_units(confusion, len(config["data"]["classes"])))
+        confusion = config["evaluation"]["confusion_attack"]
+        units = sizes["test"] * evaluation_units(config, {confusion: evaluation_attacks(config)[confusion]}, method)
     elif rule == "gradcam":
         units = sizes["test"] * 3 * len(config["report"]["gradcam_methods"])
     else:
@@ -119,7 +144,10 @@ def mem_mb(config: Mapping[str, Any], rule: str, arch: str) -> int:
     sizes = split_sizes(config)
     images = sizes["train"] + sizes["val"] if rule == "train" else sizes["test"]
     cached_mb = images * 3 * image_size(config, arch) ** 2 / 1e6
-    return math.ceil(config["job_resources"]["base_mem_mb"] + MEMORY_FACTOR[rule] * cached_mb)
+    factor = MEMORY_FACTOR[rule]
+    if rule == "evaluate" and first_start_pairs(evaluation_attacks(config)):
+        factor += 4  # a best-of-k PGD's run also keeps its first start's float32 images
+    return math.ceil(config["job_resources"]["base_mem_mb"] + factor * cached_mb)
 
 
 # --------------------------------------------------------------- calibration from measured jobs
@@ -128,13 +156,13 @@ REPO = Path(__file__).resolve().parents[2]
 # The model rules' benchmark files (rules/*.smk) and the rule each is the benchmark of.
 _BENCHMARKS = (
     (re.compile(r"train/\d+/(?P<method>\w+)/(?P<arch>\w+)\.tsv"), "train"),
-    (re.compile(r"evaluate/\d+/\w+/(?P<arch>\w+)\.tsv"), "evaluate"),
+    (re.compile(r"evaluate/\d+/(?P<method>\w+)/(?P<arch>\w+)\.tsv"), "evaluate"),
     (re.compile(r"gradcam/(?P<arch>\w+)\.tsv"), "gradcam"),
     (
         re.compile(r"ablation/batch(?P<batch>\d+)_epochs(?P<epochs>\d+)/train/\d+/(?P<method>\w+)/(?P<arch>\w+)\.tsv"),
         "train_ablation",
     ),
-    (re.compile(r"ablation/batch\d+_epochs\d+/evaluate/\d+/\w+/(?P<arch>\w+)\.tsv"), "evaluate_ablation"),
+    (re.compile(r"ablation/batch\d+_epochs\d+/evaluate/\d+/(?P<method>\w+)/(?P<arch>\w+)\.tsv"), "evaluate_ablation"),
 )
 
 

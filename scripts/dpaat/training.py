@@ -41,6 +41,7 @@ from dpaat.predict import as_float_images, device_images
 from dpaat.runtime import set_deterministic, set_threads
 from dpaat.settings import ExecutionSettings, TrainingSettings
 from dpaat.trained import load_trained
+from dpaat.work_count import WorkCounter, counted
 
 logger = logging.getLogger(__name__)
 
@@ -242,6 +243,7 @@ class _Run:
     state: RunState
     shuffle: torch.Generator
     optimizer_resume: tuple[dict[str, Any], str] | None = None  # a checkpoint's optimiser state and its phase
+    work: WorkCounter | None = None  # counts the passes under 'train_warmup', 'train_full' and 'validation'
 
     @property
     def settings(self) -> TrainingSettings:
@@ -291,21 +293,23 @@ class _Run:
         """Train one epoch and validate: the epoch's history row (a non-finite loss is an error)."""
         started = time.perf_counter()
         train_images, train_labels, val_images, val_labels = self.splits
-        train_loss, eps_used = _train_epoch(
-            self.model, self.method, optimizer, train_images, train_labels, self.settings.batch_size, self.shuffle,
-            self.device, self.bf16, augmentation=augmentation, seed=self.seed, epoch=epoch,
-            memory_format=self.fast.memory_format,
-        )  # fmt: skip
+        with counted(self.work, f"train_{phase}"):
+            train_loss, eps_used = _train_epoch(
+                self.model, self.method, optimizer, train_images, train_labels, self.settings.batch_size,
+                self.shuffle, self.device, self.bf16, augmentation=augmentation, seed=self.seed, epoch=epoch,
+                memory_format=self.fast.memory_format,
+            )  # fmt: skip
         if not math.isfinite(train_loss):
             raise FloatingPointError(
                 f"{self.method.name}: training loss is {train_loss} in epoch {epoch + 1}; lower training.lr "
                 "or check the inputs"
             )
-        scores = validate(
-            self.model, val_images, val_labels, adversary=self.method.adversary,
-            adversarial_loss=self.method.adversarial, batch_size=self.settings.batch_size, device=self.device,
-            bf16=self.bf16, seed=self.seed,
-        )  # fmt: skip
+        with counted(self.work, "validation"):
+            scores = validate(
+                self.model, val_images, val_labels, adversary=self.method.adversary,
+                adversarial_loss=self.method.adversarial, batch_size=self.settings.batch_size, device=self.device,
+                bf16=self.bf16, seed=self.seed,
+            )  # fmt: skip
         return {
             "epoch": epoch + 1,
             "phase": phase,
@@ -372,6 +376,7 @@ def train(
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    work: WorkCounter | None = None,
 ) -> TrainResult:
     """Train `model` in place with `method` (and its settings); on return it holds the best full-phase weights.
 
@@ -382,12 +387,14 @@ def train(
     warmup_epochs > 0). With `checkpoint_path`, resumes from the checkpoint there when it
     belongs to this run, and rewrites it after every epoch. `callback(row)` is called
     with each epoch's history row once that epoch's checkpoint is written.
-    `execution`: threads and deterministic kernels (default: one thread, deterministic).
+    `execution`: threads and deterministic kernels (default: one thread, deterministic). With `work`
+    (a `WorkCounter` on `model`), passes are counted under 'train_warmup', 'train_full' and 'validation'.
     """
     execution, device = execution or ExecutionSettings(), torch.device(device)
     set_threads(execution.threads)
     splits = (train_images, train_labels, val_images, val_labels)
     run = _start(model, method, splits, seed, device, head_parameters, checkpoint_path)
+    run.work = work
     resumed_from, total = run.state.epoch, method.settings.total_epochs
     bar = tqdm(total=total, initial=resumed_from, disable=not progress, desc=method.name, unit="epoch")
     restore_determinism = set_deterministic(execution.deterministic)

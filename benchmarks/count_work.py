@@ -1,0 +1,88 @@
+"""Count the work of every test and sanity attack on trained models and compare it with the cost model.
+
+Usage: python benchmarks/count_work.py TEST_CACHE WEIGHTS... [--configfile ...] [--extra] [--json OUT]
+
+For each model (e.g. the default run's results/models/0/std/mobilenet_v2/weights.pt and
+.../sat/...): evaluates the config's test and sanity attacks (with --extra also APGD,
+Square and AutoAttack at small budgets) with a `dpaat.work_count.WorkCounter`, and prints
+per attack the counted forward-equivalents per image, the model's figure
+(`dpaat.attack_kinds.forward_units` fed the measured clean and robust accuracy) and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+from dpaat.attack_kinds import forward_units  # noqa: E402
+from dpaat.data import load_cache  # noqa: E402
+from dpaat.evaluation import CLEAN, attack_specs, evaluate_model  # noqa: E402
+from dpaat.job_resources import evaluation_attacks, load_config  # noqa: E402
+from dpaat.trained import load_trained  # noqa: E402
+from dpaat.work_count import WorkCounter  # noqa: E402
+
+# Small-budget versions of the paper config's stronger attacks (config/paper.yaml: 100 steps, 5000 queries).
+EXTRA = {
+    "apgd": {"kind": "apgd", "eps": 0.15, "steps": 20},
+    "square300": {"kind": "square", "eps": 0.15, "queries": 300},
+    "autoattack": {"kind": "autoattack", "eps": 0.15, "steps": 20, "queries": 300},
+}
+
+
+def count(weights: str, test_cache: str, attacks: dict, batch_size: int) -> list[dict]:
+    """Per attack: counted units per image, the model's, accuracies."""
+    trained = load_trained(weights, "cpu")
+    test = load_cache(test_cache)
+    work = WorkCounter(trained.model)
+    logits = evaluate_model(
+        trained.model, test.images, test.labels, attack_specs(attacks), batch_size=batch_size, device="cpu", work=work
+    )
+    n = len(test.labels)
+    clean = float((logits[CLEAN].argmax(1) == test.labels).float().mean())
+    rows = []
+    for name, entry in attacks.items():
+        robust = float((logits[name].argmax(1) == test.labels).float().mean())
+        counted = work.units[name] / n
+        modelled = forward_units(entry, len(trained.classes), clean, robust)
+        rows.append(
+            {"model": weights, "attack": name, "kind": entry["kind"], "clean": clean, "robust": robust,
+             "counted": counted, "model_units": modelled, "ratio": modelled / counted}
+        )  # fmt: skip
+    return rows
+
+
+def main() -> int:
+    """Count, compare and print."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("test_cache")
+    parser.add_argument("weights", nargs="+")
+    parser.add_argument("--configfile", nargs="*", default=[])
+    parser.add_argument("--extra", action="store_true", help="also APGD, Square and AutoAttack at small budgets")
+    parser.add_argument("--json", help="write the rows here")
+    args = parser.parse_args()
+    config = load_config(args.configfile)
+    attacks = evaluation_attacks(config)
+    if args.extra:
+        attacks.update(EXTRA)
+    rows = []
+    for weights in args.weights:
+        rows += count(weights, args.test_cache, attacks, config["evaluation"]["batch_size"])
+    print(
+        f"{'model':<48} {'attack':<14} {'kind':<10} {'clean':>5} {'robust':>6} {'counted':>8} {'model':>8} {'ratio':>6}"
+    )
+    for r in rows:
+        print(
+            f"{r['model'][-48:]:<48} {r['attack']:<14} {r['kind']:<10} {r['clean']:>5.2f} {r['robust']:>6.2f} "
+            f"{r['counted']:>8.1f} {r['model_units']:>8.1f} {r['ratio']:>6.3f}"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
