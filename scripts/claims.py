@@ -8,7 +8,7 @@ pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
 from dpaat.claims import for_dataset, load_claims
 from dpaat.comparisons import comparisons_markdown, method_comparisons
 from dpaat.io import write_text
-from dpaat.predictions import Predictions
+from dpaat.prediction_store import Predictions
 from dpaat.runtime import setup_logging
 from dpaat.tables import csv_text
 from dpaat.verdicts import evaluate_claims, write_claims

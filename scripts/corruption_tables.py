@@ -17,7 +17,7 @@ from dpaat.corruption_report import (
 from dpaat.data import load_cache
 from dpaat.figures import save_figure
 from dpaat.io import write_text
-from dpaat.predictions import Predictions
+from dpaat.prediction_store import Predictions
 from dpaat.runtime import setup_logging
 
 log = setup_logging(snakemake.log[0])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from dpaat.figures import ablation_figure, training_curves_figure
-from dpaat.predictions import Predictions
+from dpaat.prediction_store import Predictions
 from dpaat.metrics import read_metrics
 from dpaat.report import OUT_KEYS, prediction_intervals, write_tables
 from dpaat.runtime import setup_logging

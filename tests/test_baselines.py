@@ -285,7 +285,7 @@ def test_the_baseline_claims_are_marked_ours_and_tested_like_the_papers():
     from test_claims import N, _correct, _predictions
 
     from dpaat.claims import load_claims
-    from dpaat.predictions import Predictions
+    from dpaat.prediction_store import Predictions
     from dpaat.verdicts import evaluate_claims
 
     # The claims of ours on the baselines (the other two of ours are on corruptions, tests/test_claims.py).

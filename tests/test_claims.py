@@ -13,7 +13,7 @@ from scipy import stats as scipy_stats
 from dpaat import stats
 from dpaat.claims import CLAIMS_FILE, Claim, for_dataset, load_claims, paper_numbers
 from dpaat.comparisons import comparisons_markdown, method_comparisons
-from dpaat.predictions import Predictions
+from dpaat.prediction_store import Predictions
 from dpaat.verdicts import claims_markdown, evaluate_claims
 from dpaat.evaluation import predictions_frame
 from dpaat.metrics import metrics_frame, model_metrics

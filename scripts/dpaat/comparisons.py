@@ -9,7 +9,7 @@ import pandas as pd
 
 from dpaat import stats
 from dpaat.paper_results import arch_label, attack_label, method_label
-from dpaat.predictions import Predictions
+from dpaat.prediction_store import Predictions
 from dpaat.tables import LEFT, RIGHT, markdown, markdown_table, p_text
 
 

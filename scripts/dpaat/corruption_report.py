@@ -27,7 +27,7 @@ from dpaat.calibration import N_BINS, ece_interval, reliability_curve
 from dpaat.claims import group_archs
 from dpaat.corruptions import MEAN_CORRUPTION, corrupt, image_seed, parse_condition
 from dpaat.paper_results import ALL_GROUP, ARCH_GROUPS, arch_label, attack_label, method_label
-from dpaat.predictions import Predictions
+from dpaat.prediction_store import Predictions
 
 BASELINE = "std"
 

@@ -373,13 +373,15 @@ class ExecutionSettings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], threads: int | None = None) -> ExecutionSettings:
-        """From a validated config; `threads` is what the scheduler granted the job (default training.threads)."""
-        training, gpu = config["training"], config.get("gpu", {})
+        """From a config (the schema's defaults filled where it leaves keys out); `threads` is what the
+        scheduler granted the job (default training.threads)."""
+        config = with_defaults(config)
+        training, gpu = config["training"], config["gpu"]
         return cls(
             device=str(training["device"]),
             threads=int(training["threads"] if threads is None else threads),
             deterministic=bool(training["deterministic"]),
             gpu=dict(gpu),
-            fast_paths=gpu.get("fast_paths", "auto"),
-            gpu_batch_size=int(config.get("evaluation", {}).get("gpu_batch_size", 256)),
+            fast_paths=gpu["fast_paths"],
+            gpu_batch_size=int(config["evaluation"]["gpu_batch_size"]),
         )

@@ -39,7 +39,7 @@ from dpaat import stats
 from dpaat.claims import SCALE, Claim, group_archs, paper_numbers
 from dpaat.io import write_text
 from dpaat.paper_results import arch_label, attack_label, method_label
-from dpaat.predictions import Predictions
+from dpaat.prediction_store import Predictions
 from dpaat.tables import LEFT, RIGHT, csv_text, markdown, markdown_table, p_text, percent
 
 log = logging.getLogger(__name__)
