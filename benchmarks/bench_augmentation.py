@@ -23,15 +23,11 @@ from torchvision.transforms import v2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from dpaat.augment import AugmentConfig, BatchAugmentation, batch_seed  # noqa: E402
-
-MARGELOIU = {
-    "enabled": True, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2,
-    "horizontal_flip": True, "vertical_flip": True, "affine_degrees": 10, "rotation_degrees": 50,
-}  # fmt: skip
+from dpaat.augment import BatchAugmentation, batch_seed  # noqa: E402
+from dpaat.settings import AugmentationSettings, training_section  # noqa: E402
 
 
-def per_image_loop(config: AugmentConfig) -> Callable[..., torch.Tensor]:
+def per_image_loop(config: AugmentationSettings) -> Callable[..., torch.Tensor]:
     """The replaced implementation: torchvision v2 transforms, one seeded draw per image, stacked."""
     transform = v2.Compose(
         [
@@ -71,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    config = AugmentConfig.from_mapping(MARGELOIU)
+    config = training_section("augmentation")  # Margeloiu et al.'s, the schema's defaults
     ours, reference = BatchAugmentation(config), per_image_loop(config)
     images = torch.randint(0, 256, (args.batch, 3, args.size, args.size), dtype=torch.uint8, device=device)
     times: dict[str, list[float]] = {"per-image loop": [], "batched": []}

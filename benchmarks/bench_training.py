@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from dpaat.methods import METHODS, build_method  # noqa: E402
+from dpaat.settings import TrainingSettings  # noqa: E402
 from dpaat.models import ARCHITECTURES, build_model  # noqa: E402
 
 IDEAL = {
@@ -62,13 +63,8 @@ def main() -> None:
     x = torch.rand(args.batch, 3, args.image_size, args.image_size, device=device)
     y = torch.randint(0, 3, (args.batch,), device=device)
     index = torch.arange(args.batch, device=device)
-    training = {
-        "alpha": 0.5, "beta": 1.0,
-        "adversary": {"norm": "l2", "eps": args.eps, "steps": args.steps, "step_size": args.eps / 2},
-        "amat": {"delta_eps_fraction": 0.1, "eps_max_factor": 2.0, "xi": 0.5},
-        "dpaat": {"eps_max_factor": 2.0},
-    }
-    methods = {name: build_method(name, training, num_samples=args.batch) for name in METHODS}
+    training = {"adversary": {"eps": args.eps, "steps": args.steps, "step_size": args.eps / 2}, "amat": {"xi": 0.5}}
+    methods = {name: build_method(TrainingSettings.from_mapping(name, training)) for name in METHODS}
     for method in methods.values():
         method.prepare(args.batch, device)
     autocast = (

@@ -58,7 +58,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from dpaat import job_resources  # noqa: E402
 from dpaat.attacks import eval_mode, pgd  # noqa: E402
-from dpaat.augment import AugmentConfig, BatchAugmentation  # noqa: E402
+from dpaat.augment import BatchAugmentation  # noqa: E402
 from dpaat.fast_paths import (  # noqa: E402
     TRAINING_PATHS,
     adam,
@@ -67,16 +67,14 @@ from dpaat.fast_paths import (  # noqa: E402
     model_to,
     set_fast_paths_mode,
 )
+from dpaat.method_kinds import METHOD_KINDS  # noqa: E402
 from dpaat.methods import METHODS, build_method  # noqa: E402
 from dpaat.models import build_model  # noqa: E402
 from dpaat.runtime import driver_version, set_deterministic  # noqa: E402
-from dpaat.training import TrainConfig, _autocast, _train_epoch, train  # noqa: E402
+from dpaat.settings import ExecutionSettings, TrainingSettings, training_section, with_defaults  # noqa: E402
+from dpaat.training import _autocast, _train_epoch, train  # noqa: E402
 
 ARCHS = ["resnet34", "inception_v3", "densenet121", "mobilenet_v2", "shufflenet_v2_x1_0", "squeezenet1_1"]
-MARGELOIU = {
-    "enabled": True, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2,
-    "horizontal_flip": True, "vertical_flip": True, "affine_degrees": 10, "rotation_degrees": 50,
-}  # fmt: skip
 PAPER_CONFIG = REPO / "config" / "paper.yaml"
 
 
@@ -117,14 +115,16 @@ SMOKE = Sizes(
 )  # fmt: skip
 
 
-def training_mapping(batch: int, steps: int, epochs: int = 1, deterministic: bool = False) -> dict:
-    """The paper's `training` settings (bf16, augmentation, 7-step L2 PGD) as a schema-complete mapping."""
-    return {
-        "warmup_epochs": 0, "epochs": epochs, "batch_size": batch, "lr": 3e-4, "patience": 5, "device": "auto",
-        "bf16": True, "threads": 4, "deterministic": deterministic, "augmentation": MARGELOIU, "alpha": 0.5,
-        "beta": 1.0, "adversary": {"norm": "l2", "eps": 0.3, "steps": steps, "step_size": 0.15},
-        "amat": {"delta_eps_fraction": 0.1, "eps_max_factor": 2.0, "xi": 0.5}, "dpaat": {"eps_max_factor": 2.0},
-    }  # fmt: skip
+def training_method(name: str, batch: int, steps: int, num_samples: int, device: torch.device | str) -> object:
+    """Method `name` with the paper's settings (the schema's: augmentation, L2 PGD) at `steps` steps, bf16, ξ 0.5,
+    one epoch of `batch`, prepared for `num_samples` images on `device`."""
+    settings = TrainingSettings.from_mapping(name, {
+        "warmup_epochs": 0, "epochs": 1, "batch_size": batch, "bf16": True, "adversary": {"steps": steps},
+        "amat": {"xi": 0.5},
+    })  # fmt: skip
+    method = build_method(settings)
+    method.prepare(num_samples, device)
+    return method
 
 
 def synchronize(device: torch.device) -> None:
@@ -330,12 +330,10 @@ def step_timer(device: torch.device, sizes: Sizes, arch: str, name: str) -> Call
     labels = torch.randint(0, 3, (sizes.train_batch,), device=device)
     torch.manual_seed(0)
     model = model_to(build_model(arch, 3), device, fast.memory_format)
-    method = build_method(name, training_mapping(sizes.train_batch, sizes.train_steps), num_samples=sizes.train_batch,
-                          xi=0.5)  # fmt: skip
-    method.prepare(sizes.train_batch, device)
+    method = training_method(name, sizes.train_batch, sizes.train_steps, sizes.train_batch, device)
     optimizer = adam(list(model.parameters()), 3e-4, fused=fast.fused_adam)
     shuffle = torch.Generator().manual_seed(0)
-    augmentation = BatchAugmentation(AugmentConfig.from_mapping(MARGELOIU))
+    augmentation = BatchAugmentation(training_section("augmentation"))  # Margeloiu et al.'s, the schema's defaults
 
     def step() -> None:
         _train_epoch(model, method, optimizer, images, labels, sizes.train_batch, shuffle, device,
@@ -412,7 +410,7 @@ def worker_work_gflop(spec: dict) -> float:
     for name, arch in spec["models"]:
         size = spec["inception_size"] if arch == "inception_v3" else spec["size"]
         gflops, native = job_resources.ARCH_GFLOPS[arch]
-        units = n * job_resources.TRAIN_UNITS[name](k) + val * (2 * k + 2)
+        units = n * METHOD_KINDS[name].train_units(k) + val * (2 * k + 2)
         total += units * gflops * (size / native) ** 2
     return total
 
@@ -422,9 +420,7 @@ def grid_worker(spec: dict) -> None:
     set_fast_paths_mode(spec["fast_paths"])
     device = torch.device(spec["device"])
     torch.set_num_threads(spec["threads"])
-    mapping = {**training_mapping(spec["batch"], spec["steps"], deterministic=spec["deterministic"]),
-               "device": spec["device"], "threads": spec["threads"]}  # fmt: skip
-    config = TrainConfig.from_mapping(mapping)
+    execution = ExecutionSettings(threads=spec["threads"], deterministic=spec["deterministic"])
     n, batch = spec["images"], spec["batch"]
     jobs = []
     for name, arch in spec["models"]:
@@ -433,18 +429,18 @@ def grid_worker(spec: dict) -> None:
         labels = torch.arange(n) % 3
         torch.manual_seed(0)
         model = build_model(arch, 3)
-        jobs.append((model, build_method(name, mapping, num_samples=n, xi=0.5), images, labels))
+        jobs.append((model, training_method(name, batch, spec["steps"], n, device), images, labels))
         # Warm-up (CUDA context, cuDNN's benchmark) on one batch of a copy, outside the timed part.
-        warm_up = build_method(name, mapping, num_samples=batch, xi=0.5)
-        train(copy.deepcopy(model), warm_up, config, images[:batch], labels[:batch], images[:batch], labels[:batch],
-              seed=1, progress=False)  # fmt: skip
+        warm_up = training_method(name, batch, spec["steps"], batch, device)
+        train(copy.deepcopy(model), warm_up, images[:batch], labels[:batch], images[:batch], labels[:batch], seed=1,
+              device=device, execution=execution, progress=False)  # fmt: skip
     reset_peak(device)
     Path(spec["ready"]).write_text("ready")
     while not Path(spec["go"]).exists():
         time.sleep(0.02)
     for model, method, images, labels in jobs:
-        train(model, method, config, images, labels, images[: spec["val"]], labels[: spec["val"]], seed=0,
-              progress=False)  # fmt: skip
+        train(model, method, images, labels, images[: spec["val"]], labels[: spec["val"]], seed=0, device=device,
+              execution=execution, progress=False)  # fmt: skip
     synchronize(device)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     Path(spec["result"]).write_text(json.dumps({"end": time.time(), "peak_gib": peak}))
@@ -521,18 +517,6 @@ def mini_grid(report: Report, device: torch.device, sizes: Sizes, mode: str) -> 
     return measured
 
 
-def schema_defaults(schema: dict, value: object) -> object:
-    """`value` with the JSON schema's defaults filled in where it leaves keys out (as snakemake's validate does)."""
-    if schema.get("type") != "object" or not isinstance(value, dict):
-        return value
-    for key, sub in schema.get("properties", {}).items():
-        if key not in value and "default" in sub:
-            value[key] = copy.deepcopy(sub["default"])
-        if key in value:
-            value[key] = schema_defaults(sub, value[key])
-    return value
-
-
 def paper_config() -> dict:
     """config/config.yaml updated with config/paper.yaml, the schema's defaults filled (PyYAML, no snakemake)."""
     import yaml
@@ -540,8 +524,7 @@ def paper_config() -> dict:
     config: dict = {}
     for path in (REPO / "config" / "config.yaml", PAPER_CONFIG):
         job_resources._update(config, yaml.safe_load(path.read_text()) or {})
-    schema = yaml.safe_load((REPO / "config" / "schema" / "config.schema.yaml").read_text())
-    return schema_defaults(schema, config)
+    return with_defaults(config)
 
 
 def paper_grid_work(config: dict) -> dict[str, float]:

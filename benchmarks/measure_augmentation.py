@@ -26,7 +26,8 @@ from dpaat.data import load_cache  # noqa: E402
 from dpaat.methods import build_method  # noqa: E402
 from dpaat.models import build_model  # noqa: E402
 from dpaat.predict import predict_logits  # noqa: E402
-from dpaat.training import TrainConfig, train  # noqa: E402
+from dpaat.settings import TrainingSettings  # noqa: E402
+from dpaat.training import train  # noqa: E402
 
 
 def default_training() -> tuple[dict, dict]:
@@ -55,14 +56,13 @@ def main() -> None:
         tr, va, te = (load_cache(folder / f"{split}_{args.size}px.pt") for split in ("train", "val", "test"))
         for augment in (choice == "on" for choice in args.augment):
             mapping = {**training, "augmentation": {**training["augmentation"], "enabled": augment}}
-            config = TrainConfig.from_mapping(mapping)
             for method_name in args.methods:
                 for seed in args.seeds:
                     started = time.perf_counter()
                     torch.manual_seed(seed)
                     model = build_model(args.arch, len(tr.classes), pretrained=False)
-                    method = build_method(method_name, mapping, num_samples=len(tr.labels))
-                    train(model, method, config, tr.images, tr.labels, va.images, va.labels, seed=seed,
+                    method = build_method(TrainingSettings.from_mapping(method_name, mapping))
+                    train(model, method, tr.images, tr.labels, va.images, va.labels, seed=seed,
                           head_parameters=model.head_parameters(), progress=False)
                     clean = (predict_logits(model, te.images, batch_size=64).argmax(1) == te.labels).float().mean()
                     x_adv = run_attack(model, te.images, te.labels, spec, 64, "cpu")

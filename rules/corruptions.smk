@@ -4,22 +4,22 @@
 rule corrupt:
     """The test images under each corruption and severity at 224 px, resized to every model resolution."""
     input:
-        test=CORRUPTION_SOURCE,
+        test=PLAN.corruption_source,
     output:
-        corrupted=directory(CORRUPTED_DIR),
+        corrupted=directory(PLAN.corrupted_dir),
     log:
-        f"results/logs/data/{CACHE_TAG}corrupt.log",
+        f"results/logs/data/{PLAN.cache_tag}corrupt.log",
     benchmark:
-        f"results/benchmarks/data/{CACHE_TAG}corrupt.tsv"
+        f"results/benchmarks/data/{PLAN.cache_tag}corrupt.tsv"
     conda:
         "../envs/data.yaml"
     # Threads share the images (Snakemake caps them at --cores); at the paper's scale the job costs about 7 CPU-minutes.
     threads: 4
     params:
-        conditions=CORRUPTIONS,
+        conditions=PLAN.corruptions,
         corruption_set=config["corruptions"]["set"],
         seed=config["corruptions"]["seed"],
-        sizes=sorted({image_size(arch) for arch in ARCHS}),
+        sizes=sorted({PLAN.image_size(arch) for arch in PLAN.archs}),
     script:
         "../scripts/corrupt.py"
 
@@ -27,8 +27,8 @@ rule corrupt:
 rule corruption_tables:
     """Corruption and calibration tables: mean and worst corruption accuracy, ECE; severity, reliability and image figures."""
     input:
-        predictions=model_files("results/predictions/{seed}/{method}/{arch}.parquet"),
-        test=CORRUPTION_SOURCE,
+        predictions=all_models("results/predictions/{seed}/{method}/{arch}.parquet"),
+        test=PLAN.corruption_source,
     output:
         table_csv="results/tables/corruptions.csv",
         table_md="results/tables/corruptions.md",
@@ -54,10 +54,10 @@ rule corruption_tables:
     conda:
         "../envs/report.yaml"
     params:
-        methods=REPORT_METHODS,
-        corruptions=CORRUPTION_NAMES,
-        attacks=list(ATTACKS),
-        reliability_attack=CONFUSION_ATTACK,
+        methods=PLAN.report_methods,
+        corruptions=PLAN.corruption_names,
+        attacks=list(PLAN.attacks),
+        reliability_attack=PLAN.confusion_attack,
         bins=config["report"]["calibration_bins"],
         panel_severity=config["corruptions"]["panel_severity"],
         corruption_seed=config["corruptions"]["seed"],

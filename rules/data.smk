@@ -9,13 +9,13 @@ rule acquire:
         "results/logs/data/acquire.log",
     benchmark:
         "results/benchmarks/data/acquire.tsv"
-    localrule: acquire_downloads()
+    localrule: PLAN.acquire_downloads()
     conda:
         "../envs/data.yaml"
     # Rendering the synthetic images is the first job and nothing else can run beside it.
     threads: 4
     params:
-        settings=acquire_settings(),
+        settings=PLAN.acquire_settings(),
     script:
         "../scripts/acquire.py"
 
@@ -55,7 +55,7 @@ rule split:
     conda:
         "../envs/data.yaml"
     params:
-        classes=config["data"]["classes"],
+        classes=PLAN.classes,
         train_per_class=config["data"]["train_per_class"],
         test_per_class=config["data"]["test_per_class"],
         val_fraction=config["data"]["val_fraction"],
@@ -63,8 +63,7 @@ rule split:
         exact_counts=config["data"]["exact_counts"],
         seed=config["data"]["split_seed"],
         # A dataset's own split: an ImageFolder's train/ and test/ always, MedMNIST's unless re-split.
-        predefined=config["data"]["source"] != "medmnist"
-        or config["data"]["medmnist"]["official_split"],
+        predefined=PLAN.predefined_split(),
     script:
         "../scripts/split.py"
 
@@ -77,11 +76,11 @@ rule cache:
         images=rules.index.output.images,
         masks=rules.index.output.masks,
     output:
-        cache=f"results/data/cache/{CACHE_TAG}{{split}}_{{size}}px.pt",
+        cache=f"results/data/cache/{PLAN.cache_tag}{{split}}_{{size}}px.pt",
     log:
-        f"results/logs/data/cache/{CACHE_TAG}{{split}}_{{size}}px.log",
+        f"results/logs/data/cache/{PLAN.cache_tag}{{split}}_{{size}}px.log",
     benchmark:
-        f"results/benchmarks/data/cache/{CACHE_TAG}{{split}}_{{size}}px.tsv"
+        f"results/benchmarks/data/cache/{PLAN.cache_tag}{{split}}_{{size}}px.tsv"
     wildcard_constraints:
         split="train|val|test",
         size=r"\d+",
@@ -89,7 +88,7 @@ rule cache:
         "../envs/data.yaml"
     threads: 2
     params:
-        classes=config["data"]["classes"],
+        classes=PLAN.classes,
         centre_crop=config["data"]["centre_crop"],
     script:
         "../scripts/cache.py"

@@ -29,11 +29,11 @@ rule gradcam:
     input:
         weights=lambda w: expand(
             "results/models/{seed}/{method}/{arch}/weights.pt",
-            seed=SEEDS[0],
+            seed=PLAN.seeds[0],
             method=config["report"]["gradcam_methods"],
             arch=w.arch,
         ),
-        test=lambda w: cache_path("test", w.arch),
+        test=cache_input("test"),
     output:
         figure=report(
             "results/figures/gradcam_{arch}.png",
@@ -56,7 +56,7 @@ rule gradcam:
         runtime=job_runtime("gradcam"),
     params:
         methods=readable_param(config["report"]["gradcam_methods"]),
-        seed=SEEDS[0],
+        seed=PLAN.seeds[0],
         per_class=config["report"]["gradcam_images_per_class"],
     script:
         "../scripts/gradcam.py"
@@ -65,7 +65,7 @@ rule gradcam:
 rule gradcam_scores:
     """Grad-CAM localisation scores of all architectures in one table."""
     input:
-        scores=expand("results/metrics/gradcam/{arch}.parquet", arch=GRADCAM_ARCHS),
+        scores=expand("results/metrics/gradcam/{arch}.parquet", arch=PLAN.gradcam_archs),
     output:
         scores="results/metrics/gradcam.parquet",
         table_csv="results/tables/gradcam.csv",
@@ -100,9 +100,7 @@ rule confusion:
         "../envs/report.yaml"
     params:
         attack=config["evaluation"]["confusion_attack"],
-        methods=readable_param(
-            [m for m in METHODS if m not in ABLATION_METHODS | set(BASELINES)]
-        ),
+        methods=readable_param(PLAN.confusion_methods()),
     script:
         "../scripts/confusion.py"
 
@@ -111,10 +109,10 @@ rule report:
     """Tables I and II and Fig. 3 and the training curves from the metrics."""
     input:
         metrics="results/metrics/metrics.parquet",
-        ablation_metrics=ABLATION_METRICS,
-        predictions=model_files("results/predictions/{seed}/{method}/{arch}.parquet"),
-        histories=model_files("results/models/{seed}/{method}/{arch}/history.parquet"),
-        gradcam="results/metrics/gradcam.parquet" if GRADCAM_ARCHS else [],
+        ablation_metrics=PLAN.ablation_metrics,
+        predictions=all_models("results/predictions/{seed}/{method}/{arch}.parquet"),
+        histories=all_models("results/models/{seed}/{method}/{arch}/history.parquet"),
+        gradcam="results/metrics/gradcam.parquet" if PLAN.gradcam_archs else [],
     output:
         table1_csv="results/tables/table1.csv",
         table1_md="results/tables/table1.md",
@@ -129,7 +127,7 @@ rule report:
             subcategory="Fig. 3 ablation",
             labels={
                 "Figure": "Fig. 3",
-                "CNN": ", ".join(map(arch_label, ABLATION_ARCHS)),
+                "CNN": ", ".join(map(arch_label, PLAN.ablation_archs)),
             },
         ),
         curves=report(
@@ -145,10 +143,10 @@ rule report:
         "../envs/report.yaml"
     params:
         # The paper's numbers belong to HAM10000's mel, bkl and nv alone.
-        paper_numbers=config["report"]["paper_numbers"] and PAPER_DATASET,
+        paper_numbers=config["report"]["paper_numbers"] and PLAN.paper_dataset,
         attack=config["evaluation"]["confusion_attack"],
-        ablation_archs=readable_param(ABLATION_ARCHS),
-        attacks=readable_param(list(ATTACKS)),
+        ablation_archs=readable_param(PLAN.ablation_archs),
+        attacks=readable_param(list(PLAN.attacks)),
         resamples=config["report"]["bootstrap_resamples"],
         seed=config["report"]["bootstrap_seed"],
     script:
@@ -159,7 +157,7 @@ rule baselines:
     """The paper's five methods and the baselines TRADES and MART side by side, with intervals."""
     input:
         metrics="results/metrics/metrics.parquet",
-        predictions=model_files("results/predictions/{seed}/{method}/{arch}.parquet"),
+        predictions=all_models("results/predictions/{seed}/{method}/{arch}.parquet"),
     output:
         table_csv="results/tables/baselines.csv",
         table_md="results/tables/baselines.md",
@@ -169,7 +167,7 @@ rule baselines:
     conda:
         "../envs/report.yaml"
     params:
-        attacks=readable_param(list(ATTACKS)),
+        attacks=readable_param(list(PLAN.attacks)),
         resamples=config["report"]["bootstrap_resamples"],
         seed=config["report"]["bootstrap_seed"],
     script:

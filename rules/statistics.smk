@@ -4,11 +4,11 @@
 rule claims:
     """Each claim of the paper tested on the per-image predictions; DPAAT's paired comparisons."""
     input:
-        predictions=model_files("results/predictions/{seed}/{method}/{arch}.parquet"),
+        predictions=all_models("results/predictions/{seed}/{method}/{arch}.parquet"),
         # Fig. 3's claims are tested on the ablation's own models when it has them.
         ablation_predictions=model_files(
-            f"{ABLATION_DIR}/predictions/{{seed}}/{{method}}/{{arch}}.parquet",
-            ABLATION_MODELS,
+            f"{ABLATION.dir}/predictions/{{seed}}/{{method}}/{{arch}}.parquet",
+            ABLATION.models,
         ),
     output:
         claims_csv="results/tables/claims.csv",
@@ -22,12 +22,12 @@ rule claims:
     conda:
         "../envs/report.yaml"
     params:
-        attacks=readable_param(list(ATTACKS)),
+        attacks=readable_param(list(PLAN.attacks)),
         resamples=config["report"]["bootstrap_resamples"],
         permutations=config["report"]["permutation_resamples"],
         seed=config["report"]["bootstrap_seed"],
         # Another dataset keeps the method-against-method claims, with no paper numbers.
-        paper_dataset=PAPER_DATASET,
+        paper_dataset=PLAN.paper_dataset,
     script:
         "../scripts/claims.py"
 
@@ -53,6 +53,6 @@ rule sanity:
     params:
         sanity=shown(config["sanity"]),
         adversary=shown(config["training"]["adversary"]),
-        attacks=shown(ATTACKS),
+        attacks=shown(PLAN.attacks),
     script:
         "../scripts/sanity.py"

@@ -11,10 +11,10 @@ rule weights:
     conda:
         "../envs/data.yaml"
     params:
-        archs=ARCHS,
+        archs=PLAN.archs,
         base_url=config["models"]["weights_base_url"],
         files=config["models"]["weights_files"],
-        destinations=WEIGHTS_DESTINATIONS,
+        destinations=PLAN.weights_destinations,
     script:
         "../scripts/weights.py"
 
@@ -22,14 +22,14 @@ rule weights:
 rule train:
     """Train one method on one architecture with one seed (a GPU job when CUDA is visible)."""
     input:
-        train=lambda w: cache_path("train", w.arch),
-        val=lambda w: cache_path("val", w.arch),
+        train=cache_input("train"),
+        val=cache_input("val"),
         reference=reference_weights,
         imagenet=imagenet_weights,
     output:
-        weights="results/models/{seed}/{method}/{arch}/weights.pt",
-        history="results/models/{seed}/{method}/{arch}/history.parquet",
-        run="results/models/{seed}/{method}/{arch}/run.json",
+        weights=model_path("weights.pt"),
+        history=model_path("history.parquet"),
+        run=model_path("run.json"),
     log:
         "results/logs/train/{seed}/{method}/{arch}.log",
     benchmark:
@@ -46,29 +46,8 @@ rule train:
         mem_mb=job_mem_mb("train"),
         runtime=job_runtime("train"),
     params:
-        training=training_params(TRAINING_SETTINGS),
+        training=training_params(),
         pretrained=config["models"]["pretrained"],
         checkpoint="results/checkpoints/{seed}/{method}/{arch}.pt",
     script:
         "../scripts/train.py"
-
-
-if OWN_ABLATION:
-
-    use rule train as train_ablation with:
-        output:
-            weights=f"{ABLATION_DIR}/models/{{seed}}/{{method}}/{{arch}}/weights.pt",
-            history=f"{ABLATION_DIR}/models/{{seed}}/{{method}}/{{arch}}/history.parquet",
-            run=f"{ABLATION_DIR}/models/{{seed}}/{{method}}/{{arch}}/run.json",
-        log:
-            f"results/logs/{ABLATION_TAG}/train/{{seed}}/{{method}}/{{arch}}.log",
-        benchmark:
-            f"results/benchmarks/{ABLATION_TAG}/train/{{seed}}/{{method}}/{{arch}}.tsv"
-        resources:
-            gpu=gpu_count,
-            mem_mb=job_mem_mb("train"),
-            runtime=job_runtime("train", ABLATION_TRAINING_SETTINGS),
-        params:
-            training=training_params(ABLATION_TRAINING_SETTINGS),
-            pretrained=config["models"]["pretrained"],
-            checkpoint=f"results/checkpoints/{ABLATION_TAG}/{{seed}}/{{method}}/{{arch}}.pt",

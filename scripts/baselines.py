@@ -5,7 +5,7 @@ from dpaat.cpu_kernels import pin_cpu_kernels
 # Before anything imports torch: the math libraries read their instruction set once.
 pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
 
-from dpaat.claims import Predictions
+from dpaat.prediction_store import Predictions
 from dpaat.metrics import read_metrics
 from dpaat.report import add_intervals, baselines_table, prediction_intervals, write_table
 from dpaat.runtime import setup_logging

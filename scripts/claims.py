@@ -5,17 +5,13 @@ from dpaat.cpu_kernels import pin_cpu_kernels
 # Before anything imports torch: the math libraries read their instruction set once.
 pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
 
-from dpaat.claims import (
-    Predictions,
-    comparisons_markdown,
-    evaluate_claims,
-    for_dataset,
-    load_claims,
-    method_comparisons,
-    write_claims,
-)
+from dpaat.claims import for_dataset, load_claims
+from dpaat.comparisons import comparisons_markdown, method_comparisons
 from dpaat.io import write_text
+from dpaat.prediction_store import Predictions
 from dpaat.runtime import setup_logging
+from dpaat.tables import csv_text
+from dpaat.verdicts import evaluate_claims, write_claims
 
 log = setup_logging(snakemake.log[0])
 predictions = Predictions.read(snakemake.input.predictions)
@@ -33,5 +29,5 @@ write_claims(claims, snakemake.output.claims_csv, snakemake.output.claims_md)
 for _, row in claims.iterrows():
     log.info("%s: %s (%s)", row["id"], row["verdict"], row["reason"])
 comparisons = method_comparisons(predictions, snakemake.params.attacks)
-write_text(comparisons.to_csv(index=False, float_format="%.6g"), snakemake.output.comparisons_csv)
+write_text(csv_text(comparisons), snakemake.output.comparisons_csv)
 write_text(comparisons_markdown(comparisons), snakemake.output.comparisons_md)

@@ -5,7 +5,6 @@ from dpaat.cpu_kernels import pin_cpu_kernels
 # Before anything imports torch: the math libraries read their instruction set once.
 pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
 
-from dpaat.claims import Predictions
 from dpaat.corruption_report import (
     calibration_markdown,
     calibration_table,
@@ -18,6 +17,7 @@ from dpaat.corruption_report import (
 from dpaat.data import load_cache
 from dpaat.figures import save_figure
 from dpaat.io import write_text
+from dpaat.prediction_store import Predictions
 from dpaat.runtime import setup_logging
 
 log = setup_logging(snakemake.log[0])

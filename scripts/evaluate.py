@@ -7,22 +7,22 @@ pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
 
 from dpaat.corrupted_sets import corrupted_test_sets
 from dpaat.data import load_cache
-from dpaat.evaluation import attack_specs, evaluate_model, metrics_rows, predictions_frame, write_predictions
-from dpaat.fast_paths import EVALUATION_PATHS, evaluation_batch_size, use_fast_paths
-from dpaat.metrics import write_metrics
-from dpaat.runtime import job_device, set_cudnn_benchmark, set_threads, setup_logging
+from dpaat.evaluation import attack_specs, evaluate_model, metrics_rows, predictions_frame
+from dpaat.fast_paths import EVALUATION_PATHS, evaluation_batch_size
 from dpaat.io import write_json
+from dpaat.metrics import write_metrics
+from dpaat.predictions import write_predictions
+from dpaat.runtime import evaluation_device, setup_logging
+from dpaat.settings import ExecutionSettings
 from dpaat.trained import load_trained
 from dpaat.work_count import WorkCounter
 
 log = setup_logging(snakemake.log[0])
-set_threads(snakemake.threads)
-device = job_device(snakemake.config["training"]["device"], snakemake.config["gpu"])
-set_cudnn_benchmark(snakemake.config["training"]["deterministic"])
-use_fast_paths(snakemake.config["gpu"]["fast_paths"], device, EVALUATION_PATHS)
+execution = ExecutionSettings.from_config(snakemake.config, threads=snakemake.threads)
+device = evaluation_device(execution, EVALUATION_PATHS)
 w = snakemake.wildcards
-# Execution settings, like the device: a GPU takes larger batches (Square syncs with the host once per batch and query).
-batch_size = evaluation_batch_size(device, snakemake.params.batch_size, snakemake.config["evaluation"]["gpu_batch_size"])
+# An execution setting, like the device: a GPU takes larger batches (Square syncs with the host once per batch and query).
+batch_size = evaluation_batch_size(device, snakemake.params.batch_size, execution.gpu_batch_size)
 
 trained = load_trained(snakemake.input.weights, device)
 test = load_cache(snakemake.input.test)
@@ -38,31 +38,17 @@ corrupted = (
 )
 
 logits = evaluate_model(
-    trained.model,
-    test.images,
-    test.labels,
-    specs,
-    batch_size=batch_size,
-    device=device,
-    image_ids=list(test.image_ids),
-    adversarial_dir=snakemake.params.adversarial_dir,
-    corrupted=corrupted,
+    trained.model, test.images, test.labels, specs, batch_size=batch_size, device=device,
+    image_ids=list(test.image_ids), adversarial_dir=snakemake.params.adversarial_dir, corrupted=corrupted,
     work=(work := WorkCounter(trained.model)),
-)
+)  # fmt: skip
 write_metrics(
     metrics_rows(logits, test.labels, trained.classes, method=w.method, arch=w.arch, seed=int(w.seed)),
     snakemake.output.metrics,
 )
 write_predictions(predictions_frame(logits, test.labels, list(test.image_ids)), snakemake.output.predictions)
 write_json(
-    {
-        "seed": int(w.seed),
-        "method": w.method,
-        "arch": w.arch,
-        "device": str(device),
-        "batch_size": batch_size,
-        "test_images": len(test.labels),
-        "work": work.record(),
-    },
+    {"seed": int(w.seed), "method": w.method, "arch": w.arch, "device": str(device), "batch_size": batch_size,
+     "test_images": len(test.labels), "work": work.record()},
     snakemake.output.run,
-)
+)  # fmt: skip

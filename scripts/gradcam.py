@@ -8,19 +8,17 @@ pin_cpu_kernels(snakemake.config["reproducible_cpu_kernels"])
 import pandas as pd
 
 from dpaat.data import load_cache
-from dpaat.fast_paths import GRADCAM_PATHS, use_fast_paths
+from dpaat.fast_paths import GRADCAM_PATHS
 from dpaat.gradcam import cam_mask_scores, compute_cams, gradcam_panel, select_correct
 from dpaat.io import write_parquet
 from dpaat.paper_results import arch_label
 from dpaat.predict import as_float_images
-from dpaat.runtime import job_device, set_cudnn_benchmark, set_threads, setup_logging
+from dpaat.runtime import evaluation_device, setup_logging
+from dpaat.settings import ExecutionSettings
 from dpaat.trained import load_trained
 
 log = setup_logging(snakemake.log[0])
-set_threads(snakemake.threads)
-device = job_device(snakemake.config["training"]["device"], snakemake.config["gpu"])
-set_cudnn_benchmark(snakemake.config["training"]["deterministic"])
-use_fast_paths(snakemake.config["gpu"]["fast_paths"], device, GRADCAM_PATHS)
+device = evaluation_device(ExecutionSettings.from_config(snakemake.config, threads=snakemake.threads), GRADCAM_PATHS)
 methods = snakemake.params.methods
 arch = snakemake.wildcards.arch
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dpaat.claims import Predictions
 from dpaat.figures import ablation_figure, training_curves_figure
+from dpaat.prediction_store import Predictions
 from dpaat.metrics import read_metrics
 from dpaat.report import OUT_KEYS, prediction_intervals, write_tables
 from dpaat.runtime import setup_logging

@@ -411,3 +411,12 @@ def test_autoattack_runs_on_two_classes():
     x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 0, 1])
     x_adv = AttackSpec.from_config({"kind": "autoattack", "eps": 0.5, "steps": 5, "queries": 20}).perturb(model, x, y)
     assert bool((l2(x_adv - x) <= 0.5 + 1e-5).all()) and x_adv.shape == x.shape
+
+
+def test_every_schema_kind_has_its_registry_entry_and_its_perturbation():
+    from dpaat.attack_kinds import KINDS
+    from dpaat.attacks import PERTURB
+
+    schema = yaml.safe_load((REPO / "config/schema/config.schema.yaml").read_text())
+    kinds = schema["properties"]["attacks"]["items"]["properties"]["kind"]["enum"]
+    assert set(kinds) == set(KINDS) == set(PERTURB)

@@ -6,32 +6,17 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from dpaat.augment import AugmentConfig, BatchAugmentation, batch_seed, build_augmentation
+from dpaat.augment import BatchAugmentation, batch_seed, build_augmentation
+from dpaat.settings import AugmentationSettings, training_section
 
-MARGELOIU = {
-    "enabled": True,
-    "brightness": 0.2,
-    "contrast": 0.2,
-    "saturation": 0.2,
-    "horizontal_flip": True,
-    "vertical_flip": True,
-    "affine_degrees": 10,
-    "rotation_degrees": 50,
-}
-NOTHING = dict(
-    MARGELOIU,
-    brightness=0,
-    contrast=0,
-    saturation=0,
-    horizontal_flip=False,
-    vertical_flip=False,
-    affine_degrees=0,
-    rotation_degrees=0,
-)
+# Margeloiu et al.'s transforms are the schema's defaults.
+MARGELOIU = training_section("augmentation")
+OFF = dict(brightness=0, contrast=0, saturation=0, horizontal_flip=False, vertical_flip=False, affine_degrees=0,
+           rotation_degrees=0)  # fmt: skip
 
 
-def config(**overrides) -> AugmentConfig:
-    return AugmentConfig.from_mapping({**NOTHING, **overrides})
+def config(**overrides) -> AugmentationSettings:
+    return training_section("augmentation", **{**OFF, **overrides})
 
 
 def asymmetric_batch(n: int, size: int = 8) -> torch.Tensor:
@@ -41,7 +26,7 @@ def asymmetric_batch(n: int, size: int = 8) -> torch.Tensor:
 
 
 def test_same_seed_epoch_and_batch_give_the_same_batch_and_others_do_not():
-    augment = BatchAugmentation(AugmentConfig.from_mapping(MARGELOIU))
+    augment = BatchAugmentation(MARGELOIU)
     images = asymmetric_batch(6, 16)
     first = augment(images, seed=0, epoch=3, batch=2)
     assert first.dtype == torch.uint8 and first.shape == images.shape
@@ -59,7 +44,7 @@ def test_seeds_do_not_collide_when_the_numbers_sum_alike():
 
 
 def test_the_global_rng_is_left_untouched():
-    augment = BatchAugmentation(AugmentConfig.from_mapping(MARGELOIU))
+    augment = BatchAugmentation(MARGELOIU)
     torch.manual_seed(7)
     state = torch.get_rng_state()
     augment(asymmetric_batch(4), seed=0, epoch=0, batch=0)
@@ -142,7 +127,7 @@ def torchvision_reference(images: torch.Tensor, params, *, two_resamplings: bool
 
 @pytest.mark.parametrize("size", [(33, 33), (20, 28)])
 def test_the_batch_equals_torchvisions_per_image_ops_for_the_same_draws(size):
-    augment = BatchAugmentation(AugmentConfig.from_mapping(MARGELOIU))
+    augment = BatchAugmentation(MARGELOIU)
     images = torch.randint(0, 256, (24, 3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     params = augment.draw(len(images), seed=0, epoch=1, batch=2)
     assert params.order.sort(dim=1).values.eq(torch.arange(3)).all(), "each image applies each jitter once"
@@ -174,7 +159,7 @@ def test_one_resampling_is_close_to_the_transforms_two():
 
 
 def test_cpu_chunks_give_the_whole_batch_result():
-    augment = BatchAugmentation(AugmentConfig.from_mapping(MARGELOIU))
+    augment = BatchAugmentation(MARGELOIU)
     images = torch.randint(0, 256, (9, 3, 96, 96), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     params = augment.draw(len(images), seed=0, epoch=0, batch=0)
     packed_whole = augment.apply(images, params)

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dpaat.attacks import pgd
-from dpaat.methods import MART, TRADES, build_method, mart_loss, trades_loss
+from dpaat.methods import MART, TRADES, mart_loss, trades_loss
+from test_methods import build as build_method
 from test_methods import training_mapping as methods_mapping
 from test_training import (
     RANDOM_START,
@@ -26,9 +27,8 @@ EPS = 0.5
 
 
 def training_mapping(**overrides) -> dict:
-    """A `training` mapping as the schema fills it, with a 4-step L2 adversary and the baselines' sections."""
-    adversary = {"norm": "l2", "eps": EPS, "steps": 4, "step_size": 0.25, "random_start": False}
-    return methods_mapping(**{"adversary": adversary, "trades": {"beta": 6.0}, "mart": {"lambda": 6.0}, **overrides})
+    """The schema's training settings with a 4-step L2 adversary of eps 0.5."""
+    return methods_mapping(**{"adversary": {"eps": EPS, "steps": 4, "step_size": 0.25}, **overrides})
 
 
 class RecordingLinear(nn.Module):
@@ -225,11 +225,9 @@ def test_schema_keys_reach_the_methods_and_their_run_record():
     assert isinstance(trades, TRADES) and isinstance(mart, MART)
     assert trades.describe()["beta"] == 1.5 and mart.describe()["lambda"] == 2.0
     assert trades.describe()["start_std"] == mart.describe()["start_std"] == 0.001
-    # A train job of another method gets no trades/mart section (rules/common.smk): the defaults.
-    defaults = training_mapping()
-    del defaults["trades"], defaults["mart"]
-    assert build_method("trades", defaults).config.trades_beta == 6.0
-    assert build_method("mart", defaults).config.mart_lambda == 6.0
+    # The schema's defaults: the authors' β (CIFAR-10 setting) and λ.
+    assert build_method("trades", training_mapping()).settings.trades.weight == 6.0
+    assert build_method("mart", training_mapping()).settings.mart.weight == 6.0
     with pytest.raises(ValueError, match="trades.beta"):
         build_method("trades", training_mapping(trades={"beta": -1.0}))
 
@@ -286,7 +284,9 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, name):
 def test_the_baseline_claims_are_marked_ours_and_tested_like_the_papers():
     from test_claims import N, _correct, _predictions
 
-    from dpaat.claims import Predictions, evaluate_claims, load_claims
+    from dpaat.claims import load_claims
+    from dpaat.prediction_store import Predictions
+    from dpaat.verdicts import evaluate_claims
 
     # The claims of ours on the baselines (the other two of ours are on corruptions, tests/test_claims.py).
     ours = [c for c in load_claims() if c.origin == "ours" and {"trades", "mart"} & set(c.methods)]

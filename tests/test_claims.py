@@ -11,18 +11,10 @@ import pytest
 from scipy import stats as scipy_stats
 
 from dpaat import stats
-from dpaat.claims import (
-    CLAIMS_FILE,
-    Claim,
-    Predictions,
-    claims_markdown,
-    comparisons_markdown,
-    evaluate_claims,
-    for_dataset,
-    load_claims,
-    method_comparisons,
-    paper_numbers,
-)
+from dpaat.claims import CLAIMS_FILE, Claim, for_dataset, load_claims, paper_numbers
+from dpaat.comparisons import comparisons_markdown, method_comparisons
+from dpaat.prediction_store import Predictions
+from dpaat.verdicts import claims_markdown, evaluate_claims
 from dpaat.evaluation import predictions_frame
 from dpaat.metrics import metrics_frame, model_metrics
 from dpaat.paper_results import TABLE1, TABLE2
@@ -214,11 +206,11 @@ def test_a_family_too_large_for_the_permutation_count_is_warned_of(caplog):
     preds = Predictions(_predictions(correct))
     claims = [_claim(id=f"map{i}", metric="map", methods=(m, "at"), attacks=("clean",))
               for i, m in enumerate(("sat", "amat", "dpaat"))]  # fmt: skip
-    with caplog.at_level("WARNING", logger="dpaat.claims"):
+    with caplog.at_level("WARNING", logger="dpaat.verdicts"):
         evaluate_claims(preds, claims, n_resamples=200, n_permutations=1000, seed=0)
     assert "permutation_resamples" in caplog.text  # 2/1001 is not far below 0.05/3
     caplog.clear()
-    with caplog.at_level("WARNING", logger="dpaat.claims"):
+    with caplog.at_level("WARNING", logger="dpaat.verdicts"):
         evaluate_claims(preds, claims, n_resamples=200, seed=0)  # the default 20 000
     assert "permutation_resamples" not in caplog.text
 
@@ -325,10 +317,8 @@ def test_gradcam_table_intervals_resample_each_archs_images():
 
 
 def test_predictions_read_from_the_files_the_evaluate_job_writes(tmp_path):
-    from dpaat.claims import PREDICTION_COLUMNS as OURS
-    from dpaat.evaluation import PREDICTION_COLUMNS, write_predictions
+    from dpaat.predictions import PREDICTION_COLUMNS, write_predictions
 
-    assert OURS == PREDICTION_COLUMNS
     path = tmp_path / "0" / "dpaat" / "mobilenet_v2.parquet"
     path.parent.mkdir(parents=True)
     frame = _predictions({("dpaat", "mobilenet_v2", "clean"): np.ones(N, dtype=bool)})

@@ -14,9 +14,9 @@ from torch import nn
 
 from dpaat import corruptions as C
 from dpaat.calibration import bin_ids, ece_interval, expected_calibration_error, reliability_curve
-from dpaat.claims import Predictions
 from dpaat.corrupted_sets import condition_file, corrupted_test_sets, save_condition
 from dpaat.evaluation import evaluate_model, predictions_frame
+from dpaat.prediction_store import Predictions
 
 
 def dermoscopy_like(size: int = 224, seed: int = 0) -> np.ndarray:

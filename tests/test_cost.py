@@ -10,7 +10,8 @@ from test_training import TRAIN, VAL, make_model, run, tiny_data, training_mappi
 from dpaat.attack_kinds import first_start_pairs, forward_units
 from dpaat.cost import Job, parse_dry_run, plan
 from dpaat.evaluation import attack_specs, evaluate_model
-from dpaat.job_resources import TRAIN_UNITS, load_config, work_gflop
+from dpaat.job_resources import load_config, work_gflop
+from dpaat.method_kinds import METHOD_KINDS
 from dpaat.work_count import WorkCounter
 
 TEST = tiny_data(60, seed=3)
@@ -57,8 +58,8 @@ def test_training_counts_are_the_cost_models_units(trained):
     """Per epoch n_train x U(method) and n_val x (2K + 2), U and K as dpaat.job_resources has them."""
     k = training_mapping()["adversary"]["steps"]
     for method, (_, units) in trained.items():
-        assert units["train_warmup"] == 1 * len(TRAIN[0]) * TRAIN_UNITS[method](k)
-        assert units["train_full"] == 3 * len(TRAIN[0]) * TRAIN_UNITS[method](k)
+        assert units["train_warmup"] == 1 * len(TRAIN[0]) * METHOD_KINDS[method].train_units(k)
+        assert units["train_full"] == 3 * len(TRAIN[0]) * METHOD_KINDS[method].train_units(k)
         assert units["validation"] == 4 * len(VAL[0]) * (2 * k + 2)
 
 

@@ -11,16 +11,8 @@ import torch
 import torchattacks
 
 from dpaat.attacks import AttackSpec, run_attack
-from dpaat.evaluation import (
-    PREDICTION_COLUMNS,
-    attack_specs,
-    evaluate_model,
-    metrics_rows,
-    predictions_frame,
-    predictions_schema,
-    read_predictions,
-    write_predictions,
-)
+from dpaat.evaluation import attack_specs, evaluate_model, metrics_rows, predictions_frame
+from dpaat.predictions import PREDICTION_COLUMNS, predictions_schema, read_predictions, write_predictions
 from dpaat.metrics import metrics_frame, model_metrics
 from dpaat.models import build_model
 from dpaat.predict import as_float_images, predict_logits

@@ -28,14 +28,19 @@ from dpaat.fast_paths import (
 from dpaat.methods import METHODS, build_method
 from dpaat.models import build_model
 from dpaat.predict import device_images, predict_logits
+from dpaat.settings import TrainingSettings, training_section
 from dpaat import training
 from dpaat.training import _autocast, _train_epoch, validate
 
 ADVERSARY = {"norm": "l2", "eps": 0.3, "steps": 2, "step_size": 0.15}
-METHOD_CONFIG = {
-    "adversary": ADVERSARY, "alpha": 0.5, "beta": 1.0, "amat": {"delta_eps_fraction": 0.1, "eps_max_factor": 2.0,
-    "xi": 1.0}, "dpaat": {"eps_max_factor": 2.0},
-}  # fmt: skip
+
+
+def method_for(name: str, num_samples: int, device: torch.device | str = "cpu", **overrides):
+    """Method `name` with the schema's settings, a 2-step adversary, ξ = 1 and `overrides`, prepared for the data."""
+    settings = TrainingSettings.from_mapping(name, {"adversary": ADVERSARY, "amat": {"xi": 1.0}, **overrides})
+    method = build_method(settings)
+    method.prepare(num_samples, device)
+    return method
 
 
 def batch(n: int = 8, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,8 +154,7 @@ def test_bf16_autocast_trains_every_method_through_the_loops_functions(name):
     """The CUDA branch's code with device_type="cpu": finite losses, eps in bounds, float32 eps and attacks."""
     model = small_model()
     images, labels = batch(8)
-    method = build_method(name, {**METHOD_CONFIG}, num_samples=len(images), xi=1.0)
-    method.prepare(len(images), "cpu")
+    method = method_for(name, len(images))
     optimiser = adam(list(model.parameters()), 1e-3, fused=False)
     loss, eps = _train_epoch(
         model, method, optimiser, images, labels, 4, torch.Generator().manual_seed(0), torch.device("cpu"), True,
@@ -184,14 +188,10 @@ def test_bf16_attacks_keep_float32_budgets_and_land_near_the_float32_attack():
     assert cosine.min() > 0.9, cosine
 
 
-def one_epoch_on_the_cpu(bf16: bool) -> dict:
-    """A complete `training` mapping: one epoch of batch 3 on the CPU, no augmentation."""
-    return {
-        **METHOD_CONFIG, "warmup_epochs": 0, "epochs": 1, "batch_size": 3, "lr": 1e-3, "patience": 1, "device": "cpu",
-        "bf16": bf16, "threads": 1, "deterministic": True, "augmentation": {
-            "enabled": False, "brightness": 0, "contrast": 0, "saturation": 0, "horizontal_flip": False,
-            "vertical_flip": False, "affine_degrees": 0, "rotation_degrees": 0},
-    }  # fmt: skip
+def one_epoch_on_the_cpu(bf16: bool, name: str = "std"):
+    """`name` (STD) for one epoch of batch 3, no augmentation."""
+    return method_for(name, 6, warmup_epochs=0, epochs=1, batch_size=3, lr=1e-3, patience=1, bf16=bf16,
+                      augmentation={"enabled": False})  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -210,11 +210,10 @@ def test_the_cpu_trains_with_bf16_channels_last_and_fused_adam_under_always_only
     monkeypatch.setattr(training, "_train_epoch", spy)
     model = small_model()
     images, labels = batch(6, 24)
-    mapping = one_epoch_on_the_cpu(bf16=True)
+    method = one_epoch_on_the_cpu(bf16=True, name="trades")
     previous = set_fast_paths_mode(mode)
     try:
-        training.train(model, build_method("trades", mapping), training.TrainConfig.from_mapping(mapping), images,
-                       labels, images, labels, seed=0, progress=False)  # fmt: skip
+        training.train(model, method, images, labels, images, labels, seed=0, progress=False)
     finally:
         set_fast_paths_mode(previous)
     assert seen == [expected]
@@ -242,10 +241,9 @@ def test_a_fused_adam_bf16_channels_last_run_resumes_to_the_uninterrupted_runs_w
 def test_the_checkpoint_holds_the_best_weights_once_when_they_are_the_models(tmp_path):
     model = small_model("squeezenet1_1")
     images, labels = batch(6, 24)
-    mapping = one_epoch_on_the_cpu(bf16=False)
     path = tmp_path / "checkpoint.pt"
-    training.train(model, build_method("std", mapping), training.TrainConfig.from_mapping(mapping), images, labels,
-                   images, labels, seed=0, progress=False, checkpoint_path=path)  # fmt: skip
+    training.train(model, one_epoch_on_the_cpu(bf16=False), images, labels, images, labels, seed=0, progress=False,
+                   checkpoint_path=path)  # fmt: skip
     blob = torch.load(path, weights_only=True)
     assert blob["best_is_model"] and blob["run_state"]["best_state"] is None
     assert all(torch.equal(blob["model"][k], v) for k, v in model.state_dict().items())
@@ -324,8 +322,7 @@ def test_cuda_training_step_with_every_fast_path(name):
     model = model_to(small_model(), device, torch.channels_last)
     images, labels = batch(8, 64)
     images, labels = images.to(device), labels.to(device)
-    method = build_method(name, {**METHOD_CONFIG}, num_samples=len(images), xi=1.0)
-    method.prepare(len(images), device)
+    method = method_for(name, len(images), device)
     optimiser = adam(list(model.parameters()), 1e-3, fused=True)
     loss, eps = _train_epoch(model, method, optimiser, images, labels, 4, torch.Generator().manual_seed(0), device,
                              True, memory_format=torch.channels_last)  # fmt: skip
@@ -337,11 +334,9 @@ def test_cuda_training_step_with_every_fast_path(name):
 @pytest.mark.cuda
 @needs_cuda
 def test_cuda_augmentation_equals_the_cpus():
-    from dpaat.augment import AugmentConfig, BatchAugmentation
+    from dpaat.augment import BatchAugmentation
 
-    augment = BatchAugmentation(AugmentConfig.from_mapping({
-        "enabled": True, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "horizontal_flip": True,
-        "vertical_flip": True, "affine_degrees": 10, "rotation_degrees": 50}))  # fmt: skip
+    augment = BatchAugmentation(training_section("augmentation"))  # Margeloiu et al.'s, the schema's defaults
     images, _ = batch(16, 64)
     params = augment.draw(len(images), seed=0, epoch=0, batch=0)
     difference = (augment.apply(images.cuda(), params).cpu().int() - augment.apply(images, params).int()).abs()

@@ -155,18 +155,11 @@ def test_job_device_claims_a_slot_only_for_cuda(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(("device", "ok"), [("cuda:1", True), ("cuda", True), ("cuda:x", False), ("gpu0", False)])
-def test_a_slot_device_passes_the_training_config(device, ok):
-    import yaml
-    from snakemake.utils import validate
+def test_execution_settings_name_a_device_torch_understands(device, ok):
+    from dpaat.settings import ExecutionSettings
 
-    from dpaat.training import TrainConfig
-
-    repo = SCRIPTS.parent
-    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
-    validate(config, str(repo / "config" / "schema" / "config.schema.yaml"), set_default=True)
-    training = {**config["training"], "device": device}  # what scripts/train.py passes for a claimed slot
     if ok:
-        assert TrainConfig.from_mapping(training).device == device
+        assert ExecutionSettings(device=device).device == device
     else:
         with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:<index>"):
-            TrainConfig.from_mapping(training)
+            ExecutionSettings(device=device)

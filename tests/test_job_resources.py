@@ -16,7 +16,6 @@ from snakemake.utils import validate
 
 from dpaat.job_resources import (
     ARCH_GFLOPS,
-    TRAIN_UNITS,
     calibrated_setting,
     measured_gflops,
     mem_mb,
@@ -25,6 +24,7 @@ from dpaat.job_resources import (
     work_gflop,
 )
 from dpaat.job_resources import load_config as load_config_files
+from dpaat.method_kinds import METHOD_KINDS
 from dpaat.models import ARCHITECTURES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def test_method_costs_are_the_benchmarks_ideal_multiples():
     spec.loader.exec_module(bench)
     for k in (1, 7, 10):
         # The benchmark counts multiples of an STD step, which is 3 forward passes.
-        assert {m: units(k) for m, units in TRAIN_UNITS.items()} == {m: 3 * f(k) for m, (_, f) in bench.IDEAL.items()}
+        assert {m: kind.train_units(k) for m, kind in METHOD_KINDS.items()} == {m: 3 * f(k) for m, (_, f) in bench.IDEAL.items()}
 
 
 def test_hand_worked_paper_resnet34_dpaat():

@@ -17,7 +17,6 @@ from dpaat.attacks import pgd
 from dpaat.methods import (
     METHODS,
     Adversary,
-    MethodConfig,
     TrainingMethod,
     amat_update,
     build_method,
@@ -25,22 +24,23 @@ from dpaat.methods import (
     printed_synchronization_loss,
     synchronization_loss,
 )
+from dpaat.settings import TrainingSettings, deep_merge
 
 SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema" / "config.schema.yaml"
 EPS = 0.3
 
 
 def training_mapping(**overrides) -> dict:
-    """A complete `training` mapping as the schema would fill it, with a 3-step adversary."""
-    mapping = {
-        "alpha": 0.5,
-        "beta": 1.0,
-        "adversary": {"norm": "l2", "eps": EPS, "steps": 3, "step_size": 0.15, "random_start": False},
-        "amat": {"delta_eps_fraction": 0.1, "eps_max_factor": 2.0, "xi": None},
-        "dpaat": {"eps_max_factor": 2.0},
-    }
-    mapping.update(overrides)
-    return mapping
+    """The schema's training settings with a 3-step adversary and `overrides` (partial sections merge)."""
+    return deep_merge({"adversary": {"steps": 3}}, overrides)
+
+
+def build(name: str, mapping: dict, num_samples: int | None = None, xi: float | None = None) -> TrainingMethod:
+    """Method `name` with `mapping`'s settings (ξ fixed to `xi`), prepared for `num_samples` images when given."""
+    method = build_method(TrainingSettings.from_mapping(name, mapping).with_amat_xi(xi))
+    if num_samples is not None:
+        method.prepare(num_samples, "cpu")
+    return method
 
 
 class TinyNet(nn.Module):
@@ -182,8 +182,8 @@ def test_printed_synchronization_loss_is_eq_11_literally():
 def test_synchronization_printed_is_used_by_dpaat_and_d_b(batch):
     model, x, y, index = batch
     for name in ("dpaat", "d_b"):
-        js, _ = build_method(name, training_mapping(beta=2.0)).loss(model, x, y, index)
-        printed, _ = build_method(name, training_mapping(beta=2.0, synchronization="printed")).loss(model, x, y, index)
+        js, _ = build(name, training_mapping(beta=2.0)).loss(model, x, y, index)
+        printed, _ = build(name, training_mapping(beta=2.0, synchronization="printed")).loss(model, x, y, index)
         x_adv = fixed_pgd(model, x, y) if name == "d_b" else None
         if x_adv is not None:  # D-B's fixed-eps attack: the two losses differ by β·(ln 2 − 2·JS)
             sync = synchronization_loss(model(x), model(x_adv))
@@ -205,7 +205,7 @@ def test_amat_update_hand_worked_samples():
 
 def test_amat_step_updates_only_the_attacked_samples(batch):
     model, x, y, _ = batch
-    method = build_method("amat", training_mapping(), num_samples=10, xi=0.8)
+    method = build("amat", training_mapping(), num_samples=10, xi=0.8)
     index = torch.tensor([7, 2, 9, 0, 4, 5])
     method.eps_store[index] = torch.tensor([0.3, 0.1, 0.5, 0.6, 0.0, 0.2])
     before = method.eps_store.clone()
@@ -223,26 +223,26 @@ def test_amat_step_updates_only_the_attacked_samples(batch):
 
 
 def test_amat_store_starts_at_eps_and_round_trips(batch):
-    method = build_method("amat", training_mapping(), num_samples=10, xi=0.8)
+    method = build("amat", training_mapping(), num_samples=10, xi=0.8)
     assert torch.equal(method.eps_store, torch.full((10,), EPS))
     method.eps_store[3] = 0.55
-    other = build_method("amat", training_mapping(), num_samples=10, xi=0.8)
+    other = build("amat", training_mapping(), num_samples=10, xi=0.8)
     other.load_state_dict(method.state_dict())
     assert torch.equal(other.eps_store, method.eps_store)
     with pytest.raises(ValueError, match="shape"):
-        build_method("amat", training_mapping(), num_samples=4, xi=0.8).load_state_dict(method.state_dict())
-    with pytest.raises(ValueError, match="num_samples"):
-        method.prepare(11, "cpu")
+        build("amat", training_mapping(), num_samples=4, xi=0.8).load_state_dict(method.state_dict())
+    method.prepare(11, "cpu")  # a new training set starts afresh
+    assert torch.equal(method.eps_store, torch.full((11,), EPS))
 
 
-def test_amat_xi_comes_from_the_argument_else_the_config_else_errors():
+def test_amat_xi_comes_from_the_std_model_else_the_config_else_errors():
     with pytest.raises(ValueError, match="ξ"):
-        build_method("amat", training_mapping(), num_samples=4)
-    fixed = training_mapping(amat={"delta_eps_fraction": 0.1, "eps_max_factor": 2.0, "xi": 0.25})
-    assert build_method("amat", fixed, num_samples=4).xi == 0.25
-    assert build_method("amat", fixed, num_samples=4, xi=0.7).xi == 0.7
-    with pytest.raises(ValueError, match="num_samples"):
-        build_method("amat", fixed)
+        build("amat", training_mapping())
+    fixed = training_mapping(amat={"xi": 0.25})
+    assert build("amat", fixed).xi == 0.25
+    assert build("amat", fixed, xi=0.7).xi == 0.7
+    with pytest.raises(ValueError, match="num_samples >= 1"):
+        build("amat", fixed, num_samples=0)
 
 
 # ---------------------------------------------------------------- each method's loss
@@ -267,7 +267,7 @@ def test_std_at_sat_and_d_b_losses_follow_their_definitions(batch):
         "d_b": 0.3 * ce(model, x_adv, y) + 0.7 * ce(model, x, y) + 2.0 * synchronization_loss(model(x), model(x_adv)),
     }
     for name, reference in expected.items():
-        loss, stats = build_method(name, cfg).loss(model, x, y, index)
+        loss, stats = build(name, cfg).loss(model, x, y, index)
         assert loss.item() == pytest.approx(reference.item(), rel=1e-5), name
         assert stats == {}
 
@@ -282,18 +282,18 @@ def test_dpaat_loss_follows_algorithm_1(batch):
     adapted = 0.6 * ce(model, x_adv, y) + 0.4 * ce(model, x, y)
     sync = synchronization_loss(model(x), model(x_adv))
 
-    loss, stats = build_method("dpaat", cfg).loss(model, x, y, index)
+    loss, stats = build("dpaat", cfg).loss(model, x, y, index)
     assert torch.allclose(stats["eps"], eps_i, atol=1e-6)
     assert loss.item() == pytest.approx((adapted + 1.5 * sync).item(), rel=1e-5)
     # D-A is DPAAT without L_syn whatever β says.
-    loss_a, stats_a = build_method("d_a", cfg).loss(model, x, y, index)
+    loss_a, stats_a = build("d_a", cfg).loss(model, x, y, index)
     assert torch.allclose(stats_a["eps"], eps_i, atol=1e-6)
     assert loss_a.item() == pytest.approx(adapted.item(), rel=1e-5)
 
 
 def test_dpaat_adapts_eps_per_sample_not_uniformly(batch):
     model, x, y, index = batch
-    _, stats = build_method("dpaat", training_mapping()).loss(model, x, y, index)
+    _, stats = build("dpaat", training_mapping()).loss(model, x, y, index)
     assert stats["eps"].shape == (6,)
     assert float(stats["eps"].std()) > 0
     assert bool(((stats["eps"] >= 0) & (stats["eps"] <= 2 * EPS)).all())
@@ -302,7 +302,7 @@ def test_dpaat_adapts_eps_per_sample_not_uniformly(batch):
 def test_methods_leave_parameter_gradients_to_the_caller(batch):
     model, x, y, index = batch
     for name in METHODS:
-        method = build_method(name, training_mapping(), num_samples=6, xi=0.5)
+        method = build(name, training_mapping(), num_samples=6, xi=0.5)
         loss, _ = method.loss(model, x, y, index)
         assert all(p.grad is None for p in model.parameters()), name
         loss.backward()
@@ -353,19 +353,17 @@ def test_registry_covers_exactly_the_configurable_methods():
     assert [name for name, cls in METHODS.items() if not cls.adversarial] == ["std"]
 
 
-def test_build_method_rejects_unknown_names_and_incomplete_configs():
-    with pytest.raises(ValueError, match="unknown training method 'pgd'"):
-        build_method("pgd", training_mapping())
-    incomplete = training_mapping()
-    del incomplete["adversary"]
-    with pytest.raises(KeyError, match="adversary"):
-        build_method("at", incomplete)
+def test_settings_reject_unknown_methods_keys_and_norms():
+    with pytest.raises(ValueError, match="unknown method 'pgd'"):
+        build("pgd", training_mapping())
+    with pytest.raises(KeyError, match="advesary"):
+        build("at", training_mapping(advesary={"eps": 0.3}))
     with pytest.raises(ValueError, match="norm"):
-        MethodConfig.from_mapping(training_mapping(adversary={"norm": "l1", "eps": 0.3, "steps": 1, "step_size": 0.1}))
+        build("at", training_mapping(adversary={"norm": "l1"}))
 
 
 def test_describe_records_the_settings_used():
-    described = build_method("amat", training_mapping(), num_samples=3, xi=0.42).describe()
+    described = build("amat", training_mapping(), num_samples=3, xi=0.42).describe()
     assert described["method"] == "amat" and described["xi"] == 0.42
     assert described["delta_eps"] == pytest.approx(0.1 * EPS) and described["eps_max"] == pytest.approx(2 * EPS)
-    assert build_method("d_a", training_mapping(beta=1.0)).describe()["beta"] == 0.0
+    assert build("d_a", training_mapping(beta=1.0)).describe()["beta"] == 0.0

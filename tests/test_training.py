@@ -17,40 +17,23 @@ from torch import nn
 
 from dpaat.attacks import pgd
 from dpaat.methods import build_method
-from dpaat.training import HISTORY_SCHEMA, TrainConfig, mean_clean_loss, train, write_history
+from dpaat.settings import ExecutionSettings, TrainingSettings, deep_merge
+from dpaat.training import HISTORY_SCHEMA, mean_clean_loss, train, write_history
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-# Margeloiu et al.'s training transforms (the schema's defaults).
-AUGMENTATION = {
-    "enabled": True, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2,
-    "horizontal_flip": True, "vertical_flip": True, "affine_degrees": 10, "rotation_degrees": 50,
-}
+# The schema's defaults but for a fast schedule: 1 warm-up + 2 full epochs, a 2-step adversary, no augmentation.
+FAST = {
+    "warmup_epochs": 1, "epochs": 2, "batch_size": 8, "lr": 0.01, "adversary": {"steps": 2},
+    "amat": {"xi": 0.6}, "augmentation": {"enabled": False},
+}  # fmt: skip
+AUGMENTATION = {"enabled": True}  # Margeloiu et al.'s training transforms, the schema's defaults
 
 
 def training_mapping(**overrides) -> dict:
-    """A complete, fast `training` mapping: 1 warm-up + 2 full epochs, a 2-step adversary."""
-    mapping = {
-        "methods": ["std"],
-        "warmup_epochs": 1,
-        "epochs": 2,
-        "batch_size": 8,
-        "lr": 0.01,
-        "patience": 5,
-        "alpha": 0.5,
-        "beta": 1.0,
-        "adversary": {"norm": "l2", "eps": 0.3, "steps": 2, "step_size": 0.15, "random_start": False},
-        "amat": {"delta_eps_fraction": 0.1, "eps_max_factor": 2.0, "xi": 0.6},
-        "dpaat": {"eps_max_factor": 2.0},
-        "device": "cpu",
-        "bf16": False,
-        "threads": 1,
-        "deterministic": True,
-        "augmentation": dict(AUGMENTATION, enabled=False),
-    }
-    mapping.update(overrides)
-    return mapping
+    """The fast settings with `overrides` (a partial section merges into FAST's)."""
+    return deep_merge(FAST, overrides)
 
 
 class TinyBNNet(nn.Module):
@@ -90,9 +73,9 @@ def run(method: str = "std", mapping: dict | None = None, model: nn.Module | Non
     """Train a fresh tiny model (or `model`) with `method` on TRAIN and `val`; returns (model, result)."""
     mapping = mapping or training_mapping()
     model = model if model is not None else make_model()
-    built = build_method(method, mapping, num_samples=len(TRAIN[0]))
+    built = build_method(TrainingSettings.from_mapping(method, mapping))
     kwargs.setdefault("head_parameters", model.head.parameters())
-    result = train(model, built, TrainConfig.from_mapping(mapping), *TRAIN, *val, seed=0, progress=False, **kwargs)
+    result = train(model, built, *TRAIN, *val, seed=0, progress=False, **kwargs)
     return model, result
 
 
@@ -109,36 +92,34 @@ def without_seconds(history):
 # ---------------------------------------------------------------- config
 
 
-def test_train_config_accepts_the_schema_filled_pipeline_config():
+def test_settings_accept_the_schema_filled_pipeline_config():
     from snakemake.utils import validate
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     validate(config, str(REPO / "config" / "schema" / "config.schema.yaml"), set_default=True)
-    cfg = TrainConfig.from_mapping(config["training"])
-    assert cfg.method.adversary.steps == config["training"]["adversary"]["steps"]
-    assert cfg.total_epochs == config["training"]["warmup_epochs"] + config["training"]["epochs"]
-    assert cfg.method.amat_xi == config["training"]["amat"]["xi"] and cfg.device == config["training"]["device"]
+    settings = TrainingSettings.from_mapping("amat", config["training"])
+    assert settings.adversary.steps == config["training"]["adversary"]["steps"]
+    assert settings.total_epochs == config["training"]["warmup_epochs"] + config["training"]["epochs"]
+    assert settings.amat.xi == config["training"]["amat"]["xi"]
+    assert ExecutionSettings.from_config(config).device == config["training"]["device"]
 
 
-def test_train_config_names_every_bad_value():
+def test_settings_name_every_bad_value():
     with pytest.raises(ValueError, match="epochs must be >= 1.*lr must be > 0"):
-        TrainConfig.from_mapping(training_mapping(epochs=0, lr=0.0))
-    incomplete = training_mapping()
-    del incomplete["patience"]
-    with pytest.raises(KeyError, match="patience.*schema"):
-        TrainConfig.from_mapping(incomplete)
+        TrainingSettings.from_mapping("std", training_mapping(epochs=0, lr=0.0))
+    with pytest.raises(KeyError, match="patiense.*schema"):
+        TrainingSettings.from_mapping("std", training_mapping(patiense=3))
 
 
 def test_train_rejects_inputs_it_cannot_use():
     model = make_model()
-    method = build_method("std", training_mapping())
-    cfg = TrainConfig.from_mapping(training_mapping())
+    method = build_method(TrainingSettings.from_mapping("std", training_mapping()))
     with pytest.raises(ValueError, match="uint8"):
-        train(model, method, cfg, TRAIN[0].float(), TRAIN[1], *VAL, seed=0, head_parameters=model.head.parameters())
+        train(model, method, TRAIN[0].float(), TRAIN[1], *VAL, seed=0, head_parameters=model.head.parameters())
     with pytest.raises(ValueError, match="int64"):
-        train(model, method, cfg, TRAIN[0], TRAIN[1].int(), *VAL, seed=0, head_parameters=model.head.parameters())
+        train(model, method, TRAIN[0], TRAIN[1].int(), *VAL, seed=0, head_parameters=model.head.parameters())
     with pytest.raises(ValueError, match="head_parameters"):
-        train(model, method, cfg, *TRAIN, *VAL, seed=0)
+        train(model, method, *TRAIN, *VAL, seed=0)
 
 
 # ---------------------------------------------------------------- schedule and history
@@ -256,7 +237,7 @@ def test_best_weights_are_restored():
 
 @pytest.mark.parametrize("augment", [False, True])
 def test_two_runs_are_identical_on_the_cpu(augment):
-    mapping = training_mapping(adversary=RANDOM_START, augmentation=dict(AUGMENTATION, enabled=augment))
+    mapping = training_mapping(adversary=RANDOM_START, augmentation={"enabled": augment})
     model_a, a = run("dpaat", mapping)
     model_b, b = run("dpaat", mapping)
     assert_same_state(model_a.state_dict(), model_b.state_dict())
@@ -279,7 +260,7 @@ def test_deterministic_sets_torch_and_cudnn_during_training_and_restores_them(de
         seen.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
                      torch.backends.cudnn.benchmark))
 
-    run("std", training_mapping(deterministic=deterministic), callback=record)
+    run("std", execution=ExecutionSettings(deterministic=deterministic), callback=record)
     assert set(seen) == {(deterministic, deterministic, not deterministic)}
     assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
             torch.backends.cudnn.benchmark) == before
@@ -303,7 +284,7 @@ def kill_after(epoch: int):
 @pytest.mark.parametrize("killed_at", [1, 2])
 def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, killed_at, augment):
     # AMAT (stateful), random starts and dropout (RNG), a warm-up (optimiser switch), augmentation.
-    mapping = training_mapping(adversary=RANDOM_START, augmentation=dict(AUGMENTATION, enabled=augment))
+    mapping = training_mapping(adversary=RANDOM_START, augmentation={"enabled": augment})
     whole_model, whole = run("amat", mapping)
 
     checkpoint = tmp_path / "ckpt.pt"
@@ -334,7 +315,7 @@ def test_an_unreadable_checkpoint_is_ignored(tmp_path, caplog):
     checkpoint = tmp_path / "ckpt.pt"
     checkpoint.write_bytes(b"PK\x03\x04 truncated")
     fresh_model, fresh = run("std")
-    with caplog.at_level(logging.WARNING, logger="dpaat.training"):
+    with caplog.at_level(logging.WARNING, logger="dpaat.checkpoint"):
         model, result = run("std", checkpoint_path=checkpoint)
     assert "unreadable checkpoint" in caplog.text
     assert result.resumed_from_epoch == 0
@@ -342,20 +323,31 @@ def test_an_unreadable_checkpoint_is_ignored(tmp_path, caplog):
     assert torch.load(checkpoint, weights_only=True)["run_state"]["epoch"] == 3
 
 
-@pytest.mark.parametrize(
-    "change",
-    [{"lr": 0.02}, {"adversary": {"norm": "l2", "eps": 0.2, "steps": 2, "step_size": 0.15, "random_start": False}}],
-)
+# bf16 is a result setting: on the CPU it computes nothing different, yet a checkpoint from the other precision
+# must never be resumed (on a GPU it would mix two precisions in one model).
+@pytest.mark.parametrize("change", [{"lr": 0.02}, {"adversary": {"eps": 0.2}}, {"bf16": True}])
 def test_a_checkpoint_of_another_run_is_ignored(tmp_path, caplog, change):
     checkpoint = tmp_path / "ckpt.pt"
     with pytest.raises(Kill):
         run("at", checkpoint_path=checkpoint, callback=kill_after(1))
     fresh_model, _ = run("at", training_mapping(**change))
-    with caplog.at_level(logging.WARNING, logger="dpaat.training"):
+    with caplog.at_level(logging.WARNING, logger="dpaat.checkpoint"):
         model, result = run("at", training_mapping(**change), checkpoint_path=checkpoint)
     assert "belongs to another run" in caplog.text
     assert result.resumed_from_epoch == 0 and len(result.history) == 3
     assert_same_state(model.state_dict(), fresh_model.state_dict())
+
+
+@pytest.mark.parametrize("execution", [ExecutionSettings(threads=2), ExecutionSettings(deterministic=False)])
+def test_a_checkpoint_is_resumed_under_other_execution_settings(tmp_path, execution):
+    checkpoint = tmp_path / "ckpt.pt"
+    whole_model, whole = run("at")
+    with pytest.raises(Kill):
+        run("at", checkpoint_path=checkpoint, callback=kill_after(1))
+    model, result = run("at", checkpoint_path=checkpoint, execution=execution)
+    assert result.resumed_from_epoch == 1 and len(result.history) == len(whole.history)
+    if execution.threads == 1:  # deterministic kernels change nothing on the CPU (more threads sum in another order)
+        assert_same_state(model.state_dict(), whole_model.state_dict())
 
 
 @pytest.mark.parametrize("other", [{"model": "reinitialised"}, {"val": "regenerated"}])
@@ -364,7 +356,7 @@ def test_a_checkpoint_is_not_resumed_with_other_data_or_initial_weights(tmp_path
     with pytest.raises(Kill):
         run("std", checkpoint_path=checkpoint, callback=kill_after(1))
     changed = {"model": make_model(seed=9)} if "model" in other else {"val": tiny_data(9, seed=3)}
-    with caplog.at_level(logging.WARNING, logger="dpaat.training"):
+    with caplog.at_level(logging.WARNING, logger="dpaat.checkpoint"):
         _, result = run("std", checkpoint_path=checkpoint, **changed)
     assert "belongs to another run" in caplog.text and result.resumed_from_epoch == 0
 
@@ -416,8 +408,8 @@ def test_adversarial_training_is_far_more_robust_than_standard_training():
     for method in ("std", "at"):
         torch.manual_seed(0)
         model = PatternNet()
-        train(model, build_method(method, mapping), TrainConfig.from_mapping(mapping), *train_set, *val_set,
-              seed=0, progress=False)
+        train(model, build_method(TrainingSettings.from_mapping(method, mapping)), *train_set, *val_set, seed=0,
+              progress=False)
         model.eval()
         x, y = test_set[0].float() / 255, test_set[1]
         x_adv = pgd(model, x, y, eps=eps, steps=20, step_size=2.5 * eps / 20)

@@ -149,12 +149,51 @@ def test_second_run_has_nothing_to_do(tiny_run):
 def test_moving_machines_reruns_nothing(tiny_run):
     """Execution settings (device, threads, GPU slots) are no rerun trigger: a finished run stays finished."""
     workdir, _ = tiny_run
-    (workdir / "machine.yaml").write_text("training:\n  device: auto\n  threads: 3\ngpu:\n  jobs_per_device: 2\n  slot_dir: /tmp/elsewhere\n")
+    (workdir / "machine.yaml").write_text(
+        "training:\n  device: auto\n  threads: 3\n  deterministic: false\n"
+        "gpu:\n  jobs_per_device: 2\n  slot_dir: /tmp/elsewhere\n  fast_paths: always\nevaluation:\n  gpu_batch_size: 7\n"
+    )
     again = snakemake(
         workdir, "-n", "--configfile", "tests/configs/tiny.yaml", "machine.yaml", "--set-threads", "train=2", "evaluate=2"
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
+
+
+def trainings(stdout: str) -> dict[tuple[str, str], str]:
+    """{(rule, method): reason} of each training job a dry run plans (Snakemake names only its first reason)."""
+    jobs = re.findall(r"^rule (train\w*):\n((?:    .*\n)+)", stdout, flags=re.MULTILINE)
+    return {
+        (rule, re.search(r"output: \S*/models/\d+/(\w+)/", body).group(1)): re.search(r"reason: (.*)", body).group(1)
+        for rule, body in jobs
+    }
+
+
+TINY_METHODS = ("std", "at", "amat", "dpaat", "trades", "mart")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("setting", "retrained"),
+    [
+        # Read by AMAT alone (or MART alone): only its models retrain; what they feed reruns as its input changed.
+        ("  amat: {delta_eps_fraction: 0.2}", {("train", "amat")}),
+        ("  mart: {lambda: 2.0}", {("train", "mart")}),
+        # DPAAT's and SAT's α: AT does not read it, in the main grid or the ablation's.
+        ("  alpha: 0.3", {("train", "dpaat"), ("train_ablation", "dpaat")}),
+        # A result setting of every method (another precision is another model), the ablation's models too.
+        ("  bf16: true", {("train", m) for m in TINY_METHODS} | {("train_ablation", "at"), ("train_ablation", "dpaat")}),
+    ],
+)
+def test_a_result_setting_retrains_exactly_the_models_that_read_it(tiny_run, setting, retrained):
+    workdir, _ = tiny_run
+    (workdir / "result.yaml").write_text(f"training:\n{setting}\n")
+    again = snakemake(workdir, "-n", "--configfile", "tests/configs/tiny.yaml", "result.yaml")
+    assert again.returncode == 0, again.stderr[-3000:]
+    planned = trainings(again.stdout)
+    assert set(planned) == retrained
+    # Each for its own params; AMAT also because the STD model it takes ξ from is retrained.
+    assert all(why.startswith("Params have changed") or method == "amat" for (_, method), why in planned.items())
 
 
 @pytest.mark.slow

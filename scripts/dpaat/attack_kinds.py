@@ -1,41 +1,40 @@
-"""The test attack kinds' vocabulary and defaults, without torch (the Snakefile's resource model reads them).
+"""The test attack kinds, one registry entry each, without torch (the Snakefile's resource model reads them).
 
-`dpaat.attacks` implements the kinds; this module says what a config entry of each kind
-may hold, what it defaults to, and what one costs in forward passes per image.
+`KINDS` says what a config entry of each kind may hold, what it defaults to, and what one
+costs in forward passes per image; `dpaat.attacks` registers how each kind perturbs a batch
+(`@perturbs(kind)`). Adding a kind: its entry here, its perturbation there, its name in the
+schema's enum (docs/extending.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Norm = Literal["l2", "linf"]
 AttackKind = Literal["fgsm", "ifgsm", "pgd", "apgd", "square", "autoattack"]
 
-# The norm each test attack uses unless its config says otherwise (SPEC: FGSM and
-# I-FGSM are Linf by definition, PGD and the stronger attacks use the L2 training threat model).
-DEFAULT_NORM: Mapping[AttackKind, Norm] = {
-    "fgsm": "linf", "ifgsm": "linf", "pgd": "l2", "apgd": "l2", "square": "l2", "autoattack": "l2",
-}  # fmt: skip
-# Steps when the config names none: APGD and AutoAttack's 100 iterations (Croce & Hein 2020).
-DEFAULT_STEPS: Mapping[AttackKind, int] = {"fgsm": 1, "ifgsm": 1, "pgd": 1, "apgd": 100, "square": 1, "autoattack": 100}
 DEFAULT_QUERIES = 5000  # Square's query budget in AutoAttack
-# The optional config keys each kind understands (beyond name, kind, eps, norm).
-KIND_KEYS: Mapping[AttackKind, frozenset[str]] = {
-    "fgsm": frozenset({"steps", "step_size"}),  # only 1 and eps: checked with a clearer message
-    "ifgsm": frozenset({"steps", "step_size"}),
-    "pgd": frozenset({"steps", "step_size", "restarts", "seed"}),
-    "apgd": frozenset({"steps", "loss", "restarts", "seed"}),
-    "square": frozenset({"queries", "restarts", "seed"}),
-    "autoattack": frozenset({"steps", "queries", "seed"}),
-}
-OPTIONAL_KEYS = frozenset().union(*KIND_KEYS.values())
+# The standard AutoAttack's targeted attacks aim at up to this many most likely other classes.
+AUTOATTACK_TARGETS = 9
 
 
-def default_restarts(kind: str) -> int:
-    """Restarts when the config names none: one run for APGD and Square, none beyond the first for PGD."""
-    return 1 if kind in ("apgd", "square") else 0
+def autoattack_version(n_classes: int) -> str:
+    """Which AutoAttack runs for `n_classes`: the standard (targeted) version from four classes, else untargeted."""
+    return "standard" if n_classes >= 4 else "untargeted"
 
+
+def autoattack_targets(n_classes: int) -> int:
+    """Target classes of the standard version's APGD-T and FAB-T: the nine most likely others, or all others."""
+    return min(AUTOATTACK_TARGETS, n_classes - 1)
+
+
+# Expected forward-equivalent passes per test image of one entry, its final prediction included; an
+# input-gradient step counts 2 (forward and input-only backward), as `dpaat.work_count` counts.
+# Arguments: steps, restarts, queries, number of classes, and the fractions of images the model
+# classifies correctly (`clean`) and the attack leaves correct (`robust`, its robust accuracy).
+Cost = Callable[[int, int, int, int, float, float], float]
 
 # Mean Square queries an image needs before it is fooled, over the images it fools. An
 # assumption, not yet a measurement: the tiny test models are never fooled by Square, and
@@ -57,32 +56,25 @@ def _apgd_units(steps: int, restarts: int, clean: float, robust: float) -> float
     return 1 + 2 * (steps + 1) * (clean + (restarts - 1) * robust)
 
 
-def forward_units(attack: Mapping[str, Any], n_classes: int, clean: float = 1.0, robust: float = 1.0) -> float:
-    """Expected forward-equivalent passes per test image of one attack entry, its final prediction included.
+def _gradient_cost(steps: int, restarts: int, queries: int, n_classes: int, clean: float, robust: float) -> float:
+    # FGSM and I-FGSM: their steps. PGD: a random start (restarts 1) adds one check of which images it
+    # fooled; more starts: the first on every image, then each further one on the images the ones before left.
+    if restarts <= 1:
+        return 2 * steps + 1 + (1 if restarts == 1 else 0)
+    return 2 * steps + 1 + (restarts - 1) * robust * (2 * steps + 1) + 1
 
-    An input-gradient step counts 2 (forward and input-only backward), as `dpaat.work_count` counts.
-    `clean` is the fraction of images classified correctly, `robust` the fraction the attack leaves
-    correct (its robust accuracy): Square and the restarts only work on the images still correct,
-    Square stops on an image once fooled, and AutoAttack runs each attack only on the images the
-    earlier ones left (modelled as the final `robust` fraction from the second attack on). With
-    the defaults (every image correct and robust) it is the most the attack can cost.
-    """
-    kind = attack["kind"]
-    steps = attack.get("steps") or DEFAULT_STEPS[kind]
-    restarts = attack.get("restarts") or default_restarts(kind)
-    queries = attack.get("queries") or DEFAULT_QUERIES
-    if kind in ("fgsm", "ifgsm") or (kind == "pgd" and restarts <= 1):
-        # A random start (pgd restarts 1) adds one check of which images it fooled.
-        return 2 * steps + 1 + (1 if kind == "pgd" and restarts == 1 else 0)
-    if kind == "pgd":
-        # The first start on every image, then each further start on the images the ones before left.
-        return 2 * steps + 1 + (restarts - 1) * robust * (2 * steps + 1) + 1
-    if kind == "apgd":
-        return _apgd_units(steps, restarts, clean, robust) + 1
-    if kind == "square":
-        return _square_units(queries, clean, robust) + (restarts - 1) * robust * (queries + 2) + 1
-    # AutoAttack (torchattacks.MultiAttack): the first attack sees every image, each later one the
-    # images still correct; after each, a prediction of the images it was given.
+
+def _apgd_cost(steps: int, restarts: int, queries: int, n_classes: int, clean: float, robust: float) -> float:
+    return _apgd_units(steps, restarts, clean, robust) + 1
+
+
+def _square_cost(steps: int, restarts: int, queries: int, n_classes: int, clean: float, robust: float) -> float:
+    return _square_units(queries, clean, robust) + (restarts - 1) * robust * (queries + 2) + 1
+
+
+def _autoattack_cost(steps: int, restarts: int, queries: int, n_classes: int, clean: float, robust: float) -> float:
+    # torchattacks.MultiAttack: the first attack sees every image, each later one the images still
+    # correct (modelled as the final `robust` fraction); after each, a prediction of the images it was given.
     first = _apgd_units(steps, 1, clean, clean) + 1
     if autoattack_version(n_classes) == "standard":
         # APGD-T: one 2 × (steps + 1) run per target class; FAB-T: per target a start, then a
@@ -100,27 +92,76 @@ def forward_units(attack: Mapping[str, Any], n_classes: int, clean: float = 1.0,
     return first + later + square + 1
 
 
-# The standard AutoAttack's targeted attacks aim at up to this many most likely other classes.
-AUTOATTACK_TARGETS = 9
+@dataclass(frozen=True)
+class Kind:
+    """One attack kind's config vocabulary, defaults and cost.
+
+    `norm`, `steps`, `restarts` and `queries` are the defaults of an entry that names
+    none (`restarts` is also the fewest accepted; `queries` > 0 means the kind has a query
+    budget, which must then be >= 1); `step_size(eps, steps)` the default step size;
+    `options` the optional keys beyond name, kind, eps and norm; `linf_only`: the kind is
+    defined in Linf; `one_step`: exactly one step of size eps (FGSM).
+    """
+
+    norm: Norm
+    options: frozenset[str]
+    cost: Cost
+    steps: int = 1
+    restarts: int = 0
+    queries: int = 0
+    step_size: Callable[[float, int], float] = lambda eps, steps: 0.0
+    linf_only: bool = False
+    one_step: bool = False
 
 
-def autoattack_version(n_classes: int) -> str:
-    """Which AutoAttack runs for `n_classes`: the standard (targeted) version from four classes, else untargeted."""
-    return "standard" if n_classes >= 4 else "untargeted"
+# SPEC: FGSM and I-FGSM are Linf by definition, PGD and the stronger attacks use the L2
+# training threat model; APGD and AutoAttack default to 100 iterations (Croce & Hein 2020).
+KINDS: Mapping[str, Kind] = {
+    "fgsm": Kind("linf", frozenset({"steps", "step_size"}), _gradient_cost, step_size=lambda eps, steps: eps,
+                 linf_only=True, one_step=True),
+    "ifgsm": Kind("linf", frozenset({"steps", "step_size"}), _gradient_cost, step_size=lambda eps, steps: eps / 4,
+                  linf_only=True),
+    "pgd": Kind("l2", frozenset({"steps", "step_size", "restarts", "seed"}), _gradient_cost,
+                step_size=lambda eps, steps: 2.5 * eps / steps),
+    "apgd": Kind("l2", frozenset({"steps", "loss", "restarts", "seed"}), _apgd_cost, steps=100, restarts=1),
+    "square": Kind("l2", frozenset({"queries", "restarts", "seed"}), _square_cost, restarts=1,
+                   queries=DEFAULT_QUERIES),
+    "autoattack": Kind("l2", frozenset({"steps", "queries", "seed"}), _autoattack_cost, steps=100,
+                       queries=DEFAULT_QUERIES),
+}  # fmt: skip
+OPTIONAL_KEYS = frozenset().union(*(kind.options for kind in KINDS.values()))
 
 
-def autoattack_targets(n_classes: int) -> int:
-    """Target classes of the standard version's APGD-T and FAB-T: the nine most likely others, or all others."""
-    return min(AUTOATTACK_TARGETS, n_classes - 1)
+def kind_of(name: str) -> Kind:
+    """The registry entry of kind `name`; an unknown kind is an error naming the known ones."""
+    if name not in KINDS:
+        raise ValueError(f"attack kind must be one of {sorted(KINDS)}, got {name!r}")
+    return KINDS[name]
+
+
+def forward_units(attack: Mapping[str, Any], n_classes: int, clean: float = 1.0, robust: float = 1.0) -> float:
+    """Expected forward-equivalent passes per test image of one attack entry, its final prediction included.
+
+    `clean` is the fraction of images classified correctly, `robust` the fraction the attack leaves
+    correct: Square and the restarts only work on the images still correct, Square stops on an image
+    once fooled, and AutoAttack runs each attack only on the images the earlier ones left. With the
+    defaults (every image correct and robust) it is the most the attack can cost.
+    """
+    kind = kind_of(attack["kind"])
+    steps = attack.get("steps") or kind.steps
+    restarts = attack.get("restarts") or kind.restarts
+    queries = attack.get("queries") or DEFAULT_QUERIES
+    return kind.cost(steps, restarts, queries, n_classes, clean, robust)
 
 
 def _pgd_settings(entry: Mapping[str, Any]) -> tuple[float, int, float, str, int]:
     """A PGD entry's (eps, steps, step_size, norm, seed) with the defaults `dpaat.attacks.AttackSpec` fills in."""
+    pgd = KINDS["pgd"]
     eps = float(entry["eps"])
-    steps = int(entry.get("steps") or DEFAULT_STEPS["pgd"])
+    steps = int(entry.get("steps") or pgd.steps)
     step_size = entry.get("step_size")
-    step_size = 2.5 * eps / steps if step_size is None else float(step_size)
-    return eps, steps, step_size, entry.get("norm") or DEFAULT_NORM["pgd"], int(entry.get("seed") or 0)
+    step_size = pgd.step_size(eps, steps) if step_size is None else float(step_size)
+    return eps, steps, step_size, entry.get("norm") or pgd.norm, int(entry.get("seed") or 0)
 
 
 def first_start_pairs(attacks: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:

@@ -23,18 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from dpaat.attack_kinds import (
-    DEFAULT_NORM,
-    DEFAULT_QUERIES,
-    DEFAULT_STEPS,
-    KIND_KEYS,
-    OPTIONAL_KEYS,
-    AttackKind,
-    Norm,
-    autoattack_targets,
-    autoattack_version,
-    default_restarts,
-)
+from dpaat.attack_kinds import OPTIONAL_KEYS, AttackKind, Norm, autoattack_targets, autoattack_version, kind_of
 from dpaat.predict import device_images
 
 log = logging.getLogger(__name__)
@@ -403,8 +392,7 @@ class AttackSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in DEFAULT_NORM:
-            raise ValueError(f"attack kind must be one of {sorted(DEFAULT_NORM)}, got {self.kind!r}")
+        kind = kind_of(self.kind)
         if self.norm not in get_args(Norm):
             raise ValueError(f"attack norm must be 'l2' or 'linf', got {self.norm!r}")
         if not (math.isfinite(self.eps) and self.eps >= 0):
@@ -413,16 +401,15 @@ class AttackSpec:
             raise ValueError(f"attack step_size must be finite and >= 0, got {self.step_size}")
         if self.steps < 1:
             raise ValueError(f"attack steps must be >= 1, got {self.steps}")
-        if self.kind in ("fgsm", "ifgsm") and self.norm != "linf":
+        if kind.linf_only and self.norm != "linf":
             raise ValueError(f"{self.kind} is a Linf attack; for an L2 attack use kind: pgd with norm: l2")
-        if self.kind == "fgsm" and (self.steps != 1 or self.step_size != self.eps):
-            raise ValueError("fgsm is one step of size eps; drop steps/step_size or use kind: ifgsm")
+        if kind.one_step and (self.steps != 1 or self.step_size != self.eps):
+            raise ValueError(f"{self.kind} is one step of size eps; drop steps/step_size or use kind: ifgsm")
         if self.loss not in get_args(ApgdLoss):
             raise ValueError(f"attack loss must be 'ce' or 'dlr', got {self.loss!r}")
-        fewest_restarts = default_restarts(self.kind)  # the default is also the least a kind accepts
-        if self.restarts < fewest_restarts:
-            raise ValueError(f"{self.kind} restarts must be >= {fewest_restarts}, got {self.restarts}")
-        if self.kind in ("square", "autoattack") and self.queries < 1:
+        if self.restarts < kind.restarts:  # the default is also the least a kind accepts
+            raise ValueError(f"{self.kind} restarts must be >= {kind.restarts}, got {self.restarts}")
+        if kind.queries and self.queries < 1:
             raise ValueError(f"{self.kind} needs queries >= 1 (Square's query budget), got {self.queries}")
 
     @classmethod
@@ -441,30 +428,25 @@ class AttackSpec:
         missing = {"kind", "eps"} - set(cfg)
         if missing:
             raise ValueError(f"attack config needs {sorted(missing)}, got {dict(cfg)}")
-        kind = cfg["kind"]
-        if kind not in DEFAULT_NORM:
-            raise ValueError(f"attack kind must be one of {sorted(DEFAULT_NORM)}, got {kind!r}")
+        kind = kind_of(cfg["kind"])
         given = {key: value for key, value in cfg.items() if value is not None}
-        foreign = sorted((set(given) & OPTIONAL_KEYS) - KIND_KEYS[kind])
+        foreign = sorted((set(given) & OPTIONAL_KEYS) - kind.options)
         if foreign:
-            raise ValueError(f"attack kind {kind} takes no {foreign}; its options are {sorted(KIND_KEYS[kind])}")
+            raise ValueError(f"attack kind {cfg['kind']} takes no {foreign}; its options are {sorted(kind.options)}")
         eps = float(cfg["eps"])
-        steps = int(given.get("steps", DEFAULT_STEPS[kind]))
+        steps = int(given.get("steps", kind.steps))
         if steps < 1:
             raise ValueError(f"attack steps must be >= 1, got {steps}")
         step_size = given.get("step_size")
-        if step_size is None:
-            step_size = {"fgsm": eps, "ifgsm": eps / 4, "pgd": 2.5 * eps / steps}.get(kind, 0.0)
-        norm = given.get("norm") or DEFAULT_NORM[kind]
         return cls(
-            kind=kind,
+            kind=cfg["kind"],
             eps=eps,
             steps=steps,
-            step_size=float(step_size),
-            norm=norm,
-            restarts=int(given.get("restarts", default_restarts(kind))),
+            step_size=float(kind.step_size(eps, steps) if step_size is None else step_size),
+            norm=given.get("norm") or kind.norm,
+            restarts=int(given.get("restarts", kind.restarts)),
             loss=given.get("loss", "ce"),
-            queries=int(given.get("queries", DEFAULT_QUERIES if kind in ("square", "autoattack") else 0)),
+            queries=int(given.get("queries", kind.queries)),
             seed=int(given.get("seed", 0)),
         )
 
@@ -479,29 +461,59 @@ class AttackSpec:
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Adversarial examples for one batch (deterministic: zero start or seeded random starts)."""
-        if self.kind == "fgsm":
-            return fgsm(model, x, y, eps=self.eps)
-        if self.kind == "ifgsm":
-            return ifgsm(model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size)
-        if self.kind == "pgd" and self.restarts:
-            return pgd_restarts(
-                model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size, norm=self.norm,
-                restarts=self.restarts, seed=self.seed,
-            )  # fmt: skip
-        if self.kind == "pgd":
-            return pgd(model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size, norm=self.norm)
-        if self.kind == "apgd":
-            return apgd(
-                model, x, y, eps=self.eps, steps=self.steps, norm=self.norm, loss=self.loss,
-                restarts=self.restarts, seed=self.seed,
-            )  # fmt: skip
-        if self.kind == "square":
-            return square(
-                model, x, y, eps=self.eps, queries=self.queries, norm=self.norm, restarts=self.restarts, seed=self.seed
-            )
-        return autoattack(
-            model, x, y, eps=self.eps, steps=self.steps, queries=self.queries, norm=self.norm, seed=self.seed
-        )
+        return PERTURB[self.kind](self, model, x, y)
+
+
+# How each attack kind perturbs a batch, by kind name (dpaat.attack_kinds.KINDS holds the rest of a kind).
+Perturbation = Callable[[AttackSpec, nn.Module, Tensor, Tensor], Tensor]
+PERTURB: dict[str, Perturbation] = {}
+
+
+def perturbs(kind: str) -> Callable[[Perturbation], Perturbation]:
+    """Register the decorated function as kind `kind`'s perturbation."""
+
+    def register(function: Perturbation) -> Perturbation:
+        kind_of(kind)
+        PERTURB[kind] = function
+        return function
+
+    return register
+
+
+@perturbs("fgsm")
+def _fgsm(attack: AttackSpec, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return fgsm(model, x, y, eps=attack.eps)
+
+
+@perturbs("ifgsm")
+def _ifgsm(attack: AttackSpec, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return ifgsm(model, x, y, eps=attack.eps, steps=attack.steps, step_size=attack.step_size)
+
+
+@perturbs("pgd")
+def _pgd(attack: AttackSpec, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    budget = {"eps": attack.eps, "steps": attack.steps, "step_size": attack.step_size, "norm": attack.norm}
+    if attack.restarts:
+        return pgd_restarts(model, x, y, **budget, restarts=attack.restarts, seed=attack.seed)
+    return pgd(model, x, y, **budget)
+
+
+@perturbs("apgd")
+def _apgd(attack: AttackSpec, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return apgd(model, x, y, eps=attack.eps, steps=attack.steps, norm=attack.norm, loss=attack.loss, restarts=attack.restarts,
+                seed=attack.seed)  # fmt: skip
+
+
+@perturbs("square")
+def _square(attack: AttackSpec, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return square(model, x, y, eps=attack.eps, queries=attack.queries, norm=attack.norm, restarts=attack.restarts,
+                  seed=attack.seed)  # fmt: skip
+
+
+@perturbs("autoattack")
+def _autoattack(attack: AttackSpec, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return autoattack(model, x, y, eps=attack.eps, steps=attack.steps, queries=attack.queries, norm=attack.norm,
+                      seed=attack.seed)  # fmt: skip
 
 
 def run_attack(

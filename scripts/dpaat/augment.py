@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from dpaat.settings import AugmentationSettings
 
 # torchvision's (ITU-R 601-2) grey weights, as in its rgb_to_grayscale.
 _GREY = (0.2989, 0.587, 0.114)
@@ -41,43 +42,6 @@ _GREY = (0.2989, 0.587, 0.114)
 BRIGHTNESS, CONTRAST, SATURATION = 0, 1, 2
 # The float working set of one CPU chunk (a few 224-px images): small enough to stay in the cache.
 _CPU_CHUNK_BYTES = 5 << 19
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """The config's `training.augmentation` mapping, typed (see config/schema/config.schema.yaml)."""
-
-    enabled: bool
-    brightness: float
-    contrast: float
-    saturation: float
-    horizontal_flip: bool
-    vertical_flip: bool
-    affine_degrees: float
-    rotation_degrees: float
-
-    def __post_init__(self) -> None:
-        problems = [
-            f"{key} must be >= 0, got {getattr(self, key)}"
-            for key in ("brightness", "contrast", "saturation", "affine_degrees", "rotation_degrees")
-            if getattr(self, key) < 0
-        ]
-        if problems:
-            raise ValueError("invalid training.augmentation: " + "; ".join(problems))
-
-    @classmethod
-    def from_mapping(cls, augmentation: Mapping[str, Any]) -> AugmentConfig:
-        """Build from the config's `training.augmentation` mapping (every key filled by the schema)."""
-        return cls(
-            enabled=bool(augmentation["enabled"]),
-            brightness=float(augmentation["brightness"]),
-            contrast=float(augmentation["contrast"]),
-            saturation=float(augmentation["saturation"]),
-            horizontal_flip=bool(augmentation["horizontal_flip"]),
-            vertical_flip=bool(augmentation["vertical_flip"]),
-            affine_degrees=float(augmentation["affine_degrees"]),
-            rotation_degrees=float(augmentation["rotation_degrees"]),
-        )
 
 
 @dataclass(frozen=True)
@@ -106,7 +70,7 @@ class AugmentParams:
 class BatchAugmentation:
     """Margeloiu's training transforms, one seeded draw per image, applied to a uint8 batch at once."""
 
-    def __init__(self, config: AugmentConfig) -> None:
+    def __init__(self, config: AugmentationSettings) -> None:
         self.config = config
         self.jitter = (config.brightness, config.contrast, config.saturation)
 
@@ -234,6 +198,6 @@ def batch_seed(seed: int, epoch: int, batch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, batch]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
-def build_augmentation(config: AugmentConfig) -> BatchAugmentation | None:
+def build_augmentation(config: AugmentationSettings) -> BatchAugmentation | None:
     """The batch augmentation `config` asks for, or None when it is off."""
     return BatchAugmentation(config) if config.enabled else None

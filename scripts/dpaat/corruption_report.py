@@ -24,9 +24,10 @@ from matplotlib.figure import Figure
 
 from dpaat import stats
 from dpaat.calibration import N_BINS, ece_interval, reliability_curve
-from dpaat.claims import Predictions, group_archs
+from dpaat.claims import group_archs
 from dpaat.corruptions import MEAN_CORRUPTION, corrupt, image_seed, parse_condition
 from dpaat.paper_results import ALL_GROUP, ARCH_GROUPS, arch_label, attack_label, method_label
+from dpaat.prediction_store import Predictions
 
 BASELINE = "std"
 

@@ -4,7 +4,7 @@
 predicts the clean images, then runs each configured attack through
 `dpaat.attacks.run_attack` (dispatching on `AttackSpec.kind`) and predicts the
 adversarial images. The logits of every attack give the model's metrics rows
-(`dpaat.metrics`) and its predictions table (`PREDICTIONS_SCHEMA`, one row per attack
+(`dpaat.metrics`) and its predictions table (`dpaat.predictions`, one row per attack
 and test image, in test-set order), which the statistics build on.
 """
 
@@ -24,31 +24,15 @@ from dpaat.attack_kinds import first_start_pairs
 from dpaat.attacks import AttackSpec, run_attack
 from dpaat.io import save_torch
 from dpaat.predict import predict_logits
+from dpaat.predictions import PREDICTION_COLUMNS
 from dpaat.work_count import WorkCounter, counted
 
 if TYPE_CHECKING:  # imported where used: the model jobs' start-up stays short
     import pandas as pd
-    import pyarrow as pa
 
 CLEAN = "clean"
-PREDICTION_COLUMNS: tuple[str, ...] = ("attack", "image_id", "label", "prediction", "logits")
 
 log = logging.getLogger("dpaat.evaluation")
-
-
-def predictions_schema() -> pa.Schema:
-    """Arrow schema of the predictions table: one row per (attack, test image)."""
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("attack", pa.string()),
-            ("image_id", pa.string()),
-            ("label", pa.int64()),
-            ("prediction", pa.int64()),
-            ("logits", pa.list_(pa.float32())),
-        ]
-    )
 
 
 def attack_specs(attacks: Mapping[str, Mapping[str, Any]]) -> dict[str, AttackSpec]:
@@ -178,26 +162,3 @@ def predictions_frame(logits: Mapping[str, Tensor], labels: Tensor, image_ids: l
     if not frames:
         return pd.DataFrame({column: [] for column in PREDICTION_COLUMNS})
     return pd.concat(frames, ignore_index=True)
-
-
-def write_predictions(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write a predictions table atomically, checked against the predictions schema."""
-    from dpaat.io import write_parquet
-
-    if list(df.columns) != list(PREDICTION_COLUMNS):
-        raise ValueError(f"predictions columns must be {list(PREDICTION_COLUMNS)}, got {list(df.columns)}")
-    duplicated = df.duplicated(["attack", "image_id"])
-    if duplicated.any():
-        first = df.loc[duplicated, ["attack", "image_id"]].iloc[0].to_dict()
-        raise ValueError(f"predictions have more than one row for {first}; each (attack, image_id) must appear once")
-    write_parquet(df, path, schema=predictions_schema())
-
-
-def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a predictions file, rejecting one that does not have the predictions schema."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    if not table.schema.equals(predictions_schema(), check_metadata=False):
-        raise ValueError(f"{path} does not have the predictions schema; rerun the evaluate step that wrote it")
-    return table.to_pandas()

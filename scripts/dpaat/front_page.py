@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dpaat.attack_kinds import DEFAULT_NORM, DEFAULT_QUERIES, DEFAULT_STEPS
+from dpaat.attack_kinds import DEFAULT_QUERIES, KINDS
 from dpaat.data.classes import is_paper_dataset
 from dpaat.paper_results import ARCH_GROUPS, ARCH_LABELS, METHOD_LABELS
 
@@ -50,8 +50,8 @@ def eps_label(eps: float, norm: str) -> str:
 def attack_label(attack: Mapping[str, Any]) -> str:
     """One attack config entry as a person says it: 'FGSM, L∞ ε = 1/255', '20-step PGD, L2 ε = 0.15'."""
     kind = attack["kind"]
-    norm = attack.get("norm") or DEFAULT_NORM[kind]
-    steps = int(attack.get("steps") or DEFAULT_STEPS[kind])
+    norm = attack.get("norm") or KINDS[kind].norm
+    steps = int(attack.get("steps") or KINDS[kind].steps)
     queries = int(attack.get("queries") or DEFAULT_QUERIES)
     if kind == "apgd":
         name = f"{steps}-step APGD-{(attack.get('loss') or 'ce').upper()}"

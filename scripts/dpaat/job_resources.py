@@ -43,6 +43,7 @@ from typing import Any
 from dpaat.attack_kinds import first_start_pairs
 from dpaat.attack_kinds import forward_units as attack_units
 from dpaat.corruptions import conditions
+from dpaat.method_kinds import METHOD_KINDS
 from dpaat.sanity import SanityPlan
 
 # Forward GFLOPs of one image at the native resolution (torchvision weights' meta "_ops").
@@ -53,19 +54,6 @@ ARCH_GFLOPS: Mapping[str, tuple[float, int]] = {
     "mobilenet_v2": (0.301, 224),
     "shufflenet_v2_x1_0": (0.145, 224),
     "squeezenet1_1": (0.349, 224),
-}
-# Units per training image and epoch, as a function of the adversary's steps K.
-TRAIN_UNITS = {
-    "std": lambda k: 3,
-    "at": lambda k: 2 * k + 3,
-    "sat": lambda k: 2 * k + 6,
-    "amat": lambda k: 2 * k + 6,
-    "d_b": lambda k: 2 * k + 6,
-    "dpaat": lambda k: 4 * k + 8,
-    "d_a": lambda k: 4 * k + 8,
-    # TRADES: a no-grad clean pass for the KL target, then as SAT; MART: as SAT.
-    "trades": lambda k: 2 * k + 7,
-    "mart": lambda k: 2 * k + 6,
 }
 MEMORY_FACTOR = {"train": 2, "evaluate": 13, "evaluate_ablation": 13, "gradcam": 5}
 
@@ -124,7 +112,7 @@ def work_gflop(config: Mapping[str, Any], rule: str, arch: str, method: str | No
         training = config["training"]
         k = training["adversary"]["steps"]
         epochs = training["warmup_epochs"] + training["epochs"]
-        units = epochs * (sizes["train"] * TRAIN_UNITS[method](k) + sizes["val"] * (2 * k + 2))
+        units = epochs * (sizes["train"] * METHOD_KINDS[method].train_units(k) + sizes["val"] * (2 * k + 2))
     elif rule == "evaluate":
         # The corrupted test sets: one forward pass each.
         corrupted = len(conditions(config.get("corruptions") or {}))

@@ -27,54 +27,24 @@ def reference_job(
 
     from dpaat.methods import build_method
     from dpaat.models import build_model
-    from dpaat.training import TrainConfig, train
+    from dpaat.settings import TrainingSettings
+    from dpaat.training import train
 
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(images) % 3
     pixels = torch.rand(images, 3, image_size, image_size, generator=generator) * 0.6
     pixels[torch.arange(images), labels] += 0.4
     uint8 = (pixels * 255).round().to(torch.uint8)
-    training = {
-        "warmup_epochs": 0,
-        "epochs": epochs,
-        "batch_size": 16,
-        "lr": 0.003,
-        "patience": epochs,
-        "alpha": 0.5,
-        "beta": 1.0,
-        "adversary": {"norm": "l2", "eps": 0.15, "steps": 7, "step_size": 0.075, "random_start": False},
-        "amat": {"delta_eps_fraction": 0.1, "eps_max_factor": 2.0, "xi": 0.6},
-        "dpaat": {"eps_max_factor": 2.0},
-        "device": "cpu",
-        "bf16": False,
-        "threads": 1,
-        "deterministic": True,
-        "augmentation": {
-            "enabled": False,
-            "brightness": 0.2,
-            "contrast": 0.2,
-            "saturation": 0.2,
-            "horizontal_flip": True,
-            "vertical_flip": True,
-            "affine_degrees": 10,
-            "rotation_degrees": 50,
-        },
-    }
+    # The schema's defaults but for a short schedule, a small adversary and no augmentation.
+    settings = TrainingSettings.from_mapping(method, {
+        "warmup_epochs": 0, "epochs": epochs, "batch_size": 16, "lr": 0.003, "patience": epochs,
+        "adversary": {"eps": 0.15, "step_size": 0.075}, "amat": {"xi": 0.6}, "augmentation": {"enabled": False},
+    })  # fmt: skip
     torch.manual_seed(0)
     model = build_model(arch, 3)
     val = slice(0, max(1, images // 4))
     start, cpu_start = time.perf_counter(), time.process_time()
-    result = train(
-        model,
-        build_method(method, training, num_samples=images),
-        TrainConfig.from_mapping(training),
-        uint8,
-        labels,
-        uint8[val],
-        labels[val],
-        seed=0,
-        progress=False,
-    )
+    result = train(model, build_method(settings), uint8, labels, uint8[val], labels[val], seed=0, progress=False)
     return {
         "job": {"method": method, "arch": arch, "images": images, "epochs": epochs, "image_size": image_size},
         "train_loss": [float(loss) for loss in result.history["train_loss"]],

@@ -12,7 +12,7 @@ statistics, as in the usual SAT/TRADES implementations. Definitions follow the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal, Mapping
 
 import torch
@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dpaat.attacks import Objective, eval_mode, pgd, summed_cross_entropy
+from dpaat.method_kinds import METHOD_KINDS
+from dpaat.settings import AdversarySettings, TrainingSettings
 
 Norm = Literal["l2", "linf"]
 
@@ -27,9 +29,6 @@ Norm = Literal["l2", "linf"]
 _DELTA_LOSS_FLOOR = 1e-8
 # TRADES' and MART's inner attacks start at x + 0.001·N(0, I), as both reference implementations do.
 REFERENCE_START_STD = 0.001
-# The authors' defaults: TRADES' β (CIFAR-10 setting of train_trades_cifar10.py) and MART's λ (mart.py's beta).
-TRADES_BETA = 6.0
-MART_LAMBDA = 6.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +51,11 @@ class Adversary:
                 f"adversary needs eps >= 0, steps >= 1 and step_size > 0, got eps={self.eps}, "
                 f"steps={self.steps}, step_size={self.step_size}"
             )
+
+    @classmethod
+    def from_settings(cls, settings: AdversarySettings) -> Adversary:
+        """The adversary `training.adversary` describes."""
+        return cls(**asdict(settings))
 
     def attack(
         self,
@@ -98,70 +102,6 @@ class Adversary:
         """Per-sample ‖x_adv − x‖ in the adversary's norm, shape (N,)."""
         delta = (x_adv - x).flatten(1)
         return delta.abs().amax(dim=1) if self.norm == "linf" else delta.norm(p=2, dim=1)
-
-
-@dataclass(frozen=True)
-class MethodConfig:
-    """Hyper-parameters of the training methods (the method part of config `training`)."""
-
-    adversary: Adversary
-    alpha: float
-    beta: float
-    amat_delta_eps_fraction: float
-    amat_eps_max_factor: float
-    amat_xi: float | None
-    dpaat_eps_max_factor: float
-    # SPEC's defaults; "printed" / None reproduce the paper's Eq. 11 / Eq. 15 as printed.
-    synchronization: Literal["js", "printed"] = "js"
-    dpaat_gamma_cap: float | None = 1.0
-    trades_beta: float = TRADES_BETA
-    mart_lambda: float = MART_LAMBDA
-
-    def __post_init__(self) -> None:
-        if self.synchronization not in ("js", "printed"):
-            raise ValueError(f"training.synchronization must be 'js' or 'printed', got {self.synchronization!r}")
-        for key, value in (("trades.beta", self.trades_beta), ("mart.lambda", self.mart_lambda)):
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"training.{key} must be a finite number >= 0, got {value}")
-        if self.dpaat_gamma_cap is not None and not self.dpaat_gamma_cap >= 0:
-            raise ValueError(f"training.dpaat.gamma_cap must be >= 0 or null, got {self.dpaat_gamma_cap}")
-
-    @classmethod
-    def from_mapping(cls, training: Mapping[str, Any]) -> MethodConfig:
-        """Build from the config's `training` mapping (defaults filled by the schema)."""
-        try:
-            adv, amat, dpaat = training["adversary"], training["amat"], training["dpaat"]
-            return cls(
-                adversary=Adversary(
-                    norm=adv["norm"],
-                    eps=float(adv["eps"]),
-                    steps=int(adv["steps"]),
-                    step_size=float(adv["step_size"]),
-                    random_start=bool(adv.get("random_start", False)),
-                    scale_step=bool(adv.get("scale_step", True)),
-                ),
-                alpha=float(training["alpha"]),
-                beta=float(training["beta"]),
-                amat_delta_eps_fraction=float(amat["delta_eps_fraction"]),
-                amat_eps_max_factor=float(amat["eps_max_factor"]),
-                amat_xi=None if amat.get("xi") is None else float(amat["xi"]),
-                dpaat_eps_max_factor=float(dpaat["eps_max_factor"]),
-                synchronization=str(training.get("synchronization", "js")),
-                dpaat_gamma_cap=None if dpaat.get("gamma_cap", 1.0) is None else float(dpaat.get("gamma_cap", 1.0)),
-                # Only the method's own train job gets its section (rules/common.smk): absent = the default.
-                trades_beta=float(training.get("trades", {}).get("beta", TRADES_BETA)),
-                mart_lambda=float(training.get("mart", {}).get("lambda", MART_LAMBDA)),
-            )
-        except KeyError as err:
-            raise missing_key(err) from None
-
-
-def missing_key(err: KeyError) -> KeyError:
-    """The error for a `training` mapping that skipped schema validation (which fills every default)."""
-    return KeyError(
-        f"training config lacks key {err}; validate the config against "
-        "config/schema/config.schema.yaml, which fills every default"
-    )
 
 
 def synchronization_loss(logits_clean: Tensor, logits_adv: Tensor) -> Tensor:
@@ -248,22 +188,35 @@ def amat_update(
 
 
 Stats = dict[str, Tensor]
+# Every method by its config name, filled as the classes below are defined.
+METHODS: dict[str, type[TrainingMethod]] = {}
 
 
 class TrainingMethod:
-    """A training objective over one mini-batch; stateful methods also keep state across epochs."""
+    """A training objective over one mini-batch; stateful methods also keep state across epochs.
+
+    A subclass with a `name` registers itself in `METHODS`; its `dpaat.method_kinds` entry
+    says which settings it reads and what an epoch costs.
+    """
 
     name: ClassVar[str]
     # Whether the method trains against an adversary (its validation loss is then adversarial).
     adversarial: ClassVar[bool] = True
 
-    def __init__(self, config: MethodConfig) -> None:
-        self.config = config
-        self.adversary = config.adversary
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            if cls.name not in METHOD_KINDS:
+                raise TypeError(f"method {cls.name!r} needs its entry in dpaat.method_kinds.METHOD_KINDS")
+            METHODS[cls.name] = cls
+
+    def __init__(self, settings: TrainingSettings) -> None:
+        self.settings = settings
+        self.adversary = Adversary.from_settings(settings.adversary)
 
     def synchronization(self, logits_clean: Tensor, logits_adv: Tensor) -> Tensor:
         """L_syn in the configured form: JS divergence (SPEC), or Eq. 11 as printed."""
-        if self.config.synchronization == "printed":
+        if self.settings.synchronization == "printed":
             return printed_synchronization_loss(logits_clean, logits_adv)
         return synchronization_loss(logits_clean, logits_adv)
 
@@ -343,12 +296,12 @@ class SAT(TrainingMethod):
         """Mix of adversarial and clean CE at the fixed eps."""
         x_adv = self.adversary.attack(model, x, y)
         ce_clean, ce_adv, _, _ = self._clean_and_adv_ce(model, x, x_adv, y)
-        alpha = self.config.alpha
+        alpha = self.settings.alpha
         return alpha * ce_adv.mean() + (1 - alpha) * ce_clean.mean(), {}
 
     def describe(self) -> dict[str, Any]:
         """Adds α."""
-        return {**super().describe(), "alpha": self.config.alpha}
+        return {**super().describe(), "alpha": self.settings.alpha}
 
 
 class SynchronizedSAT(SAT):
@@ -360,13 +313,13 @@ class SynchronizedSAT(SAT):
         """SAT's loss plus β times the JS divergence of clean and adversarial predictions."""
         x_adv = self.adversary.attack(model, x, y)
         ce_clean, ce_adv, logits_clean, logits_adv = self._clean_and_adv_ce(model, x, x_adv, y)
-        alpha, beta = self.config.alpha, self.config.beta
+        alpha, beta = self.settings.alpha, self.settings.beta
         loss = alpha * ce_adv.mean() + (1 - alpha) * ce_clean.mean()
         return loss + beta * self.synchronization(logits_clean, logits_adv), {}
 
     def describe(self) -> dict[str, Any]:
         """Adds β and the L_syn form."""
-        return {**super().describe(), "beta": self.config.beta, "synchronization": self.config.synchronization}
+        return {**super().describe(), "beta": self.settings.beta, "synchronization": self.settings.synchronization}
 
 
 class AMAT(TrainingMethod):
@@ -378,23 +331,21 @@ class AMAT(TrainingMethod):
 
     name = "amat"
 
-    def __init__(self, config: MethodConfig, *, num_samples: int, xi: float | None = None) -> None:
-        super().__init__(config)
-        xi = config.amat_xi if xi is None else xi
+    def __init__(self, settings: TrainingSettings) -> None:
+        super().__init__(settings)
+        xi = settings.amat.xi
         if xi is None:
             raise ValueError(
-                "AMAT needs its loss threshold ξ: set training.amat.xi, or pass xi = mean_clean_loss() "
-                "of the STD model of the same architecture on the validation set"
+                "AMAT needs its loss threshold ξ: set training.amat.xi, or fix it with "
+                "settings.with_amat_xi(mean_clean_loss(...)) of the STD model of the same architecture"
             )
         if not math.isfinite(xi):
             raise ValueError(f"AMAT's ξ must be a finite number, got {xi}")
-        if num_samples < 1:
-            raise ValueError(f"AMAT needs the training set size (num_samples >= 1), got {num_samples}")
         self.xi = float(xi)
-        self.delta_eps = config.amat_delta_eps_fraction * self.adversary.eps
-        self.eps_max = config.amat_eps_max_factor * self.adversary.eps
-        # One eps per training image, indexed by dataset position, starting at the fixed eps.
-        self.eps_store = torch.full((num_samples,), self.adversary.eps, dtype=torch.float32)
+        self.delta_eps = settings.amat.delta_eps_fraction * self.adversary.eps
+        self.eps_max = settings.amat.eps_max_factor * self.adversary.eps
+        # One eps per training image, indexed by dataset position: sized by prepare().
+        self.eps_store = torch.empty(0)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Stats]:
         """Attack each sample in its own ball, update the store, return ½(CE_adv + CE_clean)."""
@@ -407,13 +358,10 @@ class AMAT(TrainingMethod):
         return 0.5 * (ce_adv.mean() + ce_clean.mean()), {"eps": eps_i}
 
     def prepare(self, num_samples: int, device: torch.device | str) -> None:
-        """Check the store fits the training set; keep it beside the data so indexing needs no transfer."""
-        if num_samples != self.eps_store.numel():
-            raise ValueError(
-                f"AMAT was built for {self.eps_store.numel()} training images but trains on {num_samples}; "
-                "pass num_samples = len(train images) to build_method"
-            )
-        self.eps_store = self.eps_store.to(device)
+        """One eps per training image, starting at the fixed eps, beside the data so indexing needs no transfer."""
+        if num_samples < 1:
+            raise ValueError(f"AMAT needs a training set (num_samples >= 1), got {num_samples}")
+        self.eps_store = torch.full((num_samples,), self.adversary.eps, dtype=torch.float32).to(device)
 
     def state_dict(self) -> dict[str, Tensor]:
         """The eps store (on the CPU)."""
@@ -441,14 +389,14 @@ class DPAAT(TrainingMethod):
 
     name = "dpaat"
 
-    def __init__(self, config: MethodConfig) -> None:
-        super().__init__(config)
-        self.eps_max = config.dpaat_eps_max_factor * self.adversary.eps
+    def __init__(self, settings: TrainingSettings) -> None:
+        super().__init__(settings)
+        self.eps_max = settings.dpaat.eps_max_factor * self.adversary.eps
 
     @property
     def beta(self) -> float:
         """Weight of L_syn."""
-        return self.config.beta
+        return self.settings.beta
 
     def epsilons(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Steps 1-4 of Algorithm 1: the per-sample eps of the batch."""
@@ -457,14 +405,14 @@ class DPAAT(TrainingMethod):
             ce = F.cross_entropy(model(torch.cat([x, x_adv0])), torch.cat([y, y]), reduction="none").float()
         ce_clean, ce_adv0 = ce.chunk(2)
         norms = self.adversary.perturbation_norms(x_adv0, x)
-        return dpaat_epsilons(ce_adv0 - ce_clean, norms, self.adversary.eps, self.eps_max, self.config.dpaat_gamma_cap)
+        return dpaat_epsilons(ce_adv0 - ce_clean, norms, self.adversary.eps, self.eps_max, self.settings.dpaat.gamma_cap)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Stats]:
         """α·CE_adv + (1−α)·CE_clean + β·L_syn on the per-sample-eps attack."""
         eps_i = self.epsilons(model, x, y)
         x_adv = self.adversary.attack(model, x, y, eps=eps_i)
         ce_clean, ce_adv, logits_clean, logits_adv = self._clean_and_adv_ce(model, x, x_adv, y)
-        alpha = self.config.alpha
+        alpha = self.settings.alpha
         loss = alpha * ce_adv.mean() + (1 - alpha) * ce_clean.mean()
         if self.beta:
             loss = loss + self.beta * self.synchronization(logits_clean, logits_adv)
@@ -474,11 +422,11 @@ class DPAAT(TrainingMethod):
         """Adds α, β, eps_max, the γ cap and the L_syn form."""
         return {
             **super().describe(),
-            "alpha": self.config.alpha,
+            "alpha": self.settings.alpha,
             "beta": self.beta,
             "eps_max": self.eps_max,
-            "gamma_cap": self.config.dpaat_gamma_cap,
-            "synchronization": self.config.synchronization,
+            "gamma_cap": self.settings.dpaat.gamma_cap,
+            "synchronization": self.settings.synchronization,
         }
 
 
@@ -491,6 +439,12 @@ class DPAATAdaptationOnly(DPAAT):
     def beta(self) -> float:
         """Always 0."""
         return 0.0
+
+    def describe(self) -> dict[str, Any]:
+        """DPAAT's, without the L_syn form (β = 0: there is no L_syn)."""
+        details = super().describe()
+        del details["synchronization"]
+        return details
 
 
 class TRADES(TrainingMethod):
@@ -518,7 +472,7 @@ class TRADES(TrainingMethod):
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Stats]:
         """Attack the KL term, then CE on x plus β times the batch-mean KL on the attack."""
         x_adv = self.adversarial_examples(model, x, y)
-        return trades_loss(model(x), model(x_adv), y, self.config.trades_beta), {}
+        return trades_loss(model(x), model(x_adv), y, self.settings.trades.weight), {}
 
     def describe(self) -> dict[str, Any]:
         """Adds β and the start."""
@@ -527,7 +481,7 @@ class TRADES(TrainingMethod):
             **super().describe(),
             "random_start": False,
             "start_std": REFERENCE_START_STD,
-            "beta": self.config.trades_beta,
+            "beta": self.settings.trades.weight,
         }
 
 
@@ -543,7 +497,7 @@ class MART(TrainingMethod):
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Stats]:
         """Attack the CE, then MART's misclassification-aware loss."""
         x_adv = self.adversary.attack(model, x, y, start_std=REFERENCE_START_STD)
-        return mart_loss(model(x), model(x_adv), y, self.config.mart_lambda), {}
+        return mart_loss(model(x), model(x_adv), y, self.settings.mart.weight), {}
 
     def describe(self) -> dict[str, Any]:
         """Adds λ and the start."""
@@ -551,29 +505,13 @@ class MART(TrainingMethod):
             **super().describe(),
             "random_start": False,
             "start_std": REFERENCE_START_STD,
-            "lambda": self.config.mart_lambda,
+            "lambda": self.settings.mart.weight,
         }
 
 
-METHODS: dict[str, type[TrainingMethod]] = {
-    cls.name: cls for cls in (Standard, MadryAT, SAT, AMAT, DPAAT, DPAATAdaptationOnly, SynchronizedSAT, TRADES, MART)
-}
+def build_method(settings: TrainingSettings) -> TrainingMethod:
+    """The training method `settings.method` (std, at, sat, amat, dpaat, d_a, d_b, trades or mart).
 
-
-def build_method(
-    name: str, config: MethodConfig | Mapping[str, Any], *, num_samples: int | None = None, xi: float | None = None
-) -> TrainingMethod:
-    """Instantiate method `name` (a config name: std, at, sat, amat, dpaat, d_a, d_b, trades, mart).
-
-    `config` is a MethodConfig or the config's `training` mapping. AMAT also needs
-    `num_samples` (training set size) and ξ: the `xi` argument, else training.amat.xi.
+    AMAT also needs ξ: training.amat.xi, or `settings.with_amat_xi(...)` from the STD model.
     """
-    if name not in METHODS:
-        raise ValueError(f"unknown training method {name!r}; choose one of {sorted(METHODS)}")
-    if not isinstance(config, MethodConfig):
-        config = MethodConfig.from_mapping(config)
-    if name == AMAT.name:
-        if num_samples is None:
-            raise ValueError("AMAT keeps one eps per training image: pass num_samples = the training set size")
-        return AMAT(config, num_samples=num_samples, xi=xi)
-    return METHODS[name](config)
+    return METHODS[settings.method](settings)

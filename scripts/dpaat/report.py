@@ -23,6 +23,7 @@ import pandas as pd
 
 from dpaat import stats
 from dpaat.io import write_text
+from dpaat.tables import LEFT, RIGHT, csv_text, latex_row, latex_table, markdown, markdown_table, tex
 from dpaat.paper_results import (
     ALL_GROUP,
     ARCH_GROUPS,
@@ -358,8 +359,7 @@ def to_csv(table: Table, paper_numbers: bool) -> str:
     out = out.reset_index()
     # pivot sorts rows; restore the table's group and method order.
     order = table.cells[index].drop_duplicates().reset_index(drop=True).reset_index()
-    out = out.merge(order, on=index).sort_values("index").drop(columns="index")
-    return out.to_csv(index=False, float_format="%.6g")
+    return csv_text(out.merge(order, on=index).sort_values("index").drop(columns="index"))
 
 
 def _cell_text(cell: pd.Series, decimals: int, paper_numbers: bool, pm: str) -> tuple[str, str]:
@@ -388,65 +388,35 @@ def _paper_note(table: Table, paper_numbers: bool) -> str:
 
 def to_markdown(table: Table, paper_numbers: bool) -> str:
     """Markdown table (bold as **...**) under a caption line."""
-    header = ["CNNs", "Method", *(c.label for c in table.columns)]
-    lines = [
-        f"**{table.title}.** {table.caption}{_paper_note(table, paper_numbers)}",
-        "",
-        "| " + " | ".join(header) + " |",
-        "| " + " | ".join([":--", ":--"] + ["--:"] * len(table.columns)) + " |",
-    ]
-    previous_group = None
+    rows, previous_group = [], None
     for group, method, cells in _rows(table):
         texts = []
         for c in table.columns:
             ours, paper = _cell_text(cells[c.key], table.decimals, paper_numbers, " ± ")
             texts.append((f"**{ours}**" if cells[c.key]["bold"] else ours) + paper)
-        lines.append("| " + " | ".join([group if group != previous_group else "", method_label(method), *texts]) + " |")
+        rows.append([group if group != previous_group else "", method_label(method), *texts])
         previous_group = group
-    return "\n".join(lines) + "\n"
-
-
-_TEX_ESCAPES = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-}
-
-
-def _tex(text: str) -> str:
-    """Escape LaTeX special characters; ± becomes math."""
-    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text).replace("±", r"$\pm$")
+    header = ["CNNs", "Method", *(c.label for c in table.columns)]
+    align = [LEFT, LEFT] + [RIGHT] * len(table.columns)
+    caption = f"**{table.title}.** {table.caption}{_paper_note(table, paper_numbers)}"
+    return markdown(caption, "", markdown_table(header, align, rows))
 
 
 def to_latex(table: Table, paper_numbers: bool) -> str:
     """A booktabs LaTeX table (\\textbf for the best values) with caption and label."""
-    n_cols = 1 + len(table.columns)
-    lines = [
-        r"\begin{table}[htbp]",
-        r"\centering",
-        rf"\caption{{{_tex(table.caption + _paper_note(table, paper_numbers))}}}",
-        rf"\label{{tab:{table.name}}}",
-        rf"\begin{{tabular}}{{l{'r' * len(table.columns)}}}",
-        r"\toprule",
-        " & ".join(["Method", *(_tex(c.label) for c in table.columns)]) + r" \\",
-    ]
-    previous_group = None
+    body, previous_group = [], None
     for group, method, cells in _rows(table):
         if group != previous_group:
-            lines += [r"\midrule", rf"\multicolumn{{{n_cols}}}{{l}}{{\textit{{{_tex(group)}}}}} \\"]
+            body += [r"\midrule", rf"\multicolumn{{{1 + len(table.columns)}}}{{l}}{{\textit{{{tex(group)}}}}} \\"]
             previous_group = group
         texts = []
         for c in table.columns:
             ours, paper = _cell_text(cells[c.key], table.decimals, paper_numbers, " ± ")
-            texts.append((rf"\textbf{{{_tex(ours)}}}" if cells[c.key]["bold"] else _tex(ours)) + _tex(paper))
-        lines.append(" & ".join([_tex(method_label(method)), *texts]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+            texts.append((rf"\textbf{{{tex(ours)}}}" if cells[c.key]["bold"] else tex(ours)) + tex(paper))
+        body.append(latex_row([tex(method_label(method)), *texts]))
+    header = ["Method", *(tex(c.label) for c in table.columns)]
+    caption = table.caption + _paper_note(table, paper_numbers)
+    return latex_table(caption, table.name, "l" + "r" * len(table.columns), header, body)
 
 
 _RENDERERS = {"csv": to_csv, "md": to_markdown, "tex": to_latex}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from dpaat.gpu_slots import GpuSlot, claim_slot, default_slot_dir
+from dpaat.settings import ExecutionSettings
 
 if TYPE_CHECKING:  # imported where used: the report jobs only log
     import torch
@@ -223,3 +224,15 @@ def set_cudnn_benchmark(deterministic: bool) -> None:
     import torch
 
     torch.backends.cudnn.benchmark = not deterministic
+
+
+def evaluation_device(execution: ExecutionSettings, uses: tuple[str, ...]) -> torch.device:
+    """An evaluate or Grad-CAM job's start: its threads, its device (`job_device`), cuDNN's kernel choice and
+    the fast paths among `uses` (`dpaat.fast_paths.use_fast_paths`)."""
+    from dpaat.fast_paths import use_fast_paths
+
+    set_threads(execution.threads)
+    device = job_device(execution.device, execution.gpu)
+    set_cudnn_benchmark(execution.deterministic)
+    use_fast_paths(execution.fast_paths, device, uses)
+    return device

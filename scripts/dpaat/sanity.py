@@ -23,7 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from dpaat.attack_kinds import DEFAULT_NORM, DEFAULT_STEPS
+from dpaat.attack_kinds import KINDS
+from dpaat.tables import CENTRE, LEFT, RIGHT, markdown, markdown_table
 
 # Every check, in report order, with the property it verifies (a failed check is a flag).
 CHECKS: dict[str, str] = {
@@ -181,11 +182,11 @@ def sanity_checks(
     # More steps: every L2 PGD run from the clean image at the training eps, by number of steps.
     same_eps = {**test_attacks, **plan.attacks}
     runs = sorted(
-        (int(cfg.get("steps") or DEFAULT_STEPS["pgd"]), name)
+        (int(cfg.get("steps") or KINDS["pgd"].steps), name)
         for name, cfg in same_eps.items()
         if cfg.get("kind") == "pgd"
         and not cfg.get("restarts")
-        and (cfg.get("norm") or DEFAULT_NORM["pgd"]) == "l2"
+        and (cfg.get("norm") or KINDS["pgd"].norm) == "l2"
         and math.isclose(float(cfg["eps"]), plan.training_eps)
         and name in accuracy
     )
@@ -275,18 +276,9 @@ def sanity_markdown(table: pd.DataFrame, labels: Mapping[str, str] | None = None
     """A Markdown page: one row per model with each check as pass / FLAG, then every flag named with its detail."""
     labels = labels or {}
     checks = [c for c in CHECKS if c in set(table["check"])]
-    lines = [
-        "**Sanity checks against gradient masking.** One row per model; each column is a check "
-        "(`ok` passed, **FLAG** failed, `n/a` not run). Checks:",
-        "",
-        *[f"- `{c}`: {CHECKS[c]}." for c in checks],
-        "",
-        "| Seed | Method | CNN | " + " | ".join(f"`{c}`" for c in checks) + " |",
-        "| --: | :-- | :-- | " + " | ".join(":-:" for _ in checks) + " |",
-    ]
-    flags = []
-    for (seed, method, arch), rows in table.groupby(["seed", "method", "arch"], sort=False):
-        by_check = {r["check"]: r for _, r in rows.iterrows()}
+    rows, flags = [], []
+    for (seed, method, arch), model_rows in table.groupby(["seed", "method", "arch"], sort=False):
+        by_check = {r["check"]: r for _, r in model_rows.iterrows()}
         cells = []
         for c in checks:
             passed = by_check[c]["passed"] if c in by_check else pd.NA
@@ -295,8 +287,14 @@ def sanity_markdown(table: pd.DataFrame, labels: Mapping[str, str] | None = None
                 flags.append(
                     f"- {labels.get(method, method)} / {labels.get(arch, arch)} (seed {seed}): `{c}`: {by_check[c]['detail']}"
                 )
-        lines.append(
-            f"| {seed} | {labels.get(method, method)} | {labels.get(arch, arch)} | " + " | ".join(cells) + " |"
-        )
-    lines += ["", f"**Flags ({len(flags)}).**" if flags else "**No flags.**", "", *flags]
-    return "\n".join(lines) + "\n"
+        rows.append([str(seed), labels.get(method, method), labels.get(arch, arch), *cells])
+    header = ["Seed", "Method", "CNN", *(f"`{c}`" for c in checks)]
+    caption = [
+        "**Sanity checks against gradient masking.** One row per model; each column is a check "
+        "(`ok` passed, **FLAG** failed, `n/a` not run). Checks:",
+        "",
+        *[f"- `{c}`: {CHECKS[c]}." for c in checks],
+        "",
+    ]
+    table_lines = markdown_table(header, [RIGHT, LEFT, LEFT] + [CENTRE] * len(checks), rows)
+    return markdown(caption, table_lines, "", f"**Flags ({len(flags)}).**" if flags else "**No flags.**", "", flags)

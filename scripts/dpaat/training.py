@@ -5,32 +5,23 @@ trainable (the body's parameters have requires_grad off and a separate Adam hold
 only the head; BatchNorm layers of the body stay in train mode, so their running
 statistics still adapt to the data), then `epochs` epochs with all layers and a fresh
 Adam (the warm-up's moments are dropped when the body is released). Early stopping
-counts only in the full phase: the best full-phase epoch by validation loss
-(adversarial CE under the training adversary for AT methods, clean CE for STD) is
-kept, training stops after `patience` epochs without a strict improvement, and the
-best weights are restored.
+(`dpaat.early_stopping`) counts only in the full phase. A checkpoint
+(`dpaat.checkpoint`) is written atomically after every epoch; a run resumes from one
+only when its fingerprint is this run's.
 
-Checkpoints are written atomically at the end of every epoch and hold everything the
-next epoch depends on (weights, optimiser, method state, RNG states, history, early
-stopping state; the best weights only when they differ from the model's), so a run
-killed at any point and resumed ends with exactly the weights of an uninterrupted run
-on the CPU. A checkpoint that cannot be read, or
-whose fingerprint (training settings except device/bf16/threads, method settings,
-seed, data and initial weights) differs from the run's, is stale: it is ignored with
-a warning and training starts afresh, overwriting it after the first epoch.
+`train` reads the result settings from the method (`method.settings`, one
+`TrainingSettings`) and the execution settings (threads, deterministic kernels) from an
+`ExecutionSettings`, on the device the caller resolved.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator
 
 import pandas as pd
 import pyarrow as pa
@@ -40,17 +31,19 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from dpaat.attacks import eval_mode
-from dpaat.augment import AugmentConfig, BatchAugmentation, build_augmentation
-from dpaat.fast_paths import adam, as_layout, fast_paths, model_to
-from dpaat.io import save_torch, write_parquet
-from dpaat.methods import Adversary, MethodConfig, TrainingMethod, missing_key
+from dpaat.augment import BatchAugmentation, build_augmentation
+from dpaat.checkpoint import Checkpoint, fingerprint, restore, rng_state, set_rng_state
+from dpaat.early_stopping import RunState
+from dpaat.fast_paths import FastPaths, adam, as_layout, fast_paths, model_to
+from dpaat.io import write_parquet
+from dpaat.methods import Adversary, TrainingMethod
 from dpaat.predict import as_float_images, device_images
-from dpaat.runtime import select_device, set_deterministic, set_threads
+from dpaat.runtime import set_deterministic, set_threads
+from dpaat.settings import ExecutionSettings, TrainingSettings
+from dpaat.trained import load_trained
 from dpaat.work_count import WorkCounter, counted
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = 1
 
 HISTORY_SCHEMA = pa.schema(
     [
@@ -65,62 +58,6 @@ HISTORY_SCHEMA = pa.schema(
         ("seconds", pa.float64()),  # wall time of the epoch, validation included
     ]
 )
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The config's `training` mapping, typed (see config/schema/config.schema.yaml)."""
-
-    warmup_epochs: int
-    epochs: int
-    batch_size: int
-    lr: float
-    patience: int
-    method: MethodConfig
-    device: str
-    bf16: bool
-    threads: int
-    augmentation: AugmentConfig
-    deterministic: bool
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.warmup_epochs < 0:
-            problems.append(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        for key in ("epochs", "batch_size", "patience", "threads"):
-            if getattr(self, key) < 1:
-                problems.append(f"{key} must be >= 1, got {getattr(self, key)}")
-        if not self.lr > 0:
-            problems.append(f"lr must be > 0, got {self.lr}")
-        if self.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", self.device):
-            problems.append(f"device must be auto, cpu, cuda or cuda:<index>, got {self.device!r}")
-        if problems:
-            raise ValueError("invalid training config: " + "; ".join(problems))
-
-    @classmethod
-    def from_mapping(cls, training: Mapping[str, Any]) -> TrainConfig:
-        """Build from the config's `training` mapping (defaults filled by the schema)."""
-        try:
-            return cls(
-                warmup_epochs=int(training["warmup_epochs"]),
-                epochs=int(training["epochs"]),
-                batch_size=int(training["batch_size"]),
-                lr=float(training["lr"]),
-                patience=int(training["patience"]),
-                method=MethodConfig.from_mapping(training),
-                device=str(training["device"]),
-                bf16=bool(training["bf16"]),
-                threads=int(training["threads"]),
-                augmentation=AugmentConfig.from_mapping(training["augmentation"]),
-                deterministic=bool(training["deterministic"]),
-            )
-        except KeyError as err:
-            raise missing_key(err) from None
-
-    @property
-    def total_epochs(self) -> int:
-        """Warm-up plus full epochs (the most the loop runs)."""
-        return self.warmup_epochs + self.epochs
 
 
 @dataclass
@@ -212,105 +149,9 @@ def _check_split(name: str, images: Tensor, labels: Tensor) -> None:
         raise ValueError(f"{name} labels must be class indices >= 0")
 
 
-def _tensor_digest(hasher: Any, tensor: Tensor) -> None:
-    """Feed a tensor's raw bytes to a hash (reinterpreted as bytes: no dtype conversion)."""
-    hasher.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-
-
-def _fingerprint(
-    config: TrainConfig, method: TrainingMethod, seed: int, model: nn.Module, splits: Iterable[Tensor]
-) -> str:
-    """Identity of a run: a checkpoint from any other run must not be resumed."""
-    settings = asdict(config)
-    for execution_only in ("device", "bf16", "threads", "deterministic"):
-        settings.pop(execution_only)
-    hasher = hashlib.sha256(
-        json.dumps(
-            {"format": CHECKPOINT_FORMAT, "seed": seed, "config": settings, "method": method.describe()},
-            sort_keys=True,
-            default=str,
-        ).encode()
-    )
-    for name, tensor in model.state_dict().items():
-        hasher.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        _tensor_digest(hasher, tensor)
-    for tensor in splits:
-        hasher.update(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
-        _tensor_digest(hasher, tensor)
-    return hasher.hexdigest()
-
-
-def _load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
-    """The checkpoint at `path` if it belongs to this run, else None (with a warning why)."""
-    if not path.exists():
-        return None
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unreadable file is untrusted, whatever the reason
-        logger.warning(
-            "ignoring unreadable checkpoint %s (%s: %s); training from scratch", path, type(err).__name__, err
-        )
-        return None
-    if not isinstance(blob, dict) or blob.get("fingerprint") != fingerprint:
-        logger.warning(
-            "ignoring checkpoint %s: it belongs to another run (settings, seed, data or initial weights differ); "
-            "training from scratch",
-            path,
-        )
-        return None
-    return blob
-
-
-def _cpu_state(module: nn.Module) -> dict[str, Tensor]:
-    """Detached CPU copy of a module's state dict."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-
-
-@dataclass
-class _RunState:
-    """The loop's bookkeeping: epochs done, history and early-stopping state (checkpointed as plain data)."""
-
-    epoch: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_val_loss: float = math.inf
-    best_epoch: int = 0
-    best_state: dict[str, Tensor] | None = None
-    bad_epochs: int = 0
-    stopped_early: bool = False
-
-    def record(self, row: dict[str, Any], model: nn.Module, patience: int) -> None:
-        """Append an epoch; in the full phase, track the best weights and the patience count."""
-        self.epoch = row["epoch"]
-        self.history.append(row)
-        if row["phase"] != "full":
-            return
-        if row["val_loss"] < self.best_val_loss:
-            self.best_val_loss, self.best_epoch, self.bad_epochs = row["val_loss"], row["epoch"], 0
-            self.best_state = _cpu_state(model)
-        else:
-            self.bad_epochs += 1
-        self.stopped_early = self.bad_epochs >= patience
-
-
-def _rng_state(shuffle: torch.Generator, device: torch.device) -> dict[str, Tensor]:
-    """Every RNG the next epoch draws from (shuffling, dropout, random starts)."""
-    state = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Tensor], shuffle: torch.Generator, device: torch.device) -> None:
-    """Restore `_rng_state` output."""
-    torch.set_rng_state(state["torch"])
-    shuffle.set_state(state["shuffle"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _phase(epoch: int, config: TrainConfig) -> str:
+def _phase(epoch: int, settings: TrainingSettings) -> str:
     """warmup for the first `warmup_epochs` epochs (0-based), full after."""
-    return "warmup" if epoch < config.warmup_epochs else "full"
+    return "warmup" if epoch < settings.warmup_epochs else "full"
 
 
 def _optimizer_for(
@@ -367,38 +208,15 @@ def _train_epoch(
     return float(loss_sum) / len(images), torch.cat(eps_used) if eps_used else None
 
 
-def train(
-    model: nn.Module,
-    method: TrainingMethod,
-    config: TrainConfig,
-    train_images: Tensor,
-    train_labels: Tensor,
-    val_images: Tensor,
-    val_labels: Tensor,
-    *,
-    seed: int,
-    head_parameters: Iterable[nn.Parameter] | None = None,
-    checkpoint_path: str | Path | None = None,
-    progress: bool = True,
-    callback: Callable[[dict[str, Any]], None] | None = None,
-    work: WorkCounter | None = None,
-) -> TrainResult:
-    """Train `model` in place with `method`; on return it holds the best full-phase weights.
-
-    Images are uint8 (N, 3, S, S) and labels int64 (N,); a sample's dataset position
-    (its row in `train_images`) is what the method sees as its index. Seeds torch's
-    global RNG with `seed` (dropout, random starts) and shuffles with its own generator.
-    `head_parameters` are the only trainable parameters in the warm-up (required when
-    warmup_epochs > 0). With `checkpoint_path`, resumes from the checkpoint there when
-    it belongs to this run, and rewrites it after every epoch. `callback(row)` is
-    called with each epoch's history row once that epoch's checkpoint is written. With `work` (a
-    `WorkCounter` on `model`), passes are counted under 'train_warmup', 'train_full' and 'validation'.
-    """
-    _check_split("train_images", train_images, train_labels)
-    _check_split("val_images", val_images, val_labels)
+def _check_inputs(
+    model: nn.Module, settings: TrainingSettings, head_parameters: Iterable[nn.Parameter] | None, splits: tuple
+) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Check the data and the warm-up's head; the trainable parameters and the head's."""
+    _check_split("train_images", *splits[:2])
+    _check_split("val_images", *splits[2:])
     trainable = [p for p in model.parameters() if p.requires_grad]
     head = list(head_parameters) if head_parameters is not None else []
-    if config.warmup_epochs > 0:
+    if settings.warmup_epochs > 0:
         if not head:
             raise ValueError(
                 "warmup_epochs > 0 needs head_parameters (e.g. Classifier.head_parameters()); "
@@ -406,146 +224,234 @@ def train(
             )
         if not {id(p) for p in head} <= {id(p) for p in trainable}:
             raise ValueError("head_parameters must be trainable parameters of the model being trained")
+    return trainable, head
 
-    device = select_device(config.device)
-    set_threads(config.threads)
-    fast = fast_paths(device)
-    use_bf16 = config.bf16 and fast.bf16_training
-    augmentation = build_augmentation(config.augmentation)
 
-    path = Path(checkpoint_path) if checkpoint_path is not None else None
-    fingerprint = (
-        _fingerprint(config, method, seed, model, (train_images, train_labels, val_images, val_labels))
-        if path is not None
-        else ""
-    )
-    blob = _load_checkpoint(path, fingerprint) if path is not None else None
+@dataclass
+class _Run:
+    """One training run: what every epoch reads, and the state it carries from epoch to epoch."""
 
-    model_to(model, device, fast.memory_format)
-    method.prepare(len(train_images), device)
-    train_images, train_labels = train_images.to(device), train_labels.to(device)
-    shuffle = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    model: nn.Module
+    method: TrainingMethod
+    device: torch.device
+    fast: FastPaths
+    splits: tuple[Tensor, Tensor, Tensor, Tensor]  # train images and labels (on the device), val images and labels
+    seed: int
+    trainable: list[nn.Parameter]
+    head: list[nn.Parameter]
+    checkpoint: Checkpoint | None
+    state: RunState
+    shuffle: torch.Generator
+    optimizer_resume: tuple[dict[str, Any], str] | None = None  # a checkpoint's optimiser state and its phase
+    work: WorkCounter | None = None  # counts the passes under 'train_warmup', 'train_full' and 'validation'
 
-    run_state = _RunState()
-    optimizer_state, optimizer_phase = None, None
-    if blob is not None:
-        model.load_state_dict(blob["model"])
-        method.load_state_dict(blob["method"])
-        _set_rng_state(blob["rng"], shuffle, device)
-        run_state = _RunState(**blob["run_state"])
-        if blob.get("best_is_model"):  # saved once, as the model's weights
-            run_state.best_state = blob["model"]
-        optimizer_state, optimizer_phase = blob["optimizer"], blob["optimizer_phase"]
-        logger.info("resuming %s from %s after epoch %d", method.name, path, run_state.epoch)
-    resumed_from = run_state.epoch
-    end = resumed_from if run_state.stopped_early else config.total_epochs
+    @property
+    def settings(self) -> TrainingSettings:
+        """The method's settings."""
+        return self.method.settings
 
-    optimizer, phase = None, None
-    bar = tqdm(total=config.total_epochs, initial=resumed_from, disable=not progress, desc=method.name, unit="epoch")
-    restore_determinism = set_deterministic(config.deterministic)
-    try:
-        for epoch in range(resumed_from, end):
-            if _phase(epoch, config) != phase:
-                phase = _phase(epoch, config)
-                optimizer = _optimizer_for(phase, trainable, head, config.lr, fused=fast.fused_adam)
-                if optimizer_state is not None and optimizer_phase == phase:
-                    optimizer.load_state_dict(optimizer_state)
-                optimizer_state = None
-            started = time.perf_counter()
-            with counted(work, f"train_{phase}"):
-                train_loss, eps_used = _train_epoch(
-                    model,
-                    method,
-                    optimizer,
-                    train_images,
-                    train_labels,
-                    config.batch_size,
-                    shuffle,
-                    device,
-                    use_bf16,
-                    augmentation=augmentation,
-                    seed=seed,
-                    epoch=epoch,
-                    memory_format=fast.memory_format,
-                )
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(
-                    f"{method.name}: training loss is {train_loss} in epoch {epoch + 1}; lower training.lr "
-                    "or check the inputs"
-                )
-            with counted(work, "validation"):
-                scores = validate(
-                    model,
-                    val_images,
-                    val_labels,
-                    adversary=method.adversary,
-                    adversarial_loss=method.adversarial,
-                    batch_size=config.batch_size,
-                    device=device,
-                    bf16=use_bf16,
-                    seed=seed,
-                )
-            row = {
-                "epoch": epoch + 1,
-                "phase": phase,
-                "train_loss": train_loss,
-                **scores,
-                "eps_mean": float(eps_used.mean()) if eps_used is not None else math.nan,
-                "eps_std": float(eps_used.std(correction=0)) if eps_used is not None else math.nan,
-                "seconds": time.perf_counter() - started,
-            }
-            run_state.record(row, model, config.patience)
-            finished = run_state.stopped_early or epoch + 1 == config.total_epochs
-            if finished and run_state.best_state is not None:
-                model.load_state_dict(run_state.best_state)
-            if path is not None:
-                # The best weights are the model's own when this epoch is the best or they were just restored.
-                best_is_model = run_state.best_state is not None and (finished or run_state.best_epoch == row["epoch"])
-                run_record = {**vars(run_state), "best_state": None if best_is_model else run_state.best_state}
-                save_torch(
-                    {
-                        "format": CHECKPOINT_FORMAT,
-                        "fingerprint": fingerprint,
-                        "run_state": run_record,
-                        "best_is_model": best_is_model,
-                        "model": _cpu_state(model),
-                        "optimizer": optimizer.state_dict(),
-                        "optimizer_phase": phase,
-                        "method": method.state_dict(),
-                        "rng": _rng_state(shuffle, device),
-                    },
-                    path,
-                )
-            logger.info(
-                "%s epoch %d (%s): train_loss %.4f val_loss %.4f clean_acc %.3f adv_acc %.3f (%.1fs)",
-                method.name,
-                row["epoch"],
-                phase,
-                train_loss,
-                row["val_loss"],
-                row["val_clean_acc"],
-                row["val_adv_acc"],
-                row["seconds"],
+    @property
+    def bf16(self) -> bool:
+        """bf16 autocast: when training.bf16 asks and the device has it."""
+        return self.settings.bf16 and self.fast.bf16_training
+
+    def epochs(self) -> Iterator[dict[str, Any]]:
+        """Run the epochs left (from a resumed checkpoint's), yielding each history row once it is checkpointed."""
+        end = self.state.epoch if self.state.stopped_early else self.settings.total_epochs
+        augmentation = build_augmentation(self.settings.augmentation)
+        optimizer, phase = None, None
+        for epoch in range(self.state.epoch, end):
+            if _phase(epoch, self.settings) != phase:
+                phase = _phase(epoch, self.settings)
+                optimizer = self.optimizer(phase)
+            row = self.epoch(epoch, phase, optimizer, augmentation)
+            self.state.record(row, self.model, self.settings.patience)
+            finished = self.state.stopped_early or epoch + 1 == self.settings.total_epochs
+            if finished:
+                self.state.restore_best(self.model)
+            if self.checkpoint is not None:
+                self.checkpoint.save(
+                    model=self.model, run_state=self.state, finished=finished, optimizer=optimizer, phase=phase,
+                    method=self.method, rng=rng_state(self.shuffle, self.device),
+                )  # fmt: skip
+            _log_epoch(self.method.name, row)
+            yield row
+            if self.state.stopped_early:
+                break
+
+    def optimizer(self, phase: str) -> torch.optim.Adam:
+        """The phase's fresh Adam, holding a resumed checkpoint's state when it was saved in this phase."""
+        optimizer = _optimizer_for(phase, self.trainable, self.head, self.settings.lr, fused=self.fast.fused_adam)
+        if self.optimizer_resume is not None and self.optimizer_resume[1] == phase:
+            optimizer.load_state_dict(self.optimizer_resume[0])
+        self.optimizer_resume = None
+        return optimizer
+
+    def epoch(
+        self, epoch: int, phase: str, optimizer: torch.optim.Optimizer, augmentation: BatchAugmentation | None
+    ) -> dict[str, Any]:
+        """Train one epoch and validate: the epoch's history row (a non-finite loss is an error)."""
+        started = time.perf_counter()
+        train_images, train_labels, val_images, val_labels = self.splits
+        with counted(self.work, f"train_{phase}"):
+            train_loss, eps_used = _train_epoch(
+                self.model, self.method, optimizer, train_images, train_labels, self.settings.batch_size,
+                self.shuffle, self.device, self.bf16, augmentation=augmentation, seed=self.seed, epoch=epoch,
+                memory_format=self.fast.memory_format,
+            )  # fmt: skip
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(
+                f"{self.method.name}: training loss is {train_loss} in epoch {epoch + 1}; lower training.lr "
+                "or check the inputs"
             )
-            bar.set_postfix(phase=phase, loss=f"{train_loss:.3f}", val=f"{row['val_loss']:.3f}")
+        with counted(self.work, "validation"):
+            scores = validate(
+                self.model, val_images, val_labels, adversary=self.method.adversary,
+                adversarial_loss=self.method.adversarial, batch_size=self.settings.batch_size, device=self.device,
+                bf16=self.bf16, seed=self.seed,
+            )  # fmt: skip
+        return {
+            "epoch": epoch + 1,
+            "phase": phase,
+            "train_loss": train_loss,
+            **scores,
+            "eps_mean": float(eps_used.mean()) if eps_used is not None else math.nan,
+            "eps_std": float(eps_used.std(correction=0)) if eps_used is not None else math.nan,
+            "seconds": time.perf_counter() - started,
+        }
+
+
+def _start(
+    model: nn.Module,
+    method: TrainingMethod,
+    splits: tuple[Tensor, Tensor, Tensor, Tensor],
+    seed: int,
+    device: torch.device,
+    head_parameters: Iterable[nn.Parameter] | None,
+    checkpoint_path: str | Path | None,
+) -> _Run:
+    """Check the inputs, move model and data to `device`, seed, and resume from a checkpoint of this run."""
+    trainable, head = _check_inputs(model, method.settings, head_parameters, splits)
+    fast = fast_paths(device)
+    checkpoint = None
+    if checkpoint_path is not None:
+        checkpoint = Checkpoint(Path(checkpoint_path), fingerprint(method, seed, model, splits))
+    blob = checkpoint.load() if checkpoint is not None else None
+    model_to(model, device, fast.memory_format)
+    method.prepare(len(splits[0]), device)
+    on_device = (splits[0].to(device), splits[1].to(device), *splits[2:])
+    run = _Run(
+        model, method, device, fast, on_device, seed, trainable, head, checkpoint, RunState(),
+        torch.Generator().manual_seed(seed),
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    if blob is not None:
+        run.state = restore(blob, model, method)
+        set_rng_state(blob["rng"], run.shuffle, device)
+        run.optimizer_resume = (blob["optimizer"], blob["optimizer_phase"])
+        logger.info("resuming %s from %s after epoch %d", method.name, checkpoint_path, run.state.epoch)
+    return run
+
+
+def _log_epoch(name: str, row: dict[str, Any]) -> None:
+    logger.info(
+        "%s epoch %d (%s): train_loss %.4f val_loss %.4f clean_acc %.3f adv_acc %.3f (%.1fs)",
+        *(name, row["epoch"], row["phase"], row["train_loss"], row["val_loss"]),
+        *(row["val_clean_acc"], row["val_adv_acc"], row["seconds"]),
+    )
+
+
+def train(
+    model: nn.Module,
+    method: TrainingMethod,
+    train_images: Tensor,
+    train_labels: Tensor,
+    val_images: Tensor,
+    val_labels: Tensor,
+    *,
+    seed: int,
+    device: torch.device | str = "cpu",
+    execution: ExecutionSettings | None = None,
+    head_parameters: Iterable[nn.Parameter] | None = None,
+    checkpoint_path: str | Path | None = None,
+    progress: bool = True,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    work: WorkCounter | None = None,
+) -> TrainResult:
+    """Train `model` in place with `method` (and its settings); on return it holds the best full-phase weights.
+
+    Images are uint8 (N, 3, S, S) and labels int64 (N,); a sample's dataset position (its
+    row in `train_images`) is what the method sees as its index. Seeds torch's global RNG
+    with `seed` (dropout, random starts) and shuffles with its own generator.
+    `head_parameters` are the only trainable parameters in the warm-up (required when
+    warmup_epochs > 0). With `checkpoint_path`, resumes from the checkpoint there when it
+    belongs to this run, and rewrites it after every epoch. `callback(row)` is called
+    with each epoch's history row once that epoch's checkpoint is written.
+    `execution`: threads and deterministic kernels (default: one thread, deterministic). With `work`
+    (a `WorkCounter` on `model`), passes are counted under 'train_warmup', 'train_full' and 'validation'.
+    """
+    execution, device = execution or ExecutionSettings(), torch.device(device)
+    set_threads(execution.threads)
+    splits = (train_images, train_labels, val_images, val_labels)
+    run = _start(model, method, splits, seed, device, head_parameters, checkpoint_path)
+    run.work = work
+    resumed_from, total = run.state.epoch, method.settings.total_epochs
+    bar = tqdm(total=total, initial=resumed_from, disable=not progress, desc=method.name, unit="epoch")
+    restore_determinism = set_deterministic(execution.deterministic)
+    try:
+        for row in run.epochs():
+            bar.set_postfix(phase=row["phase"], loss=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}")
             bar.update()
             if callback is not None:
                 callback(row)
-            if run_state.stopped_early:
-                break
     finally:
         bar.close()
         restore_determinism()
-        for p in trainable:
+        for p in run.trainable:
             p.requires_grad_(True)
-
     return TrainResult(
-        history=pd.DataFrame(run_state.history, columns=HISTORY_SCHEMA.names).astype({"epoch": "int64"}),
-        best_epoch=run_state.best_epoch,
-        best_val_loss=run_state.best_val_loss,
-        stopped_early=run_state.stopped_early,
+        history=pd.DataFrame(run.state.history, columns=HISTORY_SCHEMA.names).astype({"epoch": "int64"}),
+        best_epoch=run.state.best_epoch,
+        best_val_loss=run.state.best_val_loss,
+        stopped_early=run.state.stopped_early,
         resumed_from_epoch=resumed_from,
         method=method.describe(),
         device=str(device),
     )
+
+
+def reference_xi(reference: str | Path, val: Any, batch_size: int, device: torch.device) -> float:
+    """AMAT's ξ: the mean clean validation CE of the STD model at `reference` (the loss level of unseen images)."""
+    model = load_trained(reference, device).model
+    xi = mean_clean_loss(model, val.images, val.labels, batch_size, device)
+    logger.info("AMAT xi = %.4f (mean clean validation CE of %s)", xi, reference)
+    return xi
+
+
+def run_record(
+    result: TrainResult,
+    settings: TrainingSettings,
+    execution: ExecutionSettings,
+    *,
+    seed: int,
+    arch: str,
+    image_size: int,
+    xi: float | None,
+    fast_paths: list[str],
+) -> dict[str, Any]:
+    """The run's identity and outcome for its run.json."""
+    return {
+        "seed": seed,
+        "method": settings.method,
+        "arch": arch,
+        "image_size": image_size,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "stopped_early": result.stopped_early,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "device": result.device,
+        "deterministic": execution.deterministic,
+        "fast_paths": fast_paths,
+        "method_details": result.method,
+        "amat_xi": xi,
+    }

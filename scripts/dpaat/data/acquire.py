@@ -82,15 +82,7 @@ def acquire(
         records = [file_record(path, _role(path.name)) for path in paths]
         layout = "synthetic"
     elif source == "ham10000":
-        remote = list(files)
-        if settings.get("download_masks"):
-            if settings.get("masks_datafile_id") is None:
-                raise DataError(
-                    "data.download_masks is true but data.masks_datafile_id is not set: look up the id of "
-                    f"{MASKS_NAME} on the dataset page (doi:10.7910/DVN/DBW86T) and set it"
-                )
-            remote.append(masks_file(settings["masks_datafile_id"]))
-        records = download_files(remote, settings["base_url"], target, **download_options)
+        records = _ham10000(settings, files, target, download_options)
     elif source == "isic2018":
         base_url = settings.get("isic_base_url") or isic2018.BASE_URL
         downloaded = download_files(isic_files, base_url, target, **download_options)
@@ -98,20 +90,7 @@ def acquire(
         found = find_layout(target, layout="isic2018", md5s={Path(r["path"]).as_posix(): r["md5"] for r in downloaded})
         layout, records = found.name, found.records
     else:
-        if not settings.get("local_dir"):
-            raise DataError(
-                "data.source is local but data.local_dir is not set: point it at the folder (or the Kaggle zip) "
-                "with the HAM10000 files"
-            )
-        # Records carry each file's computed md5 and whether it equals the published one; a
-        # mismatch is a logged notice unless data.require_published_checksums.
-        found = find_layout(
-            settings["local_dir"],
-            files=files,
-            layout=settings.get("local_layout") or "auto",
-            strict=bool(settings.get("require_published_checksums")),
-        )
-        layout, records = found.name, found.records
+        layout, records = _local(settings, files)
     manifest = {
         "source": source,
         "layout": layout,
@@ -122,6 +101,39 @@ def acquire(
         manifest["dataset"] = dataset
     atomic.write_json(manifest, manifest_path)
     return manifest
+
+
+def _ham10000(
+    settings: Mapping[str, Any], files: Sequence[RemoteFile], target: Path, download_options: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Download HAM10000's published files (and the masks when data.download_masks) from the Dataverse."""
+    remote = list(files)
+    if settings.get("download_masks"):
+        if settings.get("masks_datafile_id") is None:
+            raise DataError(
+                "data.download_masks is true but data.masks_datafile_id is not set: look up the id of "
+                f"{MASKS_NAME} on the dataset page (doi:10.7910/DVN/DBW86T) and set it"
+            )
+        remote.append(masks_file(settings["masks_datafile_id"]))
+    return download_files(remote, settings["base_url"], target, **download_options)
+
+
+def _local(settings: Mapping[str, Any], files: Sequence[RemoteFile]) -> tuple[str, list[dict[str, Any]]]:
+    """A local copy of HAM10000 in data.local_dir (a folder or the Kaggle zip): its layout and records."""
+    if not settings.get("local_dir"):
+        raise DataError(
+            "data.source is local but data.local_dir is not set: point it at the folder (or the Kaggle zip) "
+            "with the HAM10000 files"
+        )
+    # Records carry each file's computed md5 and whether it equals the published one; a
+    # mismatch is a logged notice unless data.require_published_checksums.
+    found = find_layout(
+        settings["local_dir"],
+        files=files,
+        layout=settings.get("local_layout") or "auto",
+        strict=bool(settings.get("require_published_checksums")),
+    )
+    return found.name, found.records
 
 
 def _imagefolder(settings: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:

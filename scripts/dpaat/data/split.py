@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .. import io as atomic
+from ..tables import RIGHT, markdown, markdown_table
 from .errors import DataError
 from .extract import METADATA_KEY
 
@@ -201,19 +202,19 @@ def write_splits(splits: pd.DataFrame, path: str | os.PathLike, metadata: Mappin
 
 def count_markdown(table: pd.DataFrame) -> str:
     """The count table as Markdown: one row per class, requested / achieved per split."""
-    lines = ["| class | " + " | ".join(SPLITS) + " |", "|---|" + "--:|" * len(SPLITS)]
-    for dx, rows in table.groupby("dx", sort=False):
+    rows = []
+    for dx, dx_rows in table.groupby("dx", sort=False):
         cells = []
         for split in SPLITS:
-            row = rows[rows["split"] == split].iloc[0]
+            row = dx_rows[dx_rows["split"] == split].iloc[0]
             mark = "" if row["achieved"] == row["requested"] else " *"
             cells.append(f"{row['achieved']} / {row['requested']}{mark}")
-        lines.append(f"| {dx} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append(
-        "Images per class and split, achieved / requested; * marks where whole lesions allowed no exact count."
+        rows.append([dx, *cells])
+    return markdown(
+        markdown_table(["class", *SPLITS], ["---"] + [RIGHT] * len(SPLITS), rows, padded_rule=False),
+        "",
+        "Images per class and split, achieved / requested; * marks where whole lesions allowed no exact count.",
     )
-    return "\n".join(lines) + "\n"
 
 
 def _check_lesions_have_one_dx(index: pd.DataFrame, classes: Sequence[str]) -> None:
