@@ -54,9 +54,10 @@ rule corruption_tables:
     conda:
         "../envs/report.yaml"
     params:
-        methods=PLAN.report_methods,
-        corruptions=PLAN.corruption_names,
-        attacks=list(PLAN.attacks),
+        # Lists that read as words in the report; a change of any reruns the evaluate jobs, so the inputs change too.
+        methods=readable_param(PLAN.report_methods),
+        corruptions=readable_param(PLAN.corruption_names),
+        attacks=readable_param(list(PLAN.attacks)),
         reliability_attack=PLAN.confusion_attack,
         bins=config["report"]["calibration_bins"],
         panel_severity=config["corruptions"]["panel_severity"],
