@@ -193,14 +193,14 @@ def evaluate_claims(
             for a, b in claim.arms()
         ]  # fmt: skip
         plans.append((claim, decide(claim, mine, alpha), ""))
+    # Every tested claim, directional and equality, is one Holm family.
     decisions = [d for _, d, _ in plans if d is not None]
-    family = decisions
-    for d, p_holm in zip(family, stats.holm([d.p for d in family], alpha)):
+    for d, p_holm in zip(decisions, stats.holm([d.p for d in decisions], alpha)):
         d.p_holm = float(p_holm)
     # Holm's threshold at each claim's rank: α / (K − rank + 1); the deciding comparison's own p
     # must also beat the claim's Bonferroni factor.
-    for rank, i in enumerate(np.argsort([d.p for d in family], kind="stable")):
-        family[i].threshold = alpha / (len(family) - rank) / family[i].factor
+    for rank, i in enumerate(np.argsort([d.p for d in decisions], kind="stable")):
+        decisions[i].threshold = alpha / (len(decisions) - rank) / decisions[i].factor
     _warn_of_floors(decisions, n_permutations, alpha)
     rows = [_verdict_row(claim, d, reason, alpha) for claim, d, reason in plans]
     return pd.DataFrame(rows), decisions
