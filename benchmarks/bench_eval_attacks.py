@@ -41,7 +41,7 @@ def main() -> None:
     cfg = yaml.safe_load(Path(args.config).read_text())
     validate(cfg, str(REPO / "config" / "schema" / "config.schema.yaml"))
     attacks = {a["name"]: {k: v for k, v in a.items() if k != "name"} for a in cfg["attacks"]}
-    plan = SanityPlan.from_config(cfg["sanity"], cfg["training"]["adversary"])
+    plan = SanityPlan.from_config(cfg["sanity"], cfg["training"]["adversary"], attacks)
     groups = {
         "test": {n: a for n, a in attacks.items() if n not in args.extra},
         "extra": {n: a for n, a in attacks.items() if n in args.extra},

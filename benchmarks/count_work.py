@@ -6,7 +6,9 @@ For each model (e.g. the default run's results/models/0/std/mobilenet_v2/weights
 .../sat/...): evaluates the config's test and sanity attacks (with --extra also APGD,
 Square and AutoAttack at small budgets) with a `dpaat.work_count.WorkCounter`, and prints
 per attack the counted forward-equivalents per image, the model's figure
-(`dpaat.attack_kinds.forward_units` fed the measured clean and robust accuracy) and their ratio.
+(`dpaat.attack_kinds.forward_units` fed the measured clean and robust accuracy) and their ratio,
+and for Square the mean queries an image it fooled took, implied by its count (the figure
+`dpaat.attack_kinds.SQUARE_QUERIES_TO_FOOL` assumes).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from dpaat.attack_kinds import forward_units  # noqa: E402
+from dpaat.attack_kinds import SQUARE_QUERIES_TO_FOOL, forward_units  # noqa: E402
 from dpaat.data import load_cache  # noqa: E402
 from dpaat.evaluation import CLEAN, attack_specs, evaluate_model  # noqa: E402
 from dpaat.job_resources import evaluation_attacks, load_config  # noqa: E402
@@ -50,9 +52,20 @@ def count(weights: str, test_cache: str, attacks: dict, batch_size: int) -> list
         modelled = forward_units(entry, len(trained.classes), clean, robust)
         rows.append(
             {"model": weights, "attack": name, "kind": entry["kind"], "clean": clean, "robust": robust,
-             "counted": counted, "model_units": modelled, "ratio": modelled / counted}
+             "counted": counted, "model_units": modelled, "ratio": modelled / counted,
+             "queries_to_fool": queries_to_fool(entry, counted, clean, robust)}
         )  # fmt: skip
     return rows
+
+
+def queries_to_fool(entry: dict, counted: float, clean: float, robust: float) -> float | None:
+    """Square's mean queries per image it fooled, from its counted units per image: what is left of the count
+    after the first prediction, the start and check of each correct image, the robust images' full
+    budgets and the final prediction (`dpaat.attack_kinds._square_units`), over the fooled fraction."""
+    fooled = clean - robust
+    if entry["kind"] != "square" or fooled <= 0:
+        return None
+    return (counted - (1 + 2 * clean + robust * entry["queries"] + 1)) / fooled
 
 
 def main() -> int:
@@ -73,12 +86,15 @@ def main() -> int:
         rows += count(weights, args.test_cache, attacks, config["evaluation"]["batch_size"])
     print(
         f"{'model':<48} {'attack':<14} {'kind':<10} {'clean':>5} {'robust':>6} {'counted':>8} {'model':>8} {'ratio':>6}"
+        f" {'to fool':>7}"
     )
     for r in rows:
+        to_fool = "" if r["queries_to_fool"] is None else f"{r['queries_to_fool']:.1f}"
         print(
             f"{r['model'][-48:]:<48} {r['attack']:<14} {r['kind']:<10} {r['clean']:>5.2f} {r['robust']:>6.2f} "
-            f"{r['counted']:>8.1f} {r['model_units']:>8.1f} {r['ratio']:>6.3f}"
+            f"{r['counted']:>8.1f} {r['model_units']:>8.1f} {r['ratio']:>6.3f} {to_fool:>7}"
         )
+    print(f"(to fool: Square's mean queries per image it fooled; the cost model assumes {SQUARE_QUERIES_TO_FOOL:g})")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

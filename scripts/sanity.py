@@ -14,7 +14,7 @@ from dpaat.sanity import SanityPlan, chance_level, sanity_markdown, sanity_table
 
 log = setup_logging(snakemake.log[0])
 metrics = read_metrics(snakemake.input.metrics)
-plan = SanityPlan.from_config(snakemake.params.sanity, snakemake.params.adversary)
+plan = SanityPlan.from_config(snakemake.params.sanity, snakemake.params.adversary, snakemake.params.attacks)
 table = sanity_table(metrics, plan, snakemake.params.attacks)
 write_parquet(table, snakemake.output.sanity)
 write_text(table.to_csv(index=False, float_format="%.6g"), snakemake.output.table_csv)

@@ -11,7 +11,7 @@ from scipy import stats
 from torch import nn
 
 from dpaat.attack_kinds import autoattack_version
-from dpaat.attacks import AttackSpec, fgsm, ifgsm, pgd, run_attack
+from dpaat.attacks import AttackSpec, cascade, fgsm, ifgsm, pgd, run_attack
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -354,6 +354,48 @@ def test_autoattack_is_at_least_as_strong_as_pgd_and_stays_in_the_ball():
     auto = accuracy({"kind": "autoattack", "eps": eps, "steps": 20, "queries": 100})
     assert clean > 0.8 and pgd20 < clean  # the attack has something to find
     assert auto <= pgd20
+
+
+def _untargeted_autoattack(model: nn.Module, eps: float, steps: int, queries: int) -> list:
+    """Our AutoAttack's untargeted ensemble for three classes, as torchattacks objects."""
+    common = {"norm": "L2", "eps": eps, "seed": 0}
+    return [
+        torchattacks.APGD(model, steps=steps, n_restarts=1, loss="ce", **common),
+        torchattacks.APGD(model, steps=steps, n_restarts=1, loss="dlr", **common),
+        torchattacks.FAB(model, steps=steps, n_restarts=1, n_classes=3, **common),
+        torchattacks.Square(model, n_queries=queries, n_restarts=1, **common),
+    ]
+
+
+def test_cascade_is_torchattacks_multiattack_and_keeps_the_white_box_stage():
+    """Our cascade equals MultiAttack of all four attacks, and its kept stage MultiAttack of the first three."""
+    model, x, y = _stronger_net()
+    ensemble = _untargeted_autoattack(model, 0.6, 10, 100)
+    white_box, final = cascade(model, ensemble, x, y, keep_after=3)
+    torch.testing.assert_close(final, torchattacks.MultiAttack(ensemble)(x, y), rtol=0, atol=0)
+    torch.testing.assert_close(white_box, torchattacks.MultiAttack(ensemble[:3])(x, y), rtol=0, atol=0)
+    torch.testing.assert_close(cascade(model, ensemble, x, y), final, rtol=0, atol=0)
+    with torch.no_grad():
+        correct = [int((model(images).argmax(1) == y).sum()) for images in (x, white_box, final)]
+    assert correct[0] > correct[1] >= correct[2], correct  # the white-box attacks break images: no trivial case
+
+
+def test_autoattack_white_box_stage_is_autoattack_without_square():
+    """One AutoAttack run gives both rows: its white-box attacks (queries 0) and the whole ensemble."""
+    model, x, y = _stronger_net()
+    whole = AttackSpec.from_config({"kind": "autoattack", "eps": 0.6, "steps": 10, "queries": 100})
+    white_box, final = whole.perturb_with_stage(model, x, y)
+    torch.testing.assert_close(final, whole.perturb(model, x, y), rtol=0, atol=0)
+    alone = AttackSpec.from_config({"kind": "autoattack", "eps": 0.6, "steps": 10, "queries": 0})
+    torch.testing.assert_close(white_box, alone.perturb(model, x, y), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="earlier stage"):
+        alone.perturb_with_stage(model, x, y)
+    # The GPU's layout (gpu.fast_paths): a channels_last model and batch give the same pair.
+    last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    pair = whole.perturb_with_stage(last, x.contiguous(memory_format=torch.channels_last), y)
+    torch.testing.assert_close(pair, (white_box, final))
+    with pytest.raises(ValueError, match="queries >= 1"):
+        AttackSpec.from_config({"kind": "square", "eps": 0.6, "queries": 0})
 
 
 def test_new_kinds_resolve_with_their_defaults_and_refuse_foreign_options():

@@ -120,7 +120,8 @@ def eval_attacks(root: Path, configs: tuple[str, ...]) -> tuple[int, int]:
     for name in configs:
         update_config(config, yaml.safe_load((root / name).read_text()))
     validate(config, str(root / "config/schema/config.schema.yaml"))
-    plan = SanityPlan.from_config(config["sanity"], config["training"]["adversary"])
+    attacks = {a["name"]: a for a in config["attacks"]}
+    plan = SanityPlan.from_config(config["sanity"], config["training"]["adversary"], attacks)
     return len(config["attacks"]), len(plan.attacks)
 
 

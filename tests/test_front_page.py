@@ -52,6 +52,7 @@ def render(cfg: dict) -> str:
         ({"kind": "apgd", "eps": 0.3, "loss": "dlr"}, "100-step APGD-DLR, L2 ε = 0.3"),
         ({"kind": "square", "eps": 0.3, "queries": 100}, "Square (100 queries), L2 ε = 0.3"),
         ({"kind": "autoattack", "eps": 0.3}, "AutoAttack (100-step APGD, 5000-query Square), L2 ε = 0.3"),
+        ({"kind": "autoattack", "eps": 0.3, "queries": 0}, "AutoAttack's white-box attacks (100-step APGD, FAB), L2 ε = 0.3"),
     ],
 )
 def test_attacks_in_words(attack, label):

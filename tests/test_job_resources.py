@@ -76,13 +76,12 @@ def test_hand_worked_paper_resnet34_dpaat():
     # then on the r left APGD-DLR 1 + 202 + 1, FAB 1 + 2 + 100 x (3 + 2) + 1, Square 1 + 2 + 5000 + 1,
     # and the final prediction. Sanity: 10 curve points of 10 steps (21 each); restart1 read off
     # the best of 5 (its prediction, 1); the best of 5 = 20 (steps) + its fooled check 1 + 4 x r x (20 + 1) + 1;
-    # Square-1000: 1 + 2c + 1000 r + (c - r) x 9 queries to fool + 1. The 15 dermoscopy
-    # corruptions at 5 severities: one forward pass each (75).
+    # the black-box check reads AutoAttack's white-box stages off its run (their prediction, 1) instead
+    # of a 1000-query Square of its own. The 15 dermoscopy corruptions at 5 severities: one forward pass each (75).
     c, r = 0.76, 0.65
     apgd = 1 + 202 * c + 1
     autoattack = apgd + r * 204 + r * 504 + r * 5004 + 1
-    square = 1 + 2 * c + 1000 * r + (c - r) * 9 + 1
-    units = 208 + apgd + autoattack + 10 * 21 + 1 + (21 + 4 * r * 21 + 1) + square + 75
+    units = 208 + apgd + autoattack + 10 * 21 + 1 + (21 + 4 * r * 21 + 1) + 1 + 75
     assert work_gflop(config, "evaluate", "resnet34", "dpaat") == pytest.approx(897 * units * 3.664)
     # An STD model (robust accuracy 0.12) leaves Square and FAB far fewer images.
     assert work_gflop(config, "evaluate", "resnet34", "std") < 0.4 * work_gflop(config, "evaluate", "resnet34", "dpaat")

@@ -35,7 +35,7 @@ def test_the_paper_shaped_workflow_runs_to_the_end_with_every_fast_path(tmp_path
     assert "gpu.fast_paths: always): channels_last" in (results / "logs/gradcam/mobilenet_v2.log").read_text()
     metrics = pd.read_parquet(results / "metrics/metrics.parquet")
     test_attacks = {"clean", "fgsm", "ifgsm2", "pgd2", "apgd", "autoattack", "square5"}
-    assert test_attacks < set(metrics["attack"]) and {"square", "restarts", "curvel2x4"} < set(metrics["attack"])
+    assert test_attacks < set(metrics["attack"]) and {"autoattackwhitebox", "restarts", "curvel2x4"} < set(metrics["attack"])
     assert sorted(metrics["method"].unique()) == sorted(methods) and metrics["accuracy"].between(0, 1).all()
     for table in ("table1", "table2", "baselines", "claims", "sanity", "gradcam"):
         assert (results / f"tables/{table}.md").stat().st_size > 0, table

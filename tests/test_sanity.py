@@ -86,10 +86,13 @@ def trained(data) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
 
 def _flags(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 4.0, sanity=SANITY
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 4.0, sanity=SANITY, autoattack: bool = False
 ) -> dict[str, bool | None]:
-    plan = SanityPlan.from_config(sanity, {"norm": "l2", "eps": eps})
     test_attacks = {**TEST_ATTACKS, "pgd20": {"kind": "pgd", "eps": eps, "steps": 20}}
+    if autoattack:
+        test_attacks["autoattack"] = {"kind": "autoattack", "eps": eps, "steps": 10, "queries": sanity["square_queries"]}
+    plan = SanityPlan.from_config(sanity, {"norm": "l2", "eps": eps}, test_attacks)
+    assert (plan.square_name is None) == autoattack and (plan.black_box is not None) == autoattack
     logits = evaluate_model(model, x, y, attack_specs({**test_attacks, **plan.attacks}), batch_size=64, device="cpu")
     accuracy = {name: float((out.argmax(1) == y).float().mean()) for name, out in logits.items()}
     assert accuracy["clean"] == 1.0
@@ -111,13 +114,36 @@ def test_an_ordinary_adversarially_trained_model_passes_every_check(data):
     assert flags == dict.fromkeys(CHECKS, True)
 
 
-def test_a_gradient_masked_model_is_flagged(trained):
+@pytest.mark.parametrize("autoattack", [False, True], ids=["own_square", "autoattacks_square"])
+def test_a_gradient_masked_model_is_flagged(trained, autoattack):
     net, x, y = trained
-    flags = _flags(Quantised(net), x, y)
+    flags = _flags(Quantised(net), x, y, autoattack=autoattack)
     # No gradient: PGD never moves the image, so accuracy stays at 100 % at any eps, and
-    # Square (no gradients needed) breaks what PGD cannot.
+    # Square (no gradients needed) breaks what PGD cannot, alone or after AutoAttack's APGD and FAB.
     failed = {check for check, passed in flags.items() if passed is False}
     assert failed == {"l2_reaches_chance", "linf_reaches_chance", "square_not_stronger"}
+
+
+def test_an_ordinary_model_passes_the_black_box_check_read_off_autoattack(trained):
+    net, x, y = trained
+    assert _flags(net, x, y, autoattack=True) == dict.fromkeys(CHECKS, True)
+
+
+def test_the_black_box_check_reads_a_test_autoattack_at_the_training_eps_with_enough_queries():
+    """AutoAttack's Square stands in for the check's own only at the training eps and norm with at least its budget."""
+    auto = {"kind": "autoattack", "eps": 4.0, "steps": 10, "queries": 300, "seed": 2}
+    plan = SanityPlan.from_config(SANITY, {"norm": "l2", "eps": 4.0}, {**TEST_ATTACKS, "aa": auto})
+    assert "square" not in plan.attacks and plan.black_box == ("aawhitebox", "aa")
+    assert plan.attacks["aawhitebox"] == {**auto, "norm": "l2", "queries": 0}
+    for other in ({**auto, "eps": 2.0}, {**auto, "queries": 299}, {**auto, "norm": "linf"}):
+        plan = SanityPlan.from_config(SANITY, {"norm": "l2", "eps": 4.0}, {**TEST_ATTACKS, "aa": other})
+        assert plan.black_box is None and plan.attacks["square"]["queries"] == 300, other
+    # The gap is what Square broke after APGD and FAB failed: 0.40 -> 0.30 is 0.10, over the tolerance.
+    plan = SanityPlan.from_config(SANITY, {"norm": "l2", "eps": 4.0}, {**TEST_ATTACKS, "aa": auto})
+    accuracy = {"clean": 0.9, "pgd20": 0.4, "aawhitebox": 0.4, "aa": 0.3}
+    row = {r["check"]: r for r in sanity_checks(accuracy, plan, TEST_ATTACKS, 1 / 3)}["square_not_stronger"]
+    assert row["passed"] is False and row["value"] == pytest.approx(0.1)
+    assert "Square broke 0.100 of the test images AutoAttack's white-box attacks left" in row["detail"]
 
 
 def test_each_check_flags_its_own_symptom():

@@ -73,8 +73,10 @@ def _square_cost(steps: int, restarts: int, queries: int, n_classes: int, clean:
 
 
 def _autoattack_cost(steps: int, restarts: int, queries: int, n_classes: int, clean: float, robust: float) -> float:
-    # torchattacks.MultiAttack: the first attack sees every image, each later one the images still
-    # correct (modelled as the final `robust` fraction); after each, a prediction of the images it was given.
+    # The cascade (dpaat.attacks.cascade): the first attack sees every image, each later one the images
+    # still correct, modelled as the final `robust` fraction: a lower bound where APGD-DLR and FAB still
+    # break images APGD-CE left (7-14 % under on the tests' tiny models; tests/test_cost.py). After
+    # each attack, a prediction of the images it was given.
     first = _apgd_units(steps, 1, clean, clean) + 1
     if autoattack_version(n_classes) == "standard":
         # APGD-T: one 2 × (steps + 1) run per target class; FAB-T: per target a start, then a
@@ -87,7 +89,8 @@ def _autoattack_cost(steps: int, restarts: int, queries: int, n_classes: int, cl
         later = (robust * (_apgd_units(steps, 1, 1.0, 1.0) + 1) if n_classes >= 3 else 0.0) + robust * (
             1 + 2 + steps * (n_classes + 2) + 1
         )
-    square = robust * (_square_units(queries, 1.0, 1.0) + 1)
+    # Square (none with queries 0: the white-box attacks alone).
+    square = robust * (_square_units(queries, 1.0, 1.0) + 1) if queries else 0.0
     # The class-count check (one image per batch) and the final prediction.
     return first + later + square + 1
 
@@ -98,9 +101,9 @@ class Kind:
 
     `norm`, `steps`, `restarts` and `queries` are the defaults of an entry that names
     none (`restarts` is also the fewest accepted; `queries` > 0 means the kind has a query
-    budget, which must then be >= 1); `step_size(eps, steps)` the default step size;
-    `options` the optional keys beyond name, kind, eps and norm; `linf_only`: the kind is
-    defined in Linf; `one_step`: exactly one step of size eps (FGSM).
+    budget, which must then be >= `min_queries`); `step_size(eps, steps)` the default step
+    size; `options` the optional keys beyond name, kind, eps and norm; `linf_only`: the kind
+    is defined in Linf; `one_step`: exactly one step of size eps (FGSM).
     """
 
     norm: Norm
@@ -110,6 +113,7 @@ class Kind:
     restarts: int = 0
     queries: int = 0
     step_size: Callable[[float, int], float] = lambda eps, steps: 0.0
+    min_queries: int = 1
     linf_only: bool = False
     one_step: bool = False
 
@@ -126,8 +130,9 @@ KINDS: Mapping[str, Kind] = {
     "apgd": Kind("l2", frozenset({"steps", "loss", "restarts", "seed"}), _apgd_cost, steps=100, restarts=1),
     "square": Kind("l2", frozenset({"queries", "restarts", "seed"}), _square_cost, restarts=1,
                    queries=DEFAULT_QUERIES),
+    # queries 0: AutoAttack without its Square stage, i.e. its white-box attacks alone.
     "autoattack": Kind("l2", frozenset({"steps", "queries", "seed"}), _autoattack_cost, steps=100,
-                       queries=DEFAULT_QUERIES),
+                       queries=DEFAULT_QUERIES, min_queries=0),
 }  # fmt: skip
 OPTIONAL_KEYS = frozenset().union(*(kind.options for kind in KINDS.values()))
 
@@ -150,7 +155,7 @@ def forward_units(attack: Mapping[str, Any], n_classes: int, clean: float = 1.0,
     kind = kind_of(attack["kind"])
     steps = attack.get("steps") or kind.steps
     restarts = attack.get("restarts") or kind.restarts
-    queries = attack.get("queries") or DEFAULT_QUERIES
+    queries = kind.queries if attack.get("queries") is None else int(attack["queries"])
     return kind.cost(steps, restarts, queries, n_classes, clean, robust)
 
 
@@ -185,3 +190,41 @@ def first_start_pairs(attacks: Mapping[str, Mapping[str, Any]]) -> dict[str, str
                 pairs[best] = first
                 break
     return pairs
+
+
+def white_box_pairs(attacks: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """{AutoAttack's name: the name of its white-box stages}: pairs the evaluation runs as one attack.
+
+    An AutoAttack entry with `queries: 0` (APGD and FAB, no Square) is the white-box part of a
+    later AutoAttack entry with a Square budget and otherwise the same settings: the cascade
+    reaches the same images before its Square stage, so the evaluation reads it off that run.
+    """
+
+    def settings(entry: Mapping[str, Any]) -> tuple[float, int, str, int]:
+        kind = KINDS["autoattack"]
+        return (float(entry["eps"]), int(entry.get("steps") or kind.steps), entry.get("norm") or kind.norm,
+                int(entry.get("seed") or 0))  # fmt: skip
+
+    def is_autoattack(entry: Mapping[str, Any], with_square: bool) -> bool:
+        queries = kind_of("autoattack").queries if entry.get("queries") is None else int(entry["queries"])
+        return entry.get("kind") == "autoattack" and (queries > 0) == with_square
+
+    pairs: dict[str, str] = {}
+    for part, entry in attacks.items():
+        if not is_autoattack(entry, with_square=False):
+            continue
+        for whole, other in attacks.items():
+            if whole not in pairs and is_autoattack(other, with_square=True) and settings(other) == settings(entry):
+                pairs[whole] = part
+                break
+    return pairs
+
+
+def stage_pairs(attacks: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """{attack's name: the name of an entry that is an earlier stage of its run}: the first start of a
+    best-of-k PGD (`first_start_pairs`) and AutoAttack's white-box stages (`white_box_pairs`).
+
+    The evaluation runs each such pair once and reads both rows off that run; the earlier
+    stage then costs only the prediction of its images.
+    """
+    return {**first_start_pairs(attacks), **white_box_pairs(attacks)}

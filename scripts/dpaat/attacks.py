@@ -330,6 +330,30 @@ def square(
         return attack(x, y).detach()
 
 
+def cascade(model: nn.Module, attacks: list[Any], x: Tensor, y: Tensor, *, keep_after: int | None = None) -> Any:
+    """torchattacks.MultiAttack's cascade: each attack on the images the earlier ones left correct.
+
+    Returns the adversarial images (an image no attack fooled keeps its input); with
+    `keep_after` = k, the pair (the images after the first k attacks, after all of them),
+    which is what MultiAttack of the first k attacks would have returned beside it.
+    `model` is the attacks' own model (it predicts each attack's images, as MultiAttack does).
+    """
+    final = x.clone()
+    left = torch.arange(len(x), device=x.device)
+    kept = final.clone() if keep_after == 0 else None
+    for done, attack in enumerate(attacks, start=1):
+        if len(left):
+            adversarial = attack(x[left], y[left])
+            with torch.no_grad():
+                # torch.max, as MultiAttack: ties go where its argmax sends them.
+                wrong = torch.max(model(adversarial), 1)[1] != y[left]
+            final[left[wrong]] = adversarial[wrong]
+            left = left[~wrong]
+        if done == keep_after:
+            kept = final.clone()
+    return final if keep_after is None else (kept, final)
+
+
 def autoattack(
     model: nn.Module,
     x: Tensor,
@@ -340,14 +364,17 @@ def autoattack(
     queries: int,
     norm: Norm = "l2",
     seed: int = 0,
-) -> Tensor:
+    keep_white_box: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """AutoAttack: its standard version with at least four classes, else our untargeted ensemble.
 
     Standard (Croce and Hein): APGD-CE, then APGD-T and FAB-T targeting the nine most likely
     other classes (all others when fewer), then Square, each on the images the earlier ones
     missed. APGD-T's targeted DLR loss needs a fourth-largest logit, so with two or three
     classes the ensemble is APGD-CE, APGD-DLR (three classes and up), FAB and Square: with
-    so few classes the untargeted attacks already aim at every other class.
+    so few classes the untargeted attacks already aim at every other class. `queries` 0
+    leaves Square out (the white-box attacks alone); with `keep_white_box`, returns the pair
+    (the images after the white-box attacks, after Square too) from one run.
     """
     _check_images(x, y)
     n_classes = _n_classes(model, x, 2, "AutoAttack")
@@ -368,9 +395,15 @@ def autoattack(
             if n_classes >= 3:
                 attacks.append(torchattacks.APGD(model, steps=steps, n_restarts=1, loss="dlr", **common))
             attacks.append(torchattacks.FAB(model, steps=steps, n_restarts=1, n_classes=n_classes, **common))
-        attacks.append(torchattacks.Square(model, n_queries=queries, n_restarts=1, **common))
-        attack = torchattacks.MultiAttack(attacks)
-        return attack(x, y).detach()
+        white_box = len(attacks)
+        if queries:
+            attacks.append(torchattacks.Square(model, n_queries=queries, n_restarts=1, **common))
+        elif keep_white_box:
+            raise ValueError("AutoAttack without Square (queries 0) has no stage after its white-box attacks")
+        if keep_white_box:
+            white_box_images, final = cascade(model, attacks, x, y, keep_after=white_box)
+            return white_box_images.detach(), final.detach()
+        return cascade(model, attacks, x, y).detach()
 
 
 @dataclass(frozen=True)
@@ -409,8 +442,10 @@ class AttackSpec:
             raise ValueError(f"attack loss must be 'ce' or 'dlr', got {self.loss!r}")
         if self.restarts < kind.restarts:  # the default is also the least a kind accepts
             raise ValueError(f"{self.kind} restarts must be >= {kind.restarts}, got {self.restarts}")
-        if kind.queries and self.queries < 1:
-            raise ValueError(f"{self.kind} needs queries >= 1 (Square's query budget), got {self.queries}")
+        if kind.queries and self.queries < kind.min_queries:
+            raise ValueError(
+                f"{self.kind} needs queries >= {kind.min_queries} (Square's query budget), got {self.queries}"
+            )
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> AttackSpec:
@@ -450,14 +485,18 @@ class AttackSpec:
             seed=int(given.get("seed", 0)),
         )
 
-    def perturb_with_first_start(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """A PGD with restarts: (its first random start's images, the best of its starts), from one run."""
-        if self.kind != "pgd" or self.restarts < 1:
-            raise ValueError(f"only PGD with random starts has a first start, not {self}")
-        return pgd_restarts(
-            model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size, norm=self.norm,
-            restarts=self.restarts, seed=self.seed, keep_first=True,
-        )  # fmt: skip
+    def perturb_with_stage(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(An earlier stage's images, the final images) from one run (`dpaat.attack_kinds.stage_pairs`):
+        a PGD with restarts gives its first random start, AutoAttack its white-box attacks' result."""
+        if self.kind == "pgd" and self.restarts >= 1:
+            return pgd_restarts(
+                model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size, norm=self.norm,
+                restarts=self.restarts, seed=self.seed, keep_first=True,
+            )  # fmt: skip
+        if self.kind == "autoattack" and self.queries > 0:
+            return autoattack(model, x, y, eps=self.eps, steps=self.steps, queries=self.queries, norm=self.norm,
+                              seed=self.seed, keep_white_box=True)  # fmt: skip
+        raise ValueError(f"only PGD with random starts and AutoAttack with Square have an earlier stage, not {self}")
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Adversarial examples for one batch (deterministic: zero start or seeded random starts)."""
@@ -525,13 +564,13 @@ def run_attack(
     device: torch.device | str,
     *,
     progress: bool = False,
-    with_first_start: bool = False,
+    with_stage: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Attack a dataset batch by batch on `device` (where `model` must already be).
 
     `x` is uint8 or float in [0, 1], `y` the labels; returns float32 adversarial images
-    (same shape as x) on the CPU; with `with_first_start` (PGD with restarts), the pair
-    (first random start's images, best of the starts).
+    (same shape as x) on the CPU; with `with_stage`, the pair (an earlier stage's images,
+    the final ones) of `AttackSpec.perturb_with_stage`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -544,17 +583,17 @@ def run_attack(
             f"model is on {param.device} but the attack runs on {device}; call model.to({str(device)!r}) first"
         )
     batches = zip(x.split(batch_size), y.split(batch_size))
-    firsts, out = [], []
+    stages, out = [], []
     for xb, yb in tqdm(batches, total=math.ceil(len(x) / batch_size), disable=not progress, desc=spec.kind):
         xb, yb = device_images(xb, device), yb.to(device)
-        if with_first_start:
-            first, best = spec.perturb_with_first_start(model, xb, yb)
-            firsts.append(first.float().cpu())
+        if with_stage:
+            stage, final = spec.perturb_with_stage(model, xb, yb)
+            stages.append(stage.float().cpu())
         else:
-            best = spec.perturb(model, xb, yb)
-        out.append(best.float().cpu())
-    if with_first_start:
-        return _cat(firsts, x.shape), _cat(out, x.shape)
+            final = spec.perturb(model, xb, yb)
+        out.append(final.float().cpu())
+    if with_stage:
+        return _cat(stages, x.shape), _cat(out, x.shape)
     return _cat(out, x.shape)
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from dpaat.attack_kinds import first_start_pairs
+from dpaat.attack_kinds import stage_pairs
 from dpaat.attacks import AttackSpec, run_attack
 from dpaat.io import save_torch
 from dpaat.predict import predict_logits
@@ -73,24 +73,25 @@ def evaluate_model(
     with counted(work, CLEAN):
         logits = {CLEAN: predict_logits(model, images, batch_size=batch_size, device=device)}
     log.info("%s: accuracy %.4f", CLEAN, _accuracy(logits[CLEAN], labels))
-    # A PGD's first random start is read off its best-of-k run (one attack, two rows).
-    pairs = first_start_pairs({n: asdict(a) for n, a in attacks.items()})
-    first_of = {**pairs, **{first: first for first in pairs.values()}}
-    best_of = {**{best: best for best in pairs}, **{first: best for best, first in pairs.items()}}
+    # A PGD's first random start is read off its best-of-k run, AutoAttack's white-box stages off
+    # the whole AutoAttack (one attack, two rows).
+    pairs = stage_pairs({n: asdict(a) for n, a in attacks.items()})
+    stage_of = {**pairs, **{stage: stage for stage in pairs.values()}}
+    whole_of = {**{whole: whole for whole in pairs}, **{stage: whole for whole, stage in pairs.items()}}
     for name, spec in attacks.items():
         if name in logits:
             continue
-        best = best_of.get(name)
-        with counted(work, best or name):
-            if best is None:
+        whole = whole_of.get(name)
+        with counted(work, whole or name):
+            if whole is None:
                 adversarial = {name: run_attack(model, images, labels, spec, batch_size=batch_size, device=device)}
             else:
                 adversarial = dict(
                     zip(
-                        (first_of[name], best),
+                        (stage_of[name], whole),
                         run_attack(
-                            model, images, labels, attacks[best], batch_size=batch_size, device=device,
-                            with_first_start=True,
+                            model, images, labels, attacks[whole], batch_size=batch_size, device=device,
+                            with_stage=True,
                         ),
                     )
                 )  # fmt: skip

@@ -52,9 +52,11 @@ def attack_label(attack: Mapping[str, Any]) -> str:
     kind = attack["kind"]
     norm = attack.get("norm") or KINDS[kind].norm
     steps = int(attack.get("steps") or KINDS[kind].steps)
-    queries = int(attack.get("queries") or DEFAULT_QUERIES)
+    queries = DEFAULT_QUERIES if attack.get("queries") is None else int(attack["queries"])
     if kind == "apgd":
         name = f"{steps}-step APGD-{(attack.get('loss') or 'ce').upper()}"
+    elif kind == "autoattack" and queries == 0:
+        name = f"AutoAttack's white-box attacks ({steps}-step APGD, FAB)"
     elif kind == "autoattack":
         name = f"AutoAttack ({steps}-step APGD, {queries}-query Square)"
     elif kind == "square":

@@ -106,7 +106,7 @@ class Plan:
         self.methods = list(config["training"]["methods"])
         self.attacks = test_attacks(config)
         # Sanity checks against gradient masking add test attacks of their own (dpaat.sanity).
-        self.sanity = SanityPlan.from_config(config["sanity"], config["training"]["adversary"])
+        self.sanity = SanityPlan.from_config(config["sanity"], config["training"]["adversary"], self.attacks)
         self.sanity.check_names(self.attacks)
         # What every evaluate job runs: the configured test attacks, then the sanity attacks.
         self.eval_attacks = {**self.attacks, **self.sanity.attacks}

@@ -5,8 +5,11 @@ no more robust. Its tell-tale signs, each a named check here: robust accuracy do
 fall as eps grows, or stays above chance at an eps large enough to change any image's
 class; more PGD steps score *higher* than fewer; the best of k random starts breaks
 markedly more images than its first start alone (one run gets stuck on a rugged loss
-surface); the black-box Square attack (which needs no gradient) is markedly stronger
-than white-box PGD at the same eps; iterative I-FGSM is weaker than single-step FGSM.
+surface); the black-box Square attack (which needs no gradient) breaks markedly more
+images than the white-box attacks at the same eps; iterative I-FGSM is weaker than
+single-step FGSM. Where a test AutoAttack runs at the training eps with at least the
+check's query budget, the black-box check reads its cascade (the images its Square broke
+after APGD and FAB failed) instead of running a Square of its own.
 
 `SanityPlan.from_config` turns the `sanity` config into extra test attacks (ordinary
 attack config entries, run by the evaluation like the others); `sanity_checks` reads the
@@ -34,7 +37,10 @@ CHECKS: dict[str, str] = {
     "linf_reaches_chance": "Linf robust accuracy at the largest eps is at or below chance",
     "more_steps_not_weaker": "PGD with more steps never scores higher than with fewer (training eps, L2)",
     "restarts_not_weaker": "PGD from one random start is not markedly weaker than the best of k random starts",
-    "square_not_stronger": "black-box Square is not markedly stronger than white-box PGD at the same eps",
+    "square_not_stronger": (
+        "black-box Square is not markedly stronger than the white-box attacks at the same eps (in AutoAttack's "
+        "cascade: it breaks few of the images APGD and FAB left; without AutoAttack: a Square of its own against PGD)"
+    ),
     "ifgsm_not_weaker": "I-FGSM is not weaker than FGSM at the same eps",
 }
 SANITY_COLUMNS: tuple[str, ...] = ("seed", "method", "arch", "check", "passed", "value", "detail")
@@ -58,7 +64,11 @@ class CurvePoint:
 
 @dataclass(frozen=True)
 class SanityPlan:
-    """The sanity attacks (as attack config entries) and which checks read which attacks."""
+    """The sanity attacks (as attack config entries) and which checks read which attacks.
+
+    The black-box check reads either `square_name` (a Square of its own) or `black_box`
+    (the white-box stages' entry, the AutoAttack test attack it is read off).
+    """
 
     curve: tuple[CurvePoint, ...]
     attacks: dict[str, dict[str, Any]]
@@ -67,10 +77,17 @@ class SanityPlan:
     square_name: str | None
     training_eps: float
     tolerance: float
+    black_box: tuple[str, str] | None = None
 
     @classmethod
-    def from_config(cls, sanity: Mapping[str, Any], adversary: Mapping[str, Any]) -> SanityPlan:
-        """The plan of the `sanity` config section for the training threat model `adversary` {norm, eps}."""
+    def from_config(
+        cls,
+        sanity: Mapping[str, Any],
+        adversary: Mapping[str, Any],
+        test_attacks: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> SanityPlan:
+        """The plan of the `sanity` config section for the training threat model `adversary` {norm, eps},
+        beside the configured `test_attacks` ({name: entry}), whose AutoAttack the black-box check may read."""
         eps = float(adversary["eps"])
         if not sanity.get("enabled", True):
             return cls((), {}, None, None, None, eps, float(sanity.get("tolerance", 0.05)))
@@ -100,22 +117,45 @@ class SanityPlan:
             restart_reference, restart_name = "restart1", "restarts"
             for name, runs in ((restart_reference, 1), (restart_name, restarts)):
                 attacks[name] = {"kind": "pgd", "eps": eps, "steps": steps, "norm": norm, "restarts": runs}
-        square_name = None
-        if sanity["square_queries"] > 0:
+        square_name = black_box = None
+        queries = int(sanity["square_queries"])
+        test_attacks = test_attacks or {}
+        source = _autoattack_at(test_attacks, eps, norm, queries) if queries > 0 else None
+        if source is not None:
+            # AutoAttack's own Square, after its white-box attacks (dpaat.attack_kinds.white_box_pairs).
+            entry = test_attacks[source]
+            white_box = f"{source}whitebox"
+            same = {key: entry[key] for key in ("steps", "seed") if entry.get(key) is not None}
+            attacks[white_box] = {"kind": "autoattack", "eps": float(entry["eps"]), "norm": norm, **same, "queries": 0}
+            black_box = (white_box, source)
+        elif queries > 0:
             square_name = "square"
-            attacks[square_name] = {
-                "kind": "square",
-                "eps": eps,
-                "norm": norm,
-                "queries": int(sanity["square_queries"]),
-            }
-        return cls(tuple(curve), attacks, restart_name, restart_reference, square_name, eps, float(sanity["tolerance"]))
+            attacks[square_name] = {"kind": "square", "eps": eps, "norm": norm, "queries": queries}
+        tolerance = float(sanity["tolerance"])
+        return cls(tuple(curve), attacks, restart_name, restart_reference, square_name, eps, tolerance, black_box)
 
     def check_names(self, test_attacks: Mapping[str, Mapping[str, Any]]) -> None:
         """Refuse sanity attack names that collide with configured test attacks."""
         clash = sorted(set(self.attacks) & set(test_attacks))
         if clash:
             raise ValueError(f"test attacks {clash} share names with the sanity attacks; rename them in config attacks")
+
+
+def _autoattack_at(
+    test_attacks: Mapping[str, Mapping[str, Any]], eps: float, norm: str, queries: int
+) -> str | None:
+    """The first test AutoAttack at the training eps and norm whose Square has at least `queries` queries."""
+    kind = KINDS["autoattack"]
+    for name, entry in test_attacks.items():
+        budget = kind.queries if entry.get("queries") is None else int(entry["queries"])
+        if (
+            entry.get("kind") == "autoattack"
+            and math.isclose(float(entry["eps"]), eps)
+            and (entry.get("norm") or kind.norm) == norm
+            and budget >= queries
+        ):
+            return name
+    return None
 
 
 def chance_level(confusion: Sequence[Sequence[int]]) -> float:
@@ -203,7 +243,15 @@ def sanity_checks(
     rows.append(_restart_row(accuracy, plan, n_images))
 
     white_box = [name for _, name in runs]
-    if plan.square_name in accuracy and white_box:
+    if plan.black_box is not None and set(plan.black_box) <= set(accuracy):
+        stages, whole = plan.black_box
+        gap = accuracy[stages] - accuracy[whole]
+        detail = (
+            f"Square broke {gap:.3f} of the test images AutoAttack's white-box attacks left "
+            f"({stages} {accuracy[stages]:.3f}, {whole} {accuracy[whole]:.3f})"
+        )
+        rows.append(_row("square_not_stronger", gap <= tol, gap, detail))
+    elif plan.square_name in accuracy and white_box:
         strongest = min(white_box, key=lambda name: accuracy[name])
         gap = accuracy[strongest] - accuracy[plan.square_name]
         detail = f"Square {accuracy[plan.square_name]:.3f} vs strongest PGD ({strongest}) {accuracy[strongest]:.3f}"
