@@ -7,8 +7,8 @@ For each model (e.g. the default run's results/models/0/std/mobilenet_v2/weights
 Square and AutoAttack at small budgets) with a `dpaat.work_count.WorkCounter`, and prints
 per attack the counted forward-equivalents per image, the model's figure
 (`dpaat.attack_kinds.forward_units` fed the measured clean and robust accuracy) and their ratio,
-and for Square the mean queries an image it fooled took, implied by its count (the figure
-`dpaat.attack_kinds.SQUARE_QUERIES_TO_FOOL` assumes).
+and for Square the mean queries an image it fooled took, implied by its count (the share of
+the budget `dpaat.attack_kinds.SQUARE_FOOL_FRACTION` assumes).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from dpaat.attack_kinds import SQUARE_QUERIES_TO_FOOL, forward_units, stage_pairs  # noqa: E402
+from dpaat.attack_kinds import SQUARE_FOOL_FRACTION, forward_units, stage_pairs  # noqa: E402
 from dpaat.data import load_cache  # noqa: E402
 from dpaat.evaluation import CLEAN, attack_specs, evaluate_model  # noqa: E402
 from dpaat.job_resources import evaluation_attacks, load_config  # noqa: E402
@@ -98,7 +98,9 @@ def main() -> int:
             f"{r['model'][-48:]:<48} {r['attack']:<14} {r['kind']:<10} {r['clean']:>5.2f} {r['robust']:>6.2f} "
             f"{r['counted']:>8.1f} {r['model_units']:>8.1f} {r['ratio']:>6.3f} {to_fool:>7}"
         )
-    print(f"(to fool: Square's mean queries per image it fooled; the cost model assumes {SQUARE_QUERIES_TO_FOOL:g})")
+    print(
+        f"(to fool: Square's mean queries per image it fooled; the cost model assumes {SQUARE_FOOL_FRACTION:g} × queries)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
