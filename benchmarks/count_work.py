@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from dpaat.attack_kinds import SQUARE_FOOL_FRACTION, forward_units, stage_pairs  # noqa: E402
+from dpaat.attack_kinds import SQUARE_FOOL_FRACTION, forward_units, read_off  # noqa: E402
 from dpaat.data import load_cache  # noqa: E402
 from dpaat.evaluation import CLEAN, attack_specs, evaluate_model  # noqa: E402
 from dpaat.job_resources import evaluation_attacks, load_config  # noqa: E402
@@ -48,12 +48,12 @@ def count(weights: str, test_cache: str, attacks: dict, batch_size: int) -> list
     n = len(test.labels)
     clean = float((logits[CLEAN].argmax(1) == test.labels).float().mean())
     rows = []
-    stages = set(stage_pairs(attacks).values())
+    read = read_off(attacks)
     for name, entry in attacks.items():
         robust = float((logits[name].argmax(1) == test.labels).float().mean())
         counted = work.units[name] / n
-        # An earlier stage read off its attack's run costs its prediction only.
-        modelled = 1.0 if name in stages else forward_units(entry, len(trained.classes), clean, robust)
+        # An entry read off another attack's run costs its prediction only.
+        modelled = 1.0 if name in read else forward_units(entry, len(trained.classes), clean, robust)
         rows.append(
             {"model": weights, "attack": name, "kind": entry["kind"], "clean": clean, "robust": robust,
              "counted": counted, "model_units": modelled, "ratio": modelled / counted,

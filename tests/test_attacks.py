@@ -371,29 +371,38 @@ def test_cascade_is_torchattacks_multiattack_and_keeps_the_white_box_stage():
     """Our cascade equals MultiAttack of all four attacks, and its kept stage MultiAttack of the first three."""
     model, x, y = _stronger_net()
     ensemble = _untargeted_autoattack(model, 0.6, 10, 100)
-    white_box, final = cascade(model, ensemble, x, y, keep_after=3)
+    run = cascade(model, ensemble, x, y, keep_after=(3,))
+    final, white_box = run.final, run.after[3]
     torch.testing.assert_close(final, torchattacks.MultiAttack(ensemble)(x, y), rtol=0, atol=0)
     torch.testing.assert_close(white_box, torchattacks.MultiAttack(ensemble[:3])(x, y), rtol=0, atol=0)
-    torch.testing.assert_close(cascade(model, ensemble, x, y), final, rtol=0, atol=0)
+    torch.testing.assert_close(run.first_output, ensemble[0](x, y), rtol=0, atol=0)
+    torch.testing.assert_close(cascade(model, ensemble, x, y).final, final, rtol=0, atol=0)
     with torch.no_grad():
         correct = [int((model(images).argmax(1) == y).sum()) for images in (x, white_box, final)]
     assert correct[0] > correct[1] >= correct[2], correct  # the white-box attacks break images: no trivial case
 
 
-def test_autoattack_white_box_stage_is_autoattack_without_square():
-    """One AutoAttack run gives both rows: its white-box attacks (queries 0) and the whole ensemble."""
+def test_autoattack_stages_are_apgd_ce_and_autoattack_without_square():
+    """One AutoAttack run gives three rows: its APGD-CE (= apgd with loss ce alone), its white-box attacks
+    (= AutoAttack with queries 0) and the whole ensemble."""
     model, x, y = _stronger_net()
     whole = AttackSpec.from_config({"kind": "autoattack", "eps": 0.6, "steps": 10, "queries": 100})
-    white_box, final = whole.perturb_with_stage(model, x, y)
+    staged, final = whole.perturb_with_stages(model, x, y, ("first_attack", "white_box"))
     torch.testing.assert_close(final, whole.perturb(model, x, y), rtol=0, atol=0)
     alone = AttackSpec.from_config({"kind": "autoattack", "eps": 0.6, "steps": 10, "queries": 0})
-    torch.testing.assert_close(white_box, alone.perturb(model, x, y), rtol=0, atol=0)
-    with pytest.raises(ValueError, match="earlier stage"):
-        alone.perturb_with_stage(model, x, y)
-    # The GPU's layout (gpu.fast_paths): a channels_last model and batch give the same pair.
+    torch.testing.assert_close(staged["white_box"], alone.perturb(model, x, y), rtol=0, atol=0)
+    apgd = AttackSpec.from_config({"kind": "apgd", "eps": 0.6, "steps": 10})
+    torch.testing.assert_close(staged["first_attack"], apgd.perturb(model, x, y), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="no stage before Square"):
+        alone.perturb_with_stages(model, x, y, ("white_box",))
+    with pytest.raises(ValueError, match="has no stages"):
+        apgd.perturb_with_stages(model, x, y, ("first_start",))
+    # The GPU's layout (gpu.fast_paths): a channels_last model and batch give the same images.
     last = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    pair = whole.perturb_with_stage(last, x.contiguous(memory_format=torch.channels_last), y)
-    torch.testing.assert_close(pair, (white_box, final))
+    staged_last, final_last = whole.perturb_with_stages(
+        last, x.contiguous(memory_format=torch.channels_last), y, ("first_attack", "white_box")
+    )
+    torch.testing.assert_close((staged_last, final_last), (staged, final))
     with pytest.raises(ValueError, match="queries >= 1"):
         AttackSpec.from_config({"kind": "square", "eps": 0.6, "queries": 0})
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_training import TRAIN, VAL, make_model, run, tiny_data, training_mapping
 
-from dpaat.attack_kinds import forward_units, stage_pairs
+from dpaat.attack_kinds import forward_units, read_off
 from dpaat.cost import Job, parse_dry_run, plan
 from dpaat.evaluation import attack_specs, evaluate_model
 from dpaat.job_resources import load_config, work_gflop
@@ -78,18 +78,25 @@ def test_counting_changes_no_result(trained):
 
 @pytest.mark.parametrize(("method", "eps"), [("std", 2.0), ("at", 2.0)])
 def test_earlier_stages_are_read_off_their_attacks_run(trained, method, eps):
-    """restart1 off the best of k, AutoAttack's white-box stages off the whole AutoAttack: from one run each,
-    equal to the runs made separately, bit for bit; the earlier stage costs only its prediction."""
+    """restart1 off the best of k, AutoAttack's APGD-CE and white-box stages off the whole AutoAttack: from
+    one run each, equal to the runs made separately, bit for bit; an entry read off costs only its prediction."""
     model, _ = trained[method]
-    attacks = adaptive(eps)
-    assert stage_pairs(attacks) == {"restarts": "restart1", "autoattack": "autoattackwhitebox"}
+    attacks = {**adaptive(eps), "apgdce": {"kind": "apgd", "eps": eps, "steps": 10, "loss": "ce", "restarts": 1}}
+    assert read_off(attacks) == {
+        "restart1": ("restarts", "first_start"),
+        "autoattackwhitebox": ("autoattack", "white_box"),
+        "apgd": ("autoattack", "first_attack"),
+    }
     work = WorkCounter(model)
     together = evaluate_model(model, *TEST, attack_specs(attacks), batch_size=16, device="cpu", work=work)
     work.close()
-    for name in ("restart1", "restarts", "autoattackwhitebox", "autoattack"):
+    for name in ("restart1", "restarts", "autoattackwhitebox", "autoattack", "apgd", "apgdce"):
         alone = evaluate_model(model, *TEST, attack_specs({name: attacks[name]}), batch_size=16, device="cpu")
         assert torch.equal(alone[name], together[name]), name
-    assert work.units["restart1"] == work.units["autoattackwhitebox"] == len(TEST[1])
+    n = len(TEST[1])
+    assert work.units["restart1"] == work.units["autoattackwhitebox"] == work.units["apgd"] == n
+    # Each AutoAttack gives its APGD-CE once: the second, identical APGD-CE runs on its own.
+    assert work.units["apgdce"] > n
     # The tiny models at eps 2: AutoAttack's white-box attacks break images, so the pair is no trivial case.
     accuracy = {name: float((together[name].argmax(1) == TEST[1]).float().mean()) for name in together}
     assert accuracy["autoattackwhitebox"] < accuracy["clean"]
@@ -102,11 +109,11 @@ def counted_and_modelled(model, attacks):
     logits = evaluate_model(model, images, labels, attack_specs(attacks), batch_size=16, device="cpu", work=work)
     work.close()
     clean = float((logits["clean"].argmax(1) == labels).float().mean())
-    stages = set(stage_pairs(attacks).values())
+    read = read_off(attacks)
     rows = {}
     for name, entry in attacks.items():
         robust = float((logits[name].argmax(1) == labels).float().mean())
-        modelled = 1 if name in stages else forward_units(entry, 3, clean, robust)
+        modelled = 1 if name in read else forward_units(entry, 3, clean, robust)
         rows[name] = (work.units[name] / len(labels), modelled, robust)
     assert work.units["clean"] == len(labels)
     return rows

@@ -70,8 +70,8 @@ def test_hand_worked_paper_resnet34_dpaat():
     # InceptionV3 at its own 299 px costs its native GFLOPs.
     assert work_gflop(paper_only, "evaluate", "inception_v3") == pytest.approx(897 * 208 * 5.713)
     # The rest at the assumed accuracies (job_resources.expected_accuracy): clean c = 0.76, an
-    # adversarially trained model's robust r = 0.65. APGD-100: a first prediction, 2 x 101 on the
-    # c correct images, the final prediction. AutoAttack (3 classes: APGD-CE, APGD-DLR, FAB, Square),
+    # adversarially trained model's robust r = 0.65. APGD-100 (APGD-CE) is AutoAttack's first attack,
+    # read off its run (its prediction, 1). AutoAttack (3 classes: APGD-CE, APGD-DLR, FAB, Square),
     # each attack followed by a prediction of the images it got: APGD-CE as APGD on every image,
     # then on the r left APGD-DLR 1 + 202 + 1, FAB 1 + 2 + 100 x (3 + 2) + 1, Square 1 + 2 + 5000 + 1,
     # and the final prediction. Sanity: 10 curve points of 10 steps (21 each); restart1 read off
@@ -81,12 +81,13 @@ def test_hand_worked_paper_resnet34_dpaat():
     c, r = 0.76, 0.65
     apgd = 1 + 202 * c + 1
     autoattack = apgd + r * 204 + r * 504 + r * 5004 + 1
-    units = 208 + apgd + autoattack + 10 * 21 + 1 + (21 + 4 * r * 21 + 1) + 1 + 75
+    units = 208 + 1 + autoattack + 10 * 21 + 1 + (21 + 4 * r * 21 + 1) + 1 + 75
     assert work_gflop(config, "evaluate", "resnet34", "dpaat") == pytest.approx(897 * units * 3.664)
     # An STD model (robust accuracy 0.12) leaves Square and FAB far fewer images.
     assert work_gflop(config, "evaluate", "resnet34", "std") < 0.4 * work_gflop(config, "evaluate", "resnet34", "dpaat")
-    # 13 x the uint8 test set, and 4 more: the restart check's run keeps its first start's float32 images.
-    assert mem_mb(config, "evaluate", "resnet34") == math.ceil(3000 + 17 * 897 * 3 * 224 * 224 / 1e6)
+    # 13 x the uint8 test set, and 8 more: AutoAttack's run keeps its APGD-CE's and its white-box
+    # stages' float32 images (the restart check's run, one stage, keeps fewer).
+    assert mem_mb(config, "evaluate", "resnet34") == math.ceil(3000 + 21 * 897 * 3 * 224 * 224 / 1e6)
 
 
 def test_cpu_jobs_scale_with_threads_and_image_area():

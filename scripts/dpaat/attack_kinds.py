@@ -170,62 +170,82 @@ def _pgd_settings(entry: Mapping[str, Any]) -> tuple[float, int, float, str, int
     return eps, steps, step_size, entry.get("norm") or pgd.norm, int(entry.get("seed") or 0)
 
 
-def first_start_pairs(attacks: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """{best-of-k PGD's name: the name of its own first start}: pairs the evaluation runs as one attack.
+# The earlier stages of one attack's run that a config entry can be: a best-of-k PGD's first
+# random start; AutoAttack's first attack (APGD-CE on every image) and its white-box attacks.
+Stage = Literal["first_start", "first_attack", "white_box"]
 
-    A PGD entry with `restarts: 1` is the first start of a later entry with more restarts and
-    otherwise the same settings (the same seed draws the same first start), so the evaluation
-    reads it off that run instead of attacking the images again (`dpaat.evaluation`).
+
+def _option(entry: Mapping[str, Any], key: str, default: Any) -> Any:  # noqa: ANN401 - a config value
+    """An entry's option, its default when absent or None (config entries and `AttackSpec` fields alike)."""
+    value = entry.get(key)
+    return default if value is None else value
+
+
+def _autoattack_settings(entry: Mapping[str, Any]) -> tuple[float, int, str, int]:
+    """(eps, steps, norm, seed) of an AutoAttack entry, or of an APGD entry as AutoAttack's first attack."""
+    kind = KINDS["autoattack"]
+    return float(entry["eps"]), int(_option(entry, "steps", kind.steps)), _option(entry, "norm", kind.norm), int(
+        _option(entry, "seed", 0)
+    )
+
+
+def _is_autoattack(entry: Mapping[str, Any], *, with_square: bool | None = None) -> bool:
+    queries = int(_option(entry, "queries", KINDS["autoattack"].queries))
+    return entry.get("kind") == "autoattack" and (with_square is None or (queries > 0) == with_square)
+
+
+def _is_apgd_ce(entry: Mapping[str, Any]) -> bool:
+    """APGD-CE with one restart: what AutoAttack runs first, on every image."""
+    return entry.get("kind") == "apgd" and _option(entry, "loss", "ce") == "ce" and int(_option(entry, "restarts", 1)) == 1
+
+
+def _is_pgd(entry: Mapping[str, Any], restarts: Callable[[int], bool]) -> bool:
+    return entry.get("kind") == "pgd" and restarts(int(_option(entry, "restarts", 0)))
+
+
+# Per stage: (what the entry read off is, what the attack whose run gives it is, the settings both share).
+_STAGES: tuple[tuple[Stage, Callable[[Mapping[str, Any]], bool], Callable[[Mapping[str, Any]], bool], Callable], ...] = (
+    ("white_box", lambda e: _is_autoattack(e, with_square=False), lambda e: _is_autoattack(e, with_square=True),
+     _autoattack_settings),
+    ("first_start", lambda e: _is_pgd(e, lambda k: k == 1), lambda e: _is_pgd(e, lambda k: k > 1), _pgd_settings),
+    ("first_attack", _is_apgd_ce, _is_autoattack, _autoattack_settings),
+)  # fmt: skip
+
+
+def read_off(attacks: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[str, Stage]]:
+    """{entry's name: (the attack whose run gives it, which stage)}: entries the evaluation reads off
+    another attack's run instead of attacking the images again (`dpaat.evaluation`).
+
+    - a PGD with `restarts: 1` is the first start of a PGD with more restarts and otherwise the
+      same settings (the same seed draws the same first start);
+    - an AutoAttack with `queries: 0` (its white-box attacks alone) is the white-box part of an
+      AutoAttack with a Square budget and otherwise the same settings;
+    - an APGD-CE with one restart at an AutoAttack's eps, norm, steps and seed is that
+      AutoAttack's first attack, which runs on every image as it would alone.
+
+    An entry read off a run gives no run of its own, and each run gives each stage once.
     """
-    pairs: dict[str, str] = {}
-    for first, entry in attacks.items():
-        if entry.get("kind") != "pgd" or (entry.get("restarts") or 0) != 1:
-            continue
-        for best, other in attacks.items():
-            if (
-                best not in pairs
-                and other.get("kind") == "pgd"
-                and (other.get("restarts") or 0) > 1
-                and _pgd_settings(other) == _pgd_settings(entry)
-            ):
-                pairs[best] = first
-                break
-    return pairs
+    found: dict[str, tuple[str, Stage]] = {}
+    for stage, is_part, is_whole, settings in _STAGES:
+        for part, entry in attacks.items():
+            if part in found or not is_part(entry):
+                continue
+            for whole, other in attacks.items():
+                if (
+                    whole != part
+                    and whole not in found
+                    and (whole, stage) not in found.values()
+                    and is_whole(other)
+                    and settings(other) == settings(entry)
+                ):
+                    found[part] = (whole, stage)
+                    break
+    return found
 
 
-def white_box_pairs(attacks: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """{AutoAttack's name: the name of its white-box stages}: pairs the evaluation runs as one attack.
-
-    An AutoAttack entry with `queries: 0` (APGD and FAB, no Square) is the white-box part of a
-    later AutoAttack entry with a Square budget and otherwise the same settings: the cascade
-    reaches the same images before its Square stage, so the evaluation reads it off that run.
-    """
-
-    def settings(entry: Mapping[str, Any]) -> tuple[float, int, str, int]:
-        kind = KINDS["autoattack"]
-        return (float(entry["eps"]), int(entry.get("steps") or kind.steps), entry.get("norm") or kind.norm,
-                int(entry.get("seed") or 0))  # fmt: skip
-
-    def is_autoattack(entry: Mapping[str, Any], with_square: bool) -> bool:
-        queries = kind_of("autoattack").queries if entry.get("queries") is None else int(entry["queries"])
-        return entry.get("kind") == "autoattack" and (queries > 0) == with_square
-
-    pairs: dict[str, str] = {}
-    for part, entry in attacks.items():
-        if not is_autoattack(entry, with_square=False):
-            continue
-        for whole, other in attacks.items():
-            if whole not in pairs and is_autoattack(other, with_square=True) and settings(other) == settings(entry):
-                pairs[whole] = part
-                break
-    return pairs
-
-
-def stage_pairs(attacks: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """{attack's name: the name of an entry that is an earlier stage of its run}: the first start of a
-    best-of-k PGD (`first_start_pairs`) and AutoAttack's white-box stages (`white_box_pairs`).
-
-    The evaluation runs each such pair once and reads both rows off that run; the earlier
-    stage then costs only the prediction of its images.
-    """
-    return {**first_start_pairs(attacks), **white_box_pairs(attacks)}
+def stages_of(attacks: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[Stage, str]]:
+    """{attack's name: {stage: the entry read off it}} for every attack whose run gives other entries."""
+    runs: dict[str, dict[Stage, str]] = {}
+    for name, (whole, stage) in read_off(attacks).items():
+        runs.setdefault(whole, {})[stage] = name
+    return runs

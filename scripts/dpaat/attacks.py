@@ -13,17 +13,25 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, get_args
+from typing import Any, Iterator, Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from dpaat.attack_kinds import OPTIONAL_KEYS, AttackKind, Norm, autoattack_targets, autoattack_version, kind_of
+from dpaat.attack_kinds import (
+    OPTIONAL_KEYS,
+    AttackKind,
+    Norm,
+    Stage,
+    autoattack_targets,
+    autoattack_version,
+    kind_of,
+)
 from dpaat.predict import device_images
 
 log = logging.getLogger(__name__)
@@ -330,28 +338,40 @@ def square(
         return attack(x, y).detach()
 
 
-def cascade(model: nn.Module, attacks: list[Any], x: Tensor, y: Tensor, *, keep_after: int | None = None) -> Any:
+class CascadeRun(NamedTuple):
+    """What one cascade run gives: the final images, the images after the first k attacks for each
+    k asked for, and the first attack's own output (it attacks every image, as it would alone)."""
+
+    final: Tensor
+    after: dict[int, Tensor]
+    first_output: Tensor
+
+
+def cascade(model: nn.Module, attacks: list[Any], x: Tensor, y: Tensor, *, keep_after: Sequence[int] = ()) -> CascadeRun:
     """torchattacks.MultiAttack's cascade: each attack on the images the earlier ones left correct.
 
-    Returns the adversarial images (an image no attack fooled keeps its input); with
-    `keep_after` = k, the pair (the images after the first k attacks, after all of them),
-    which is what MultiAttack of the first k attacks would have returned beside it.
-    `model` is the attacks' own model (it predicts each attack's images, as MultiAttack does).
+    `final` is what MultiAttack returns (an image no attack fooled keeps its input), and
+    `after[k]` what MultiAttack of the first k attacks would have returned, for each k in
+    `keep_after`. `model` is the attacks' own model (it predicts each attack's images, as
+    MultiAttack does).
     """
     final = x.clone()
     left = torch.arange(len(x), device=x.device)
-    kept = final.clone() if keep_after == 0 else None
+    after = {0: final.clone()} if 0 in keep_after else {}
+    first_output = x
     for done, attack in enumerate(attacks, start=1):
         if len(left):
             adversarial = attack(x[left], y[left])
+            if done == 1:
+                first_output = adversarial
             with torch.no_grad():
                 # torch.max, as MultiAttack: ties go where its argmax sends them.
                 wrong = torch.max(model(adversarial), 1)[1] != y[left]
             final[left[wrong]] = adversarial[wrong]
             left = left[~wrong]
-        if done == keep_after:
-            kept = final.clone()
-    return final if keep_after is None else (kept, final)
+        if done in keep_after:
+            after[done] = final.clone()
+    return CascadeRun(final, after, first_output)
 
 
 def autoattack(
@@ -364,8 +384,8 @@ def autoattack(
     queries: int,
     norm: Norm = "l2",
     seed: int = 0,
-    keep_white_box: bool = False,
-) -> Tensor | tuple[Tensor, Tensor]:
+    stages: Sequence[Stage] = (),
+) -> Tensor | tuple[dict[Stage, Tensor], Tensor]:
     """AutoAttack: its standard version with at least four classes, else our untargeted ensemble.
 
     Standard (Croce and Hein): APGD-CE, then APGD-T and FAB-T targeting the nine most likely
@@ -373,10 +393,13 @@ def autoattack(
     missed. APGD-T's targeted DLR loss needs a fourth-largest logit, so with two or three
     classes the ensemble is APGD-CE, APGD-DLR (three classes and up), FAB and Square: with
     so few classes the untargeted attacks already aim at every other class. `queries` 0
-    leaves Square out (the white-box attacks alone); with `keep_white_box`, returns the pair
-    (the images after the white-box attacks, after Square too) from one run.
+    leaves Square out (the white-box attacks alone). With `stages`, returns ({stage: images},
+    final images) from one run: "first_attack" is APGD-CE's output (what `apgd` with loss ce
+    and one restart gives), "white_box" the images after the white-box attacks.
     """
     _check_images(x, y)
+    if "white_box" in stages and not queries:
+        raise ValueError("AutoAttack without Square (queries 0) has no stage before Square")
     n_classes = _n_classes(model, x, 2, "AutoAttack")
     norm_name = _TA_NORM[norm]
     log.info("AutoAttack, %s version (%d classes)", autoattack_version(n_classes), n_classes)
@@ -398,12 +421,11 @@ def autoattack(
         white_box = len(attacks)
         if queries:
             attacks.append(torchattacks.Square(model, n_queries=queries, n_restarts=1, **common))
-        elif keep_white_box:
-            raise ValueError("AutoAttack without Square (queries 0) has no stage after its white-box attacks")
-        if keep_white_box:
-            white_box_images, final = cascade(model, attacks, x, y, keep_after=white_box)
-            return white_box_images.detach(), final.detach()
-        return cascade(model, attacks, x, y).detach()
+        run = cascade(model, attacks, x, y, keep_after=(white_box,) if "white_box" in stages else ())
+        if not stages:
+            return run.final.detach()
+        given = {"first_attack": run.first_output, "white_box": run.after.get(white_box)}
+        return {stage: given[stage].detach() for stage in stages}, run.final.detach()
 
 
 @dataclass(frozen=True)
@@ -485,18 +507,22 @@ class AttackSpec:
             seed=int(given.get("seed", 0)),
         )
 
-    def perturb_with_stage(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """(An earlier stage's images, the final images) from one run (`dpaat.attack_kinds.stage_pairs`):
-        a PGD with restarts gives its first random start, AutoAttack its white-box attacks' result."""
-        if self.kind == "pgd" and self.restarts >= 1:
-            return pgd_restarts(
+    def perturb_with_stages(
+        self, model: nn.Module, x: Tensor, y: Tensor, stages: Sequence[Stage]
+    ) -> tuple[dict[Stage, Tensor], Tensor]:
+        """({stage: its images}, the final images) from one run (`dpaat.attack_kinds.read_off`): a PGD
+        with restarts gives its first random start, AutoAttack its APGD-CE and its white-box attacks."""
+        if self.kind == "pgd" and self.restarts >= 1 and tuple(stages) == ("first_start",):
+            first, best = pgd_restarts(
                 model, x, y, eps=self.eps, steps=self.steps, step_size=self.step_size, norm=self.norm,
                 restarts=self.restarts, seed=self.seed, keep_first=True,
             )  # fmt: skip
-        if self.kind == "autoattack" and self.queries > 0:
+            return {"first_start": first}, best
+        if self.kind == "autoattack" and set(stages) <= {"first_attack", "white_box"}:
             return autoattack(model, x, y, eps=self.eps, steps=self.steps, queries=self.queries, norm=self.norm,
-                              seed=self.seed, keep_white_box=True)  # fmt: skip
-        raise ValueError(f"only PGD with random starts and AutoAttack with Square have an earlier stage, not {self}")
+                              seed=self.seed, stages=stages)  # fmt: skip
+        raise ValueError(f"{self} has no stages {list(stages)} (PGD with restarts: first_start; AutoAttack: first_attack, "
+                         "white_box)")  # fmt: skip
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Adversarial examples for one batch (deterministic: zero start or seeded random starts)."""
@@ -564,13 +590,13 @@ def run_attack(
     device: torch.device | str,
     *,
     progress: bool = False,
-    with_stage: bool = False,
-) -> Tensor | tuple[Tensor, Tensor]:
+    stages: Sequence[Stage] = (),
+) -> Tensor | tuple[dict[Stage, Tensor], Tensor]:
     """Attack a dataset batch by batch on `device` (where `model` must already be).
 
     `x` is uint8 or float in [0, 1], `y` the labels; returns float32 adversarial images
-    (same shape as x) on the CPU; with `with_stage`, the pair (an earlier stage's images,
-    the final ones) of `AttackSpec.perturb_with_stage`.
+    (same shape as x) on the CPU; with `stages`, ({stage: its images}, the final images) of
+    `AttackSpec.perturb_with_stages`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -583,17 +609,19 @@ def run_attack(
             f"model is on {param.device} but the attack runs on {device}; call model.to({str(device)!r}) first"
         )
     batches = zip(x.split(batch_size), y.split(batch_size))
-    stages, out = [], []
+    kept: dict[Stage, list[Tensor]] = {stage: [] for stage in stages}
+    out = []
     for xb, yb in tqdm(batches, total=math.ceil(len(x) / batch_size), disable=not progress, desc=spec.kind):
         xb, yb = device_images(xb, device), yb.to(device)
-        if with_stage:
-            stage, final = spec.perturb_with_stage(model, xb, yb)
-            stages.append(stage.float().cpu())
+        if stages:
+            staged, final = spec.perturb_with_stages(model, xb, yb, stages)
+            for stage, images in staged.items():
+                kept[stage].append(images.float().cpu())
         else:
             final = spec.perturb(model, xb, yb)
         out.append(final.float().cpu())
-    if with_stage:
-        return _cat(stages, x.shape), _cat(out, x.shape)
+    if stages:
+        return {stage: _cat(parts, x.shape) for stage, parts in kept.items()}, _cat(out, x.shape)
     return _cat(out, x.shape)
 
 

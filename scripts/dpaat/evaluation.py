@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from dpaat.attack_kinds import stage_pairs
+from dpaat.attack_kinds import read_off, stages_of
 from dpaat.attacks import AttackSpec, run_attack
 from dpaat.io import save_torch
 from dpaat.predict import predict_logits
@@ -73,28 +73,23 @@ def evaluate_model(
     with counted(work, CLEAN):
         logits = {CLEAN: predict_logits(model, images, batch_size=batch_size, device=device)}
     log.info("%s: accuracy %.4f", CLEAN, _accuracy(logits[CLEAN], labels))
-    # A PGD's first random start is read off its best-of-k run, AutoAttack's white-box stages off
-    # the whole AutoAttack (one attack, two rows).
-    pairs = stage_pairs({n: asdict(a) for n, a in attacks.items()})
-    stage_of = {**pairs, **{stage: stage for stage in pairs.values()}}
-    whole_of = {**{whole: whole for whole in pairs}, **{stage: whole for whole, stage in pairs.items()}}
-    for name, spec in attacks.items():
+    # Entries read off another attack's run (a PGD's first random start off its best-of-k run,
+    # AutoAttack's APGD-CE and white-box stages off the whole AutoAttack): one attack, several rows.
+    entries = {n: asdict(a) for n, a in attacks.items()}
+    source = {name: whole for name, (whole, _) in read_off(entries).items()}
+    runs = stages_of(entries)
+    for name in attacks:
         if name in logits:
             continue
-        whole = whole_of.get(name)
-        with counted(work, whole or name):
-            if whole is None:
-                adversarial = {name: run_attack(model, images, labels, spec, batch_size=batch_size, device=device)}
+        run = source.get(name, name)
+        with counted(work, run):
+            if run not in runs:
+                adversarial = {run: run_attack(model, images, labels, attacks[run], batch_size=batch_size, device=device)}
             else:
-                adversarial = dict(
-                    zip(
-                        (stage_of[name], whole),
-                        run_attack(
-                            model, images, labels, attacks[whole], batch_size=batch_size, device=device,
-                            with_stage=True,
-                        ),
-                    )
-                )  # fmt: skip
+                staged, final = run_attack(
+                    model, images, labels, attacks[run], batch_size=batch_size, device=device, stages=tuple(runs[run])
+                )
+                adversarial = {**{runs[run][stage]: staged[stage] for stage in runs[run]}, run: final}
         for done, x_adv in adversarial.items():
             with counted(work, done):
                 logits[done] = predict_logits(model, x_adv, batch_size=batch_size, device=device)

@@ -9,9 +9,9 @@ input-only backward 1), times the architecture's GFLOPs at the job's resolution
             sat/amat/d_b/mart 2K+6, trades 2K+7, dpaat/d_a 4K+8 (K = training adversary steps)
   evaluate  n_test × (1 + Σ over the test and sanity attacks of `dpaat.attack_kinds.forward_units`
             at the clean and robust accuracy `expected_accuracy` assumes for the method: the
-            cascades and early stops of Square, AutoAttack and the restarts; an earlier stage
-            read off its attack's run (a PGD's first start, AutoAttack's white-box stages)
-            costs its prediction only; + 1 per corrupted test set)
+            cascades and early stops of Square, AutoAttack and the restarts; an entry read off
+            another attack's run (a PGD's first start; AutoAttack's APGD-CE and white-box
+            stages) costs its prediction only; + 1 per corrupted test set)
   evaluate_ablation  n_test × (1 + forward units of evaluation.confusion_attack)
   gradcam   n_test × 3 × (methods)
 
@@ -19,8 +19,8 @@ input-only backward 1), times the architecture's GFLOPs at the job's resolution
   throughput    = gpu_gflops on a GPU job, cpu_gflops_per_thread × threads on the CPU
   mem_mb        = base_mem_mb + the job's cached images in MB × a per-rule factor
                   (train 2: images and their device copy; evaluate 13: uint8 test set,
-                  float32 adversarial set and its batches, 17 with a stage pair, whose run
-                  keeps its earlier stage's images too; gradcam 5: a float32 copy)
+                  float32 adversarial set and its batches, + 4 per earlier stage the
+                  longest-kept run also keeps; gradcam 5: a float32 copy)
 
 `gpu_gflops` (or `cpu_gflops_per_thread`) is best measured: after the first jobs on a new
 machine, `PYTHONPATH=scripts python -m dpaat.job_resources calibrate results/benchmarks
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dpaat.attack_kinds import stage_pairs
+from dpaat.attack_kinds import read_off, stages_of
 from dpaat.attack_kinds import forward_units as attack_units
 from dpaat.corruptions import conditions
 from dpaat.method_kinds import METHOD_KINDS
@@ -99,11 +99,11 @@ def evaluation_units(config: Mapping[str, Any], attacks: Mapping[str, Mapping[st
     """Expected forward-equivalents per test image of an evaluation: the clean pass and every attack."""
     clean, robust = expected_accuracy(config, method)
     n_classes = len(config["data"]["classes"])
-    # An earlier stage read off its attack's run (a first start, AutoAttack's white-box stages) costs
-    # only the prediction of its images.
-    stages = set(stage_pairs(attacks).values())
+    # An entry read off another attack's run (dpaat.attack_kinds.read_off) costs only the prediction
+    # of its images.
+    read = read_off(attacks)
     return 1 + sum(
-        1 if name in stages else attack_units(entry, n_classes, clean, robust) for name, entry in attacks.items()
+        1 if name in read else attack_units(entry, n_classes, clean, robust) for name, entry in attacks.items()
     )
 
 
@@ -148,8 +148,9 @@ def mem_mb(config: Mapping[str, Any], rule: str, arch: str) -> int:
     images = sizes["train"] + sizes["val"] if rule == "train" else sizes["test"]
     cached_mb = images * 3 * image_size(config, arch) ** 2 / 1e6
     factor = MEMORY_FACTOR[rule]
-    if rule == "evaluate" and stage_pairs(evaluation_attacks(config)):
-        factor += 4  # a run read twice (dpaat.attack_kinds.stage_pairs) keeps its earlier stage's float32 images
+    runs = stages_of(evaluation_attacks(config)) if rule == "evaluate" else {}
+    # A run that gives other entries (dpaat.attack_kinds.read_off) keeps each stage's float32 images too.
+    factor += 4 * max((len(stages) for stages in runs.values()), default=0)
     return math.ceil(config["job_resources"]["base_mem_mb"] + factor * cached_mb)
 
 

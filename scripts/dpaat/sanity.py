@@ -122,7 +122,7 @@ class SanityPlan:
         test_attacks = test_attacks or {}
         source = _autoattack_at(test_attacks, eps, norm, queries) if queries > 0 else None
         if source is not None:
-            # AutoAttack's own Square, after its white-box attacks (dpaat.attack_kinds.white_box_pairs).
+            # AutoAttack's own Square, after its white-box attacks (dpaat.attack_kinds.read_off).
             entry = test_attacks[source]
             white_box = f"{source}whitebox"
             same = {key: entry[key] for key in ("steps", "seed") if entry.get(key) is not None}
