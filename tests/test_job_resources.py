@@ -16,8 +16,9 @@ from snakemake.utils import validate
 
 from dpaat.job_resources import (
     ARCH_GFLOPS,
-    calibrated_setting,
+    calibrated_settings,
     measured_gflops,
+    measured_jobs,
     mem_mb,
     runtime_minutes,
     split_sizes,
@@ -149,29 +150,44 @@ def write_benchmark(path: Path, seconds: float) -> None:
 
 def test_calibration_from_hand_built_benchmark_files(tmp_path):
     bench = tmp_path / "benchmarks"
-    # tests/configs/tiny.yaml without the sanity attacks and corruptions: 36 train, 12 val, 18 test images at 48 px, K = 2.
-    write_benchmark(bench / "train/0/std/mobilenet_v2.tsv", 10)  # 2 epochs x (36 x 3 + 12 x 6) = 360 units
-    write_benchmark(bench / "train/1/std/mobilenet_v2.tsv", 30)
-    write_benchmark(bench / "evaluate/0/std/mobilenet_v2.tsv", 99)  # 18 x (1 + FGSM 3 + PGD-3 7) = 198 units
-    write_benchmark(bench / "ablation/batch8_epochs2/train/0/at/mobilenet_v2.tsv", 81)  # 3 x (36 x 7 + 12 x 6) = 972
+    # tests/configs/tiny.yaml without the sanity attacks and corruptions: 36 train, 12 val, 18 test images at 48 px,
+    # K = 2. Every job takes 30 s of start-up plus its units at 4 units a second (one train job twice that).
+    write_benchmark(bench / "train/0/std/mobilenet_v2.tsv", 30 + 360 / 4)  # 2 epochs x (36 x 3 + 12 x 6) = 360 units
+    write_benchmark(bench / "train/1/std/mobilenet_v2.tsv", 30 + 360 / 2)
+    write_benchmark(bench / "evaluate/0/std/mobilenet_v2.tsv", 30 + 198 / 4)  # 18 x (1 + FGSM 3 + PGD-3 7) = 198 units
+    write_benchmark(bench / "ablation/batch8_epochs2/train/0/at/mobilenet_v2.tsv", 30 + 972 / 4)  # 3 x (36 x 7 + 12 x 6)
     write_benchmark(bench / "data/acquire.tsv", 5)  # no resource model: ignored
     (tmp_path / "nosanity.yaml").write_text("sanity: {enabled: false}\ncorruptions: {set: null}\n")
     configs = [REPO / "tests/configs/tiny.yaml", tmp_path / "nosanity.yaml"]
     config = load_config_files(configs)
     unit = 0.301 * (48 / 224) ** 2  # MobileNetV2's GFLOP per image at 48 px
-    measured = {(m.rule, m.arch): (m.jobs, m.gflops) for m in measured_gflops(bench, config)}
+    jobs = measured_jobs(bench, config)
+    assert sorted((j.rule, round(j.gflop / unit), j.seconds) for j in jobs) == [
+        ("evaluate", 198, 79.5), ("train", 360, 120.0), ("train", 360, 210.0), ("train_ablation", 972, 273.0),
+    ]  # fmt: skip
+    measured = {(m.rule, m.arch): (m.jobs, m.gflops) for m in measured_gflops(jobs)}
     assert measured == {
-        ("train", "mobilenet_v2"): (2, pytest.approx((360 * unit / 10 + 360 * unit / 30) / 2)),  # median of two
-        ("evaluate", "mobilenet_v2"): (1, pytest.approx(198 * unit / 99)),
-        ("train_ablation", "mobilenet_v2"): (1, pytest.approx(972 * unit / 81)),
+        ("train", "mobilenet_v2"): (2, pytest.approx((360 * unit / 120 + 360 * unit / 210) / 2)),  # median of two
+        ("evaluate", "mobilenet_v2"): (1, pytest.approx(198 * unit / 79.5)),
+        ("train_ablation", "mobilenet_v2"): (1, pytest.approx(972 * unit / 273)),
     }
-    # The slowest (evaluate, 2 units a second) sets the value; a CPU config's is per thread (tiny: 1 thread).
-    assert calibrated_setting(config, measured_gflops(bench, config)) == (
-        "cpu_gflops_per_thread",
-        pytest.approx(2 * unit),
-    )
+    # The least-squares line through the four jobs, by hand: work w = (360, 360, 198, 972) units,
+    # seconds s = 30 + w/4 + (0, 90, 0, 0). Its start-up rounds up to a tenth of a minute.
+    w = [360, 360, 198, 972]
+    s = [120, 210, 79.5, 273]
+    w_mean, s_mean = sum(w) / 4, sum(s) / 4
+    slope = sum((a - w_mean) * (b - s_mean) for a, b in zip(w, s)) / sum((a - w_mean) ** 2 for a in w)
+    setup_minutes = math.ceil((s_mean - slope * w_mean) / 6) / 10
+    # The slow train job (210 s) is above the line: the throughput falls until margin 1.5 covers it.
+    throughput = min(1 / slope, 1.5 * 360 / (210 - 60 * setup_minutes)) * unit
+    fit = calibrated_settings(config, jobs)
+    assert (fit.key, fit.throughput, fit.setup_minutes) == ("cpu_gflops_per_thread", pytest.approx(throughput), setup_minutes)
+    assert min(fit.ratios) >= 1 and fit.ratios[[j.seconds for j in jobs].index(210)] == pytest.approx(1)
     on_gpu = {**config, "training": {**config["training"], "device": "auto"}}
-    assert calibrated_setting(on_gpu, measured_gflops(bench, on_gpu)) == ("gpu_gflops", pytest.approx(2 * unit))
+    assert calibrated_settings(on_gpu, jobs).key == "gpu_gflops"
+    # One work size only: no line to fit, so no start-up and the median throughput.
+    same = [j for j in jobs if j.rule == "train"]
+    assert calibrated_settings(config, same).setup_minutes == 0
     cli = subprocess.run(
         [sys.executable, "-m", "dpaat.job_resources", "calibrate", str(bench), "--configfile", *map(str, configs)],
         cwd=tmp_path,
@@ -180,5 +196,7 @@ def test_calibration_from_hand_built_benchmark_files(tmp_path):
         text=True,
     )
     assert cli.returncode == 0, cli.stderr
-    assert f"set job_resources.cpu_gflops_per_thread: {2 * unit:.3g}  (now 4)" in cli.stdout
-    assert re.search(r"^evaluate\s+mobilenet_v2\s+1\s+0\.0276$", cli.stdout, flags=re.MULTILINE)
+    assert f"set job_resources.cpu_gflops_per_thread: {float(f'{throughput:.3g}'):g}  (now 4)" in cli.stdout
+    assert f"set job_resources.setup_minutes: {setup_minutes:g}  (now 5)" in cli.stdout
+    assert "each of the 4 jobs would request 1.00-" in cli.stdout
+    assert re.search(rf"^evaluate\s+mobilenet_v2\s+1\s+{198 * unit / 79.5:.3g}$", cli.stdout, flags=re.MULTILINE)

@@ -24,8 +24,8 @@ input-only backward 1), times the architecture's GFLOPs at the job's resolution
 
 `gpu_gflops` (or `cpu_gflops_per_thread`) is best measured: after the first jobs on a new
 machine, `PYTHONPATH=scripts python -m dpaat.job_resources calibrate results/benchmarks
---configfile <the run's config>` divides each finished job's work by the seconds in its
-Snakemake benchmark file and prints the value to set.
+--configfile <the run's config>` fits start-up + work / throughput to the seconds in the
+finished jobs' Snakemake benchmark files and prints the throughput and setup_minutes to set.
 """
 
 from __future__ import annotations
@@ -171,6 +171,16 @@ _BENCHMARKS = (
 
 
 @dataclass(frozen=True)
+class MeasuredJob:
+    """One finished model job: its rule and architecture, its work under the config and its wall-clock seconds."""
+
+    rule: str
+    arch: str
+    gflop: float
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Measured:
     """One rule and architecture's finished jobs: how many, and their median GFLOP/s."""
 
@@ -178,6 +188,23 @@ class Measured:
     arch: str
     jobs: int
     gflops: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The job_resources values the measured jobs call for, and what each job would then request.
+
+    `throughput` (GFLOP/s, per thread on a CPU config, under `key`) and `setup_minutes`: the
+    straight line seconds = start-up + work / throughput through the jobs, the throughput then
+    lowered where a job would otherwise get less than its measured time. `ratios`: each measured
+    job's request (setup_minutes + margin x work / throughput, before rounding up to whole
+    minutes) over its measured time.
+    """
+
+    key: str
+    throughput: float
+    setup_minutes: float
+    ratios: tuple[float, ...]
 
 
 def benchmark_seconds(path: str | Path) -> float:
@@ -189,10 +216,9 @@ def benchmark_seconds(path: str | Path) -> float:
     return statistics.fmean(float(row["s"]) for row in rows)
 
 
-def measured_gflops(benchmark_dir: str | Path, config: Mapping[str, Any]) -> list[Measured]:
-    """GFLOP/s of every finished model job under `benchmark_dir` (its work under `config` over its seconds),
-    as the median per rule and architecture."""
-    per_group: dict[tuple[str, str], list[float]] = {}
+def measured_jobs(benchmark_dir: str | Path, config: Mapping[str, Any]) -> list[MeasuredJob]:
+    """Every finished model job under `benchmark_dir`: its work under `config` and its seconds."""
+    jobs = []
     root = Path(benchmark_dir)
     for path in sorted(root.rglob("*.tsv")):
         rel = path.relative_to(root).as_posix()
@@ -209,17 +235,45 @@ def measured_gflops(benchmark_dir: str | Path, config: Mapping[str, Any]) -> lis
             settings = {**config, "training": training}
         model_rule = "train" if rule == "train_ablation" else rule
         work = work_gflop(settings, model_rule, found["arch"], found.get("method"))
-        per_group.setdefault((rule, found["arch"]), []).append(work / benchmark_seconds(path))
+        jobs.append(MeasuredJob(rule, found["arch"], work, benchmark_seconds(path)))
+    return jobs
+
+
+def measured_gflops(jobs: Sequence[MeasuredJob]) -> list[Measured]:
+    """GFLOP/s of the jobs (work over seconds, start-up included) as the median per rule and architecture."""
+    per_group: dict[tuple[str, str], list[float]] = {}
+    for job in jobs:
+        per_group.setdefault((job.rule, job.arch), []).append(job.gflop / job.seconds)
     return [Measured(rule, arch, len(v), statistics.median(v)) for (rule, arch), v in sorted(per_group.items())]
 
 
-def calibrated_setting(config: Mapping[str, Any], measured: Sequence[Measured]) -> tuple[str, float]:
-    """The job_resources key and value the measurements call for: the slowest rule and architecture's
-    GFLOP/s (per thread on a CPU config), so every measured job would get at least margin x its time."""
-    slowest = min(m.gflops for m in measured)
+def calibrated_settings(config: Mapping[str, Any], jobs: Sequence[MeasuredJob]) -> Calibration:
+    """The throughput and setup_minutes that give every measured job at least its time, and little more.
+
+    Job seconds are start-up plus work over throughput: a least-squares line through the jobs
+    gives both (with one work size only, no start-up and the median throughput). The start-up
+    is rounded up to a tenth of a minute; then the throughput is lowered, where needed, until
+    setup + margin x work / throughput covers every job's seconds.
+    """
+    if not jobs:
+        raise ValueError("no finished model jobs to calibrate from")
+    margin = float(config["job_resources"]["margin"])
+    work = [job.gflop for job in jobs]
+    seconds = [job.seconds for job in jobs]
+    startup, throughput = 0.0, statistics.median(w / s for w, s in zip(work, seconds))
+    if len(set(work)) > 1:
+        slope, intercept = statistics.linear_regression(work, seconds)
+        if slope > 0:
+            startup, throughput = max(0.0, intercept), 1 / slope
+    setup_minutes = math.ceil(startup / 6) / 10
+    setup = 60 * setup_minutes
+    # A job above the line must still get its time: margin x work / throughput >= its seconds - setup.
+    throughput = min([throughput] + [margin * w / (s - setup) for w, s in zip(work, seconds) if s > setup])
+    ratios = tuple((setup + margin * w / throughput) / s for w, s in zip(work, seconds))
     if config["training"]["device"] == "cpu":
-        return "cpu_gflops_per_thread", slowest / max(1, config["training"]["threads"])
-    return "gpu_gflops", slowest
+        return Calibration("cpu_gflops_per_thread", throughput / max(1, config["training"]["threads"]), setup_minutes,
+                           ratios)  # fmt: skip
+    return Calibration("gpu_gflops", throughput, setup_minutes, ratios)
 
 
 def load_config(configfiles: Sequence[str | Path]) -> dict[str, Any]:
@@ -243,7 +297,7 @@ def _update(config: dict[str, Any], overrides: Mapping[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`calibrate BENCHMARK_DIR [--configfile ...]`: measured GFLOP/s per rule and arch, and the value to set."""
+    """`calibrate BENCHMARK_DIR [--configfile ...]`: measured GFLOP/s per rule and arch, and the values to set."""
     parser = argparse.ArgumentParser(prog="python -m dpaat.job_resources", description=main.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     calibrate = commands.add_parser("calibrate", help="GFLOP/s of finished jobs from their benchmark files")
@@ -251,15 +305,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     calibrate.add_argument("--configfile", nargs="*", default=[], help="the config file(s) the run used")
     args = parser.parse_args(argv)
     config = load_config(args.configfile)
-    measured = measured_gflops(args.benchmark_dir, config)
-    if not measured:
+    jobs = measured_jobs(args.benchmark_dir, config)
+    if not jobs:
         print(f"no finished model jobs under {args.benchmark_dir}: run some first", file=sys.stderr)
         return 1
     print(f"{'rule':<18} {'arch':<20} {'jobs':>4} {'GFLOP/s':>10}")
-    for m in measured:
+    for m in measured_gflops(jobs):
         print(f"{m.rule:<18} {m.arch:<20} {m.jobs:>4} {m.gflops:>10.3g}")
-    key, value = calibrated_setting(config, measured)
-    print(f"set job_resources.{key}: {float(f'{value:.3g}'):g}  (now {config['job_resources'][key]})")
+    fit = calibrated_settings(config, jobs)
+    settings = config["job_resources"]
+    print(f"set job_resources.{fit.key}: {float(f'{fit.throughput:.3g}'):g}  (now {settings[fit.key]})")
+    print(f"set job_resources.setup_minutes: {fit.setup_minutes:g}  (now {settings['setup_minutes']})")
+    print(
+        f"at these values each of the {len(jobs)} jobs would request {min(fit.ratios):.2f}-{max(fit.ratios):.2f} x "
+        "its measured time (before rounding up to whole minutes)"
+    )
     return 0
 
 
