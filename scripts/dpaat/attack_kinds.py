@@ -145,6 +145,19 @@ def kind_of(name: str) -> Kind:
     return KINDS[name]
 
 
+def check_entry(entry: Mapping[str, Any]) -> None:
+    """Refuse what the schema cannot see in one attack entry: options of another kind, and a query
+    budget below its kind's least (None values are absent, as the schema's defaults)."""
+    kind = kind_of(entry["kind"])
+    given = {key for key, value in entry.items() if value is not None}
+    foreign = sorted((given & OPTIONAL_KEYS) - kind.options)
+    if foreign:
+        raise ValueError(f"attack kind {entry['kind']} takes no {foreign}; its options are {sorted(kind.options)}")
+    queries = entry.get("queries")
+    if kind.queries and queries is not None and int(queries) < kind.min_queries:
+        raise ValueError(f"{entry['kind']} needs queries >= {kind.min_queries} (Square's query budget), got {queries}")
+
+
 def forward_units(attack: Mapping[str, Any], n_classes: int, clean: float = 1.0, robust: float = 1.0) -> float:
     """Expected forward-equivalent passes per test image of one attack entry, its final prediction included.
 

@@ -30,6 +30,7 @@ from dpaat.attack_kinds import (
     Stage,
     autoattack_targets,
     autoattack_version,
+    check_entry,
     kind_of,
 )
 from dpaat.predict import device_images
@@ -486,10 +487,8 @@ class AttackSpec:
         if missing:
             raise ValueError(f"attack config needs {sorted(missing)}, got {dict(cfg)}")
         kind = kind_of(cfg["kind"])
+        check_entry(cfg)
         given = {key: value for key, value in cfg.items() if value is not None}
-        foreign = sorted((set(given) & OPTIONAL_KEYS) - kind.options)
-        if foreign:
-            raise ValueError(f"attack kind {cfg['kind']} takes no {foreign}; its options are {sorted(kind.options)}")
         eps = float(cfg["eps"])
         steps = int(given.get("steps", kind.steps))
         if steps < 1:

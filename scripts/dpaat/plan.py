@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dpaat import job_resources
+from dpaat.attack_kinds import check_entry
 from dpaat.corruptions import DESIGN_SIZE, conditions, parse_condition
 from dpaat.data.classes import dataset_classes, is_paper_dataset
 from dpaat.imagenet_weights import weights_file
@@ -63,6 +64,11 @@ def test_attacks(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         raise ValueError("config attacks: two attacks share a name; give each a unique name")
     if "clean" in attacks:
         raise ValueError("config attacks: 'clean' names the unattacked test set; rename that attack")
+    for name, entry in attacks.items():
+        try:
+            check_entry(entry)
+        except ValueError as error:
+            raise ValueError(f"config attacks: {name}: {error}") from None
     confusion = config["evaluation"]["confusion_attack"]
     if confusion not in attacks:
         raise ValueError(
