@@ -371,8 +371,8 @@ def test_cascade_is_torchattacks_multiattack_and_keeps_the_white_box_stage():
     """Our cascade equals MultiAttack of all four attacks, and its kept stage MultiAttack of the first three."""
     model, x, y = _stronger_net()
     ensemble = _untargeted_autoattack(model, 0.6, 10, 100)
-    run = cascade(model, ensemble, x, y, keep_after=(3,))
-    final, white_box = run.final, run.after[3]
+    run = cascade(model, ensemble, x, y, keep_after=3)
+    final, white_box = run.final, run.kept
     torch.testing.assert_close(final, torchattacks.MultiAttack(ensemble)(x, y), rtol=0, atol=0)
     torch.testing.assert_close(white_box, torchattacks.MultiAttack(ensemble[:3])(x, y), rtol=0, atol=0)
     torch.testing.assert_close(run.first_output, ensemble[0](x, y), rtol=0, atol=0)

@@ -158,6 +158,12 @@ def check_entry(entry: Mapping[str, Any]) -> None:
         raise ValueError(f"{entry['kind']} needs queries >= {kind.min_queries} (Square's query budget), got {queries}")
 
 
+def queries_of(entry: Mapping[str, Any]) -> int:
+    """An entry's Square query budget: its own, or its kind's default (0 for kinds without one)."""
+    queries = entry.get("queries")
+    return kind_of(entry["kind"]).queries if queries is None else int(queries)
+
+
 def forward_units(attack: Mapping[str, Any], n_classes: int, clean: float = 1.0, robust: float = 1.0) -> float:
     """Expected forward-equivalent passes per test image of one attack entry, its final prediction included.
 
@@ -169,8 +175,7 @@ def forward_units(attack: Mapping[str, Any], n_classes: int, clean: float = 1.0,
     kind = kind_of(attack["kind"])
     steps = attack.get("steps") or kind.steps
     restarts = attack.get("restarts") or kind.restarts
-    queries = kind.queries if attack.get("queries") is None else int(attack["queries"])
-    return kind.cost(steps, restarts, queries, n_classes, clean, robust)
+    return kind.cost(steps, restarts, queries_of(attack), n_classes, clean, robust)
 
 
 def _pgd_settings(entry: Mapping[str, Any]) -> tuple[float, int, float, str, int]:
@@ -203,8 +208,7 @@ def _autoattack_settings(entry: Mapping[str, Any]) -> tuple[float, int, str, int
 
 
 def _is_autoattack(entry: Mapping[str, Any], *, with_square: bool | None = None) -> bool:
-    queries = int(_option(entry, "queries", KINDS["autoattack"].queries))
-    return entry.get("kind") == "autoattack" and (with_square is None or (queries > 0) == with_square)
+    return entry.get("kind") == "autoattack" and (with_square is None or (queries_of(entry) > 0) == with_square)
 
 
 def _is_apgd_ce(entry: Mapping[str, Any]) -> bool:

@@ -340,25 +340,24 @@ def square(
 
 
 class CascadeRun(NamedTuple):
-    """What one cascade run gives: the final images, the images after the first k attacks for each
-    k asked for, and the first attack's own output (it attacks every image, as it would alone)."""
+    """What one cascade run gives: the final images, the images after the first `keep_after` attacks
+    (None when not asked for), and the first attack's own output (it attacks every image, as alone)."""
 
     final: Tensor
-    after: dict[int, Tensor]
+    kept: Tensor | None
     first_output: Tensor
 
 
-def cascade(model: nn.Module, attacks: list[Any], x: Tensor, y: Tensor, *, keep_after: Sequence[int] = ()) -> CascadeRun:
+def cascade(model: nn.Module, attacks: list[Any], x: Tensor, y: Tensor, *, keep_after: int | None = None) -> CascadeRun:
     """torchattacks.MultiAttack's cascade: each attack on the images the earlier ones left correct.
 
-    `final` is what MultiAttack returns (an image no attack fooled keeps its input), and
-    `after[k]` what MultiAttack of the first k attacks would have returned, for each k in
-    `keep_after`. `model` is the attacks' own model (it predicts each attack's images, as
-    MultiAttack does).
+    `final` is what MultiAttack returns (an image no attack fooled keeps its input), and `kept`
+    what MultiAttack of the first `keep_after` attacks would have returned. `model` is the
+    attacks' own model (it predicts each attack's images, as MultiAttack does).
     """
     final = x.clone()
     left = torch.arange(len(x), device=x.device)
-    after = {0: final.clone()} if 0 in keep_after else {}
+    kept = None
     first_output = x
     for done, attack in enumerate(attacks, start=1):
         if len(left):
@@ -370,9 +369,9 @@ def cascade(model: nn.Module, attacks: list[Any], x: Tensor, y: Tensor, *, keep_
                 wrong = torch.max(model(adversarial), 1)[1] != y[left]
             final[left[wrong]] = adversarial[wrong]
             left = left[~wrong]
-        if done in keep_after:
-            after[done] = final.clone()
-    return CascadeRun(final, after, first_output)
+        if done == keep_after:
+            kept = final.clone()
+    return CascadeRun(final, kept, first_output)
 
 
 def autoattack(
@@ -422,10 +421,10 @@ def autoattack(
         white_box = len(attacks)
         if queries:
             attacks.append(torchattacks.Square(model, n_queries=queries, n_restarts=1, **common))
-        run = cascade(model, attacks, x, y, keep_after=(white_box,) if "white_box" in stages else ())
+        run = cascade(model, attacks, x, y, keep_after=white_box if "white_box" in stages else None)
         if not stages:
             return run.final.detach()
-        given = {"first_attack": run.first_output, "white_box": run.after.get(white_box)}
+        given = {"first_attack": run.first_output, "white_box": run.kept}
         return {stage: given[stage].detach() for stage in stages}, run.final.detach()
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from dpaat.attack_kinds import read_off, stages_of
+from dpaat.attack_kinds import stages_of
 from dpaat.attacks import AttackSpec, run_attack
 from dpaat.io import save_torch
 from dpaat.predict import predict_logits
@@ -75,9 +75,8 @@ def evaluate_model(
     log.info("%s: accuracy %.4f", CLEAN, _accuracy(logits[CLEAN], labels))
     # Entries read off another attack's run (a PGD's first random start off its best-of-k run,
     # AutoAttack's APGD-CE and white-box stages off the whole AutoAttack): one attack, several rows.
-    entries = {n: asdict(a) for n, a in attacks.items()}
-    source = {name: whole for name, (whole, _) in read_off(entries).items()}
-    runs = stages_of(entries)
+    runs = stages_of({n: asdict(a) for n, a in attacks.items()})
+    source = {entry: whole for whole, stages in runs.items() for entry in stages.values()}
     for name in attacks:
         if name in logits:
             continue

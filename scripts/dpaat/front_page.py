@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dpaat.attack_kinds import DEFAULT_QUERIES, KINDS
+from dpaat.attack_kinds import KINDS, queries_of
 from dpaat.data.classes import is_paper_dataset
 from dpaat.paper_results import ARCH_GROUPS, ARCH_LABELS, METHOD_LABELS
 
@@ -52,7 +52,7 @@ def attack_label(attack: Mapping[str, Any]) -> str:
     kind = attack["kind"]
     norm = attack.get("norm") or KINDS[kind].norm
     steps = int(attack.get("steps") or KINDS[kind].steps)
-    queries = DEFAULT_QUERIES if attack.get("queries") is None else int(attack["queries"])
+    queries = queries_of(attack)
     if kind == "apgd":
         name = f"{steps}-step APGD-{(attack.get('loss') or 'ce').upper()}"
     elif kind == "autoattack" and queries == 0:

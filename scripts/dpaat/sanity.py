@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from dpaat.attack_kinds import KINDS
+from dpaat.attack_kinds import KINDS, queries_of
 from dpaat.tables import CENTRE, LEFT, RIGHT, markdown, markdown_table
 
 # Every check, in report order, with the property it verifies (a failed check is a flag).
@@ -145,14 +145,12 @@ def _autoattack_at(
     test_attacks: Mapping[str, Mapping[str, Any]], eps: float, norm: str, queries: int
 ) -> str | None:
     """The first test AutoAttack at the training eps and norm whose Square has at least `queries` queries."""
-    kind = KINDS["autoattack"]
     for name, entry in test_attacks.items():
-        budget = kind.queries if entry.get("queries") is None else int(entry["queries"])
         if (
             entry.get("kind") == "autoattack"
             and math.isclose(float(entry["eps"]), eps)
-            and (entry.get("norm") or kind.norm) == norm
-            and budget >= queries
+            and (entry.get("norm") or KINDS["autoattack"].norm) == norm
+            and queries_of(entry) >= queries
         ):
             return name
     return None
